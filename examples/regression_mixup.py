@@ -1,0 +1,63 @@
+"""Regression with mixup: an MLP (10 inputs -> 1 output, MSE) trained with automix's mixup in its loop.
+
+Usage:
+    python examples/regression_mixup.py [--steps 400] [--alpha 0.4] [--seed 0]
+
+The data is synthetic (a smooth non-linear function of 10 inputs plus noise, 256 training points),
+so it runs offline in seconds. It trains the same network with and without mixup and prints the
+held-out MSE of both: mixing interpolates inputs *and* targets, which works for any target shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from automix import create_mixer
+from automix.losses import mixed_mse
+
+
+def make_data(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, 10, generator=generator)
+    y = torch.sin(x[:, :3].sum(1, keepdim=True)) + 0.5 * x[:, 3:4] * x[:, 4:5]
+    return x, y + 0.1 * torch.randn(n, 1, generator=generator)
+
+
+def train(alpha: float | None, steps: int, seed: int) -> float:
+    torch.manual_seed(seed)
+    data_gen = torch.Generator().manual_seed(1234)
+    x_train, y_train = make_data(256, data_gen)
+    x_test, y_test = make_data(2048, data_gen)
+    model = nn.Sequential(nn.Linear(10, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    mixer = None if alpha is None else create_mixer("mixup", alpha=alpha)
+    mix_gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, 256, (64,))
+        x, y = x_train[idx], y_train[idx]
+        if mixer is not None:
+            out = mixer(x, y, mix_gen)  # regression targets are mixed like the inputs
+            x, y = out.x, out.y
+        loss = mixed_mse(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(mixed_mse(model(x_test), y_test))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--alpha", type=float, default=0.4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    plain = train(None, args.steps, args.seed)
+    mixed = train(args.alpha, args.steps, args.seed)
+    print(f"held-out MSE  no mixing: {plain:.4f}   mixup(alpha={args.alpha}): {mixed:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""automix: mixup-family data augmentation for PyTorch, headlined by AutoMix.
+
+Layers (arrows point down only): ``mixers`` (input-space mixers, torch only) and ``losses``;
+``models`` (backbones, feature taps).
+"""
+
+from . import losses
+from .mixers import BaseMixer, MixOutput, MixParams, create_mixer, list_mixers, register_mixer
+from .models import FeatureTap, create_model, default_feature_layer, forward_with_features, list_models, register_model
+
+__version__ = "0.1.0"
+
+__all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "losses",
+           "FeatureTap", "create_model", "default_feature_layer", "forward_with_features", "list_models",
+           "register_model", "__version__"]

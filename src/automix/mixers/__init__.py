@@ -1,0 +1,19 @@
+"""Input-space mixers: pure tensor operations on a batch, no model needed.
+
+Every mixer follows the contract of ``base.BaseMixer`` and is registered by name; build one with
+``create_mixer(name, **kwargs)`` and list them with ``list_mixers()``.
+"""
+
+from .base import BaseMixer, MixOutput, MixParams
+from .registry import create_mixer, list_mixers, register_mixer
+from .mixup import Mixup
+from .cutmix import CutMix
+from .fmix import FMix
+from .gridmix import GridMix
+from .smoothmix import SmoothMix
+from .resizemix import ResizeMix
+from .saliencymix import SaliencyMix, saliency_map
+from .choice import MixChoice, mixup_cutmix
+
+__all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "Mixup", "CutMix",
+           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "MixChoice", "mixup_cutmix"]

@@ -1,0 +1,316 @@
+"""The Mixer contract: ``MixParams``, ``MixOutput`` and ``BaseMixer``, which every mixer extends.
+
+A mixer turns a batch ``(x, y)`` into a mixed batch in two steps, kept apart on purpose:
+
+* ``sample(x, generator)`` draws the random parameters (partner index, lambda, box or mask);
+* ``apply(t, params)`` mixes any tensor with a draw, so the same mix can be applied again, to a
+  segmentation mask, a second view, or the same batch after a restart.
+
+``mixer(x, y)`` does both, mixes the targets and returns a ``MixOutput``. Conventions:
+
+* ``lam[i]`` is the weight of sample ``i`` itself; ``1 - lam[i]`` the weight of its partner
+  ``x[index[i]]``. Targets are ``lam * y + (1 - lam) * y[index]``. ``lam`` and the targets are
+  float32 whatever the image dtype (bf16 would round class ids and small weights).
+* ``mode`` sets the granularity: ``batch`` (one draw for the batch), ``pair`` (one draw shared by
+  the two members of a symmetric pair) or ``elem`` (one draw per sample). All are vectorised.
+* ``prob`` is the chance that the batch (batch mode) or a sample / pair (other modes) is mixed
+  at all; it is applied exactly once.
+* The caller's tensors are never written to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .._checks import (check_choice, check_generator, check_positive, check_positive_int, check_range,
+                       check_tensor, check_type)
+from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
+
+MODES = ("batch", "pair", "elem")
+
+
+@dataclass
+class MixParams:
+    """One draw of a mixer, enough to apply exactly the same mix again.
+
+    Attributes:
+        index: long [B] partner of each sample.
+        lam: float32 [B] weight of each sample itself (after any correction to the realised area).
+        mode: the granularity the draw was made for.
+        mixed: False when ``prob`` decided not to mix this batch at all (batch mode).
+        size: the (H, W) the draw was made for, or None for non-spatial mixers.
+        box: long [N, 4] (y1, y2, x1, x2) boxes on the CPU, N = 1 in batch mode, else B.
+        mask: weight of the partner, [N, 1, H, W] float32 or bool, N = 1 in batch mode, else B.
+        extra: mixer-specific values (e.g. the chosen sub-mixer of a switch).
+    """
+
+    index: Tensor
+    lam: Tensor
+    mode: str
+    mixed: bool = True
+    size: tuple[int, int] | None = None
+    box: Tensor | None = None
+    mask: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MixOutput:
+    """Result of ``mixer(x, y)``.
+
+    Attributes:
+        x: the mixed batch, same shape, dtype and memory format as the input.
+        y: the mixed targets (float32 for class targets; regression targets keep their shape).
+        lam: float32 [B], weight of each sample itself.
+        index: long [B], partner of each sample, for loss interpolation.
+        params: the draw, to replay with ``mixer(x, y, params=out.params)`` or ``mixer.apply``.
+        seg: the mixed segmentation mask when ``seg=`` was given, else None.
+    """
+
+    x: Tensor
+    y: Tensor
+    lam: Tensor
+    index: Tensor
+    params: MixParams
+    seg: Tensor | None = None
+
+
+class BaseMixer:
+    """Shared machinery of every input-space mixer: checks, lambda and pairing draws, targets.
+
+    Subclasses set ``name`` and override ``_sample`` (boxes/masks and lam correction) and, when the
+    mix is not a plain partner-weighted blend, ``_apply``.
+
+    Args:
+        alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0.
+        prob: chance that a batch (batch mode) or a sample / pair (other modes) is mixed at all.
+        mode: ``"batch"``, ``"pair"`` or ``"elem"``.
+        pairing: ``"perm"`` (random permutation, as the reference) or ``"flip"`` (i with B-1-i).
+        num_classes: needed when targets are given as class indices.
+        label_smoothing: smoothing applied to class targets (indices or [B, C]) before mixing.
+        generator: default generator for the draws; ``None`` uses torch's global generator.
+    """
+
+    name: ClassVar[str] = "base"
+    spatial: ClassVar[bool] = True  # needs [B, C, H, W] input
+    hard: ClassVar[bool] = True  # masks are 0/1, so integer segmentation maps can be mixed
+
+    def __init__(self, alpha: float = 1.0, *, prob: float = 1.0, mode: str = "batch", pairing: str = "perm",
+                 num_classes: int | None = None, label_smoothing: float = 0.0,
+                 generator: torch.Generator | None = None) -> None:
+        self.alpha = check_positive("alpha", alpha)
+        self.prob = check_range("prob", prob, 0.0, 1.0)
+        self.mode = check_choice("mode", mode, MODES)
+        self.pairing = check_choice("pairing", pairing, PAIRINGS)
+        self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
+        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+        self.generator = check_generator("generator", generator)
+
+    def __repr__(self) -> str:
+        keys = ("alpha", "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
+        return f"{type(self).__name__}({args})"
+
+    def _repr_keys(self) -> tuple[str, ...]:
+        return ()
+
+    # ------------------------------------------------------------------ public API
+    def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None, *,
+                 params: MixParams | None = None, seg: Tensor | None = None) -> MixOutput:
+        """Mix ``x`` and ``y``; replay ``params`` instead of drawing when given."""
+        self.check_input(x)
+        self.check_targets(y, x.shape[0])
+        if params is None:
+            params = self.sample(x, generator)
+        elif not isinstance(params, MixParams):
+            raise TypeError(f"params must be a MixParams, got {type(params).__name__}")
+        x_mix = self.apply(x, params)
+        y_mix = self.mix_targets(y, params)
+        seg_mix = None if seg is None else self.apply_seg(seg, params, x)
+        return MixOutput(x_mix, y_mix, params.lam, params.index, params, seg_mix)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> MixParams:
+        """Draw the parameters for a batch like ``x`` (its content is read only by saliency mixers)."""
+        self.check_input(x)
+        return self._draw(x, self._generator(generator), self.prob)
+
+    def _draw(self, x: Tensor, gen: torch.Generator, prob: float) -> MixParams:
+        batch = x.shape[0]
+        size = tuple(x.shape[-2:]) if self.spatial else None
+        index = pair_index(batch, self.pairing, self.mode == "pair", gen)
+        if self.mode == "batch":
+            mixed = prob >= 1.0 or bool(torch.rand(1, generator=gen, device=gen.device) < prob)
+            if not mixed:
+                lam = torch.ones(batch, dtype=torch.float32, device=x.device)
+                return MixParams(index.to(x.device), lam, self.mode, False, size)
+            lam = self._draw_lam(1, gen).expand(batch)
+            active = None
+        else:
+            lam = self._draw_lam(batch, gen)
+            active = torch.rand(batch, generator=gen, device=gen.device) < prob
+            if self.mode == "pair":
+                leader = pair_leader(index)
+                lam, active = lam[leader], active[leader]
+            lam = torch.where(active, lam, torch.ones_like(lam))
+        params = self._sample(x, index, lam, gen)
+        params = self._finish(params, active, x.device)
+        return params
+
+    def apply(self, t: Tensor, params: MixParams) -> Tensor:
+        """Mix tensor ``t`` (same batch size and spatial size as the draw) with ``params``."""
+        check_tensor("t", t)
+        if t.shape[0] != params.index.shape[0]:
+            raise ValueError(f"t has batch size {t.shape[0]} but params were drawn for {params.index.shape[0]}")
+        if self.spatial:
+            check_spatial_size("t", t.shape[-2:], params)
+        if not params.mixed:
+            return t
+        return self._apply(t, params)
+
+    def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
+        """Mix a segmentation target: an integer map [B, H, W] (hard mixers) or float [B, C, H, W]."""
+        check_tensor("seg", seg)
+        if seg.shape[0] != x.shape[0] or tuple(seg.shape[-2:]) != tuple(x.shape[-2:]):
+            raise ValueError(f"seg must have shape [B, H, W] or [B, C, H, W] matching x {tuple(x.shape)}, "
+                             f"got {tuple(seg.shape)}")
+        if seg.is_floating_point():
+            return self.apply(seg if seg.ndim == 4 else seg.unsqueeze(1), params).reshape(seg.shape)
+        if not self.hard:
+            raise TypeError(f"seg must be a float one-hot/soft map for {self.name}, whose mask is soft; got an "
+                            f"integer map of dtype {seg.dtype} (one-hot it first)")
+        if seg.ndim != 3:
+            raise ValueError(f"seg as class indices must be [B, H, W], got shape {tuple(seg.shape)}")
+        return self.apply(seg.unsqueeze(1), params).squeeze(1)
+
+    def mix_targets(self, y: Tensor, params: MixParams) -> Tensor:
+        """Soft targets ``lam * y + (1 - lam) * y[index]`` in float32 (or y's wider float dtype)."""
+        target = self.to_target(y)
+        if not params.mixed:
+            return target
+        lam = params.lam.to(device=target.device, dtype=target.dtype)
+        lam = lam.reshape((-1,) + (1,) * (target.ndim - 1))
+        return torch.lerp(target[params.index.to(target.device)], target, lam)
+
+    def to_target(self, y: Tensor) -> Tensor:
+        """Class indices -> (smoothed) one-hot float32; float targets -> float32 copy, smoothed if 2-D."""
+        eps = self.label_smoothing
+        if not y.is_floating_point():
+            classes = self.num_classes
+            off = eps / classes
+            target = torch.full((y.shape[0], classes), off, dtype=torch.float32, device=y.device)
+            return target.scatter_(1, y.long().unsqueeze(1), 1.0 - eps + off)
+        target = y.to(torch.promote_types(y.dtype, torch.float32))
+        if eps > 0:
+            target = target * (1.0 - eps) + eps / target.shape[1]
+        return target
+
+    # ------------------------------------------------------------------ checks
+    def check_input(self, x: Any) -> None:
+        check_tensor("x", x)
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor (convert uint8 images first), got dtype {x.dtype}")
+        if self.spatial and x.ndim != 4:
+            raise ValueError(f"x must be a [B, C, H, W] batch for {self.name}, got shape {tuple(x.shape)}")
+        if x.ndim < 2 or x.shape[0] < 1:
+            raise ValueError(f"x must be a batch [B, ...] with B >= 1 and at least 2 dims, got shape {tuple(x.shape)}")
+
+    def check_targets(self, y: Any, batch: int) -> None:
+        check_tensor("y", y)
+        if y.ndim == 0 or y.shape[0] != batch:
+            raise ValueError(f"y must have the batch size of x ({batch}) in dim 0, got shape {tuple(y.shape)}")
+        if y.dtype == torch.bool or y.is_complex():
+            raise TypeError(f"y must be class indices (integer) or float targets, got dtype {y.dtype}")
+        if y.is_floating_point():
+            if self.label_smoothing > 0 and y.ndim != 2:
+                raise ValueError(f"label_smoothing applies to class targets [B, C]; y has shape {tuple(y.shape)}")
+            return
+        if y.ndim != 1:
+            raise ValueError(f"y as class indices must have shape [B], got {tuple(y.shape)}")
+        if self.num_classes is None:
+            raise ValueError("num_classes is required when y holds class indices (build the mixer with "
+                             "num_classes=...), got num_classes=None")
+        if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"y holds class ids outside [0, num_classes={self.num_classes}): "
+                             f"min {int(y.min())}, max {int(y.max())}")
+
+    # ------------------------------------------------------------------ for subclasses
+    def _generator(self, generator: torch.Generator | None) -> torch.Generator:
+        check_generator("generator", generator)
+        return generator or self.generator or torch.default_generator
+
+    def _draw_lam(self, n: int, gen: torch.Generator) -> Tensor:
+        return sample_beta(self.alpha, n, gen)
+
+    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
+        """Build the draw from partner ``index`` and ``lam`` ([B], or expanded from one value in batch mode)."""
+        return MixParams(index, lam, self.mode, True, tuple(x.shape[-2:]) if self.spatial else None)
+
+    def _finish(self, params: MixParams, active: Tensor | None, device: torch.device) -> MixParams:
+        """Share draws inside pairs, blank inactive samples and move tensors to the data's device."""
+        index, lam, box, mask = params.index, params.lam, params.box, params.mask
+        if self.mode == "pair":
+            leader = pair_leader(index)
+            lam = lam[leader]
+            box = None if box is None else box[leader.to(box.device)]
+            mask = None if mask is None else mask[leader.to(mask.device)]
+        if active is not None:
+            lam = torch.where(active.to(lam.device), lam, torch.ones_like(lam))
+            if box is not None:
+                box = box * active.to(box.device).unsqueeze(1)
+            if mask is not None:
+                keep = active.to(mask.device).view(-1, 1, 1, 1)
+                mask = mask & keep if mask.dtype == torch.bool else mask * keep
+        return replace(params, index=index.to(device), lam=lam.to(device=device, dtype=torch.float32),
+                       box=None if box is None else box.cpu(),
+                       mask=None if mask is None else mask.to(device))
+
+    def _apply(self, t: Tensor, params: MixParams) -> Tensor:
+        """Blend with the partner by ``params.mask`` / ``params.box`` / ``1 - lam``."""
+        index = params.index.to(t.device)
+        if params.box is not None:
+            return _paste_box(t, index, params.box)
+        if params.mask is not None:
+            return _blend(t, t[index], params.mask)
+        if params.mode == "batch" and params.lam.device.type == "cpu":
+            return torch.lerp(t, t[index], float(1.0 - params.lam[0]))
+        w = (1.0 - params.lam).to(device=t.device, dtype=t.dtype).view((-1,) + (1,) * (t.ndim - 1))
+        return torch.lerp(t, t[index], w)
+
+
+def _blend(t: Tensor, partner: Tensor, mask: Tensor) -> Tensor:
+    """``t`` where mask is 0, ``partner`` where it is 1; bool masks select, float masks interpolate."""
+    mask = mask.to(t.device)
+    if mask.dtype == torch.bool:
+        return torch.where(mask, partner, t)
+    if not t.is_floating_point():
+        return torch.where(mask >= 0.5, partner, t)
+    return torch.lerp(t, partner, mask.to(t.dtype))
+
+
+def _paste_box(t: Tensor, index: Tensor, box: Tensor) -> Tensor:
+    """Paste each partner's box region; one slice copy in batch mode, one masked select otherwise."""
+    if box.shape[0] == 1:
+        y1, y2, x1, x2 = box[0].tolist()
+        out = t.clone()
+        if y2 > y1 and x2 > x1:
+            out[..., y1:y2, x1:x2] = t[..., y1:y2, x1:x2][index]
+        return out
+    mask = box_mask(box, t.shape[-2], t.shape[-1], t.device)
+    return torch.where(mask, t[index], t)
+
+
+def lam_from_mask(mask: Tensor) -> Tensor:
+    """Weight of the sample itself implied by a partner mask [N, 1, H, W]: ``1 - mean(mask)``."""
+    return 1.0 - mask.float().mean(dim=(1, 2, 3))
+
+
+def check_spatial_size(name: str, size: tuple[int, int], params: MixParams) -> None:
+    if params.size is not None and tuple(size) != tuple(params.size):
+        raise ValueError(f"{name} has spatial size {tuple(size)} but params were drawn for {params.size}")
+
+
+__all__ = ["BaseMixer", "MixOutput", "MixParams", "MODES", "lam_from_mask", "check_spatial_size", "check_type"]

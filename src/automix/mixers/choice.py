@@ -1,0 +1,127 @@
+"""Switching between mixers: one mixer per batch, picked with given probabilities.
+
+``MixChoice`` generalises timm's ``switch_prob``: give it mixers (objects, names, or
+``(name, kwargs)`` pairs) and their probabilities. ``mixup_cutmix`` builds exactly timm's
+``Mixup(mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, label_smoothing)``
+semantics on top of it, which is what the trainer's ``--mixup/--cutmix`` flags create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._checks import check_number, check_range
+from .base import BaseMixer, MixParams
+from .registry import create_mixer, register_mixer
+
+
+@register_mixer("mix_choice")
+class MixChoice(BaseMixer):
+    """Pick one of several mixers for each batch.
+
+    Args:
+        mixers: mixer objects, registered names, or ``(name, kwargs)`` pairs. Names inherit this
+            switch's ``mode``, ``pairing``, ``num_classes`` and ``label_smoothing``.
+        probs: relative probabilities of the mixers (default uniform); normalised to sum to 1.
+        prob: chance that the batch (or sample / pair) is mixed at all, applied once, here.
+        **kwargs: ``mode``, ``pairing``, ``num_classes``, ``label_smoothing``, ``generator``.
+
+    Example:
+        >>> import torch
+        >>> from automix import create_mixer
+        >>> mixer = create_mixer("mix_choice", mixers=["mixup", ("cutmix", {"alpha": 0.2})],
+        ...                      probs=[0.5, 0.5], num_classes=10)
+        >>> out = mixer(torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+        >>> out.params.extra["choice"] in (0, 1)
+        True
+    """
+
+    name = "mix_choice"
+
+    def __init__(self, mixers: Sequence[Any], probs: Sequence[float] | None = None, *, prob: float = 1.0,
+                 **kwargs) -> None:
+        if "alpha" in kwargs:
+            raise TypeError("alpha is set on each mixer of a mix_choice, not on the switch (got alpha=...)")
+        super().__init__(1.0, prob=prob, **kwargs)
+        if isinstance(mixers, (str, BaseMixer)) or not isinstance(mixers, Sequence) or len(mixers) == 0:
+            raise ValueError(f"mixers must be a non-empty list of mixers, names or (name, kwargs) pairs, got {mixers!r}")
+        shared = {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
+                  "label_smoothing": self.label_smoothing}
+        self.mixers = [self._build(m, shared) for m in mixers]
+        if self.num_classes is None:
+            # Mixer objects built elsewhere may carry num_classes; the switch builds the targets.
+            known = {m.num_classes for m in self.mixers} - {None}
+            self.num_classes = known.pop() if len(known) == 1 else None
+        if probs is None:
+            probs = [1.0] * len(self.mixers)
+        if not isinstance(probs, Sequence) or len(probs) != len(self.mixers):
+            raise ValueError(f"probs must have one entry per mixer ({len(self.mixers)}), got {probs!r}")
+        weights = [check_number(f"probs[{i}]", p) for i, p in enumerate(probs)]
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"probs must be >= 0 with a positive sum, got {list(probs)!r}")
+        self.probs = torch.tensor(weights, dtype=torch.float32) / sum(weights)
+        self.spatial = any(m.spatial for m in self.mixers)
+        self.hard = all(m.hard for m in self.mixers)
+
+    @staticmethod
+    def _build(spec: Any, shared: dict[str, Any]) -> BaseMixer:
+        if isinstance(spec, BaseMixer):
+            return spec
+        if isinstance(spec, str):
+            return create_mixer(spec, **shared)
+        if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
+            return create_mixer(spec[0], **{**shared, **spec[1]})
+        raise TypeError(f"mixers entries must be a mixer, a name or a (name, kwargs) pair, got {spec!r}")
+
+    def _repr_keys(self) -> tuple[str, ...]:
+        return ("mixers", "probs")
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> MixParams:
+        gen = self._generator(generator)
+        choice = int(torch.multinomial(self.probs.to(gen.device), 1, generator=gen))
+        chosen = self.mixers[choice]
+        chosen.check_input(x)
+        # The switch's own prob gates mixing; the chosen mixer keeps its own prob too (1 by default).
+        params = chosen._draw(x, gen, chosen.prob * self.prob)
+        params.extra["choice"] = choice
+        return params
+
+    def check_input(self, x: Any) -> None:
+        for mixer in self.mixers:
+            mixer.check_input(x)
+
+    def _apply(self, t: Tensor, params: MixParams) -> Tensor:
+        return self.mixers[params.extra["choice"]]._apply(t, params)
+
+    def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
+        return self.mixers[params.extra["choice"]].apply_seg(seg, params, x)
+
+
+@register_mixer("mixup_cutmix")
+def mixup_cutmix(mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_minmax: tuple[float, float] | None = None,
+                 prob: float = 1.0, switch_prob: float = 0.5, correct_lam: bool = True, **kwargs) -> BaseMixer:
+    """timm's ``Mixup`` options as one mixer: mixup, cutmix, or a per-batch switch between them.
+
+    CutMix is active when ``cutmix_alpha > 0`` or ``cutmix_minmax`` is set, mixup when
+    ``mixup_alpha > 0``; with both, CutMix is chosen with probability ``switch_prob``. Unlike timm,
+    ``label_smoothing`` defaults to 0 (keep smoothing a visible choice) and odd batches work.
+    """
+    mixup_alpha = check_range("mixup_alpha", mixup_alpha, 0.0, float("inf"))
+    cutmix_alpha = check_range("cutmix_alpha", cutmix_alpha, 0.0, float("inf"))
+    switch_prob = check_range("switch_prob", switch_prob, 0.0, 1.0)
+    use_cutmix = cutmix_alpha > 0 or cutmix_minmax is not None
+    cut_kw = {"alpha": cutmix_alpha if cutmix_alpha > 0 else 1.0, "cutmix_minmax": cutmix_minmax,
+              "correct_lam": correct_lam}
+    if mixup_alpha > 0 and use_cutmix:
+        return MixChoice([("mixup", {"alpha": mixup_alpha}), ("cutmix", cut_kw)], [1 - switch_prob, switch_prob],
+                         prob=prob, **kwargs)
+    if mixup_alpha > 0:
+        return create_mixer("mixup", alpha=mixup_alpha, prob=prob, **kwargs)
+    if use_cutmix:
+        return create_mixer("cutmix", prob=prob, **cut_kw, **kwargs)
+    raise ValueError(f"mixup_cutmix needs mixup_alpha > 0 or cutmix_alpha > 0 or cutmix_minmax, "
+                     f"got mixup_alpha={mixup_alpha}, cutmix_alpha={cutmix_alpha}, cutmix_minmax={cutmix_minmax}")

@@ -1,0 +1,97 @@
+"""FMix (Harris et al., 2020): masks cut from thresholded low-frequency Fourier noise.
+
+A random complex spectrum with power falling off as ``1 / f ** decay_power`` is turned into a
+grey-level image by an inverse FFT; the ``(1 - lam) * H * W`` highest pixels come from the partner.
+``max_soft > 0`` softens the border into a linear ramp over that fraction of the pixels. lam is
+recomputed from the realised mask when ``correct_lam`` is on (default), so targets match pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import check_positive, check_range, check_type
+from ._sampling import sample_beta
+from .base import BaseMixer, MixParams, lam_from_mask
+from .registry import register_mixer
+
+
+@register_mixer("fmix")
+class FMix(BaseMixer):
+    """Fourier-noise mask mixer.
+
+    Args:
+        alpha: Beta concentration of lam.
+        decay_power: spectral decay exponent; larger gives smoother, blobbier masks (default 3).
+        max_soft: fraction of pixels on each side of the threshold that get a soft ramp (0 = hard).
+        reformulate: draw lam from Beta(alpha + 1, alpha) as the FMix paper's reformulation.
+        correct_lam: report lam from the realised mask mean.
+        **kwargs: see ``BaseMixer``.
+
+    Example:
+        >>> import torch
+        >>> from automix import create_mixer
+        >>> out = create_mixer("fmix", alpha=1.0)(torch.rand(2, 3, 32, 32), torch.rand(2, 4))
+        >>> bool(torch.allclose(out.lam, 1 - out.params.mask.float().mean((1, 2, 3)).expand(2)))
+        True
+    """
+
+    name = "fmix"
+
+    def __init__(self, alpha: float = 1.0, *, decay_power: float = 3.0, max_soft: float = 0.0,
+                 reformulate: bool = False, correct_lam: bool = True, **kwargs) -> None:
+        super().__init__(alpha, **kwargs)
+        self.decay_power = check_positive("decay_power", decay_power)
+        self.max_soft = check_range("max_soft", max_soft, 0.0, 0.5)
+        check_type("reformulate", reformulate, bool, "a bool")
+        check_type("correct_lam", correct_lam, bool, "a bool")
+        self.reformulate = reformulate
+        self.correct_lam = correct_lam
+        self.hard = self.max_soft == 0
+
+    def _repr_keys(self) -> tuple[str, ...]:
+        return ("decay_power", "max_soft", "reformulate", "correct_lam")
+
+    def _draw_lam(self, n: int, gen: torch.Generator) -> Tensor:
+        if self.reformulate:
+            return sample_beta(self.alpha + 1.0, n, gen, beta=self.alpha)
+        return sample_beta(self.alpha, n, gen)
+
+    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
+        height, width = x.shape[-2:]
+        n = 1 if self.mode == "batch" else x.shape[0]
+        noise = fourier_noise(n, height, width, self.decay_power, gen)
+        mask = threshold_mask(noise, lam[:n], self.max_soft)
+        draw = lam_from_mask(mask) if self.correct_lam else lam[:n].float()
+        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
+                         (height, width), mask=mask)
+
+
+def fourier_noise(n: int, height: int, width: int, decay_power: float, gen: torch.Generator) -> Tensor:
+    """``n`` low-frequency noise images [n, H, W] with spectrum amplitude ``1 / f ** decay_power``."""
+    device = gen.device
+    fy = torch.fft.fftfreq(height, device=device)[:, None]
+    fx = torch.fft.rfftfreq(width, device=device)[None, :]
+    freq = (fy ** 2 + fx ** 2).sqrt().clamp_min(1.0 / max(height, width))
+    scale = freq.pow(-decay_power)
+    spectrum = torch.randn((n, 2) + scale.shape, generator=gen, device=device) * scale
+    return torch.fft.irfft2(torch.complex(spectrum[:, 0], spectrum[:, 1]), s=(height, width))
+
+
+def threshold_mask(noise: Tensor, lam: Tensor, max_soft: float) -> Tensor:
+    """Partner mask [n, 1, H, W]: the ``(1 - lam)`` share of highest-noise pixels, ramped if soft."""
+    n, height, width = noise.shape
+    pixels = height * width
+    order = noise.reshape(n, pixels).argsort(dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(pixels, device=noise.device).expand(n, pixels))
+    count = ((1.0 - lam.to(noise.device)) * pixels).round()[:, None]
+    if max_soft == 0:
+        return (rank < count).reshape(n, 1, height, width)
+    # Linear ramp from 1 to 0 across `2 * soft` pixels centred on the threshold rank.
+    share = torch.minimum(lam, 1.0 - lam).to(noise.device).clamp_max(max_soft)
+    soft = (share * pixels).floor()[:, None].clamp_min(1.0)
+    mask = ((count + soft - 0.5 - rank) / (2 * soft)).clamp(0, 1)
+    return mask.reshape(n, 1, height, width).float()
+

@@ -1,0 +1,69 @@
+"""Backbones and feature access for mixup-family training.
+
+- :func:`create_model` builds a registered network by name (``list_models()``) or a
+  ``"timm:<name>"`` / ``"torchvision:<name>"`` model (those libraries are imported lazily).
+- The CIFAR networks (3x3 stride-1 stem, no max-pool) take ``num_classes``, ``in_chans`` and a
+  width keyword: ``width`` (first-stage channels, default 64) for the ResNets / ResNeXt,
+  ``widen`` (the WRN factor k) for wide ResNets. Each has ``forward_features``,
+  ``forward_head``, ``num_features`` and ``default_feature_layer``.
+- :func:`default_feature_layer` names the module feeding the AutoMix Mix Block (``"layer3"``
+  for the CIFAR ResNets, ``"layer2"`` for WRN) and :class:`FeatureTap` records that module's
+  output during the ordinary forward pass.
+
+Example:
+    >>> import torch
+    >>> model = create_model("wrn28_8", num_classes=100, widen=1)
+    >>> tap = FeatureTap(model, default_feature_layer(model))
+    >>> logits, feats = forward_with_features(model, torch.randn(2, 3, 32, 32), tap)
+    >>> tuple(logits.shape), tuple(feats.shape)
+    ((2, 100), (2, 32, 16, 16))
+    >>> tap.remove()
+"""
+
+from automix.models.registry import (
+    create_model,
+    default_feature_layer,
+    list_models,
+    register_model,
+)
+from automix.models.cifar_resnet import (
+    Backbone,
+    BasicBlock,
+    Bottleneck,
+    CifarResNet,
+    PreActBlock,
+    init_weights,
+    preact_resnet18,
+    preact_resnet34,
+    resnet18,
+    resnet34,
+    resnext50_32x4d,
+)
+from automix.models.wrn import WideBasicBlock, WideResNet, wide_resnet, wrn28_8, wrn28_10
+from automix.models.features import FeatureTap, forward_with_features, resolve_module
+
+__all__ = [
+    "Backbone",
+    "BasicBlock",
+    "Bottleneck",
+    "CifarResNet",
+    "FeatureTap",
+    "PreActBlock",
+    "WideBasicBlock",
+    "WideResNet",
+    "create_model",
+    "default_feature_layer",
+    "forward_with_features",
+    "init_weights",
+    "list_models",
+    "preact_resnet18",
+    "preact_resnet34",
+    "register_model",
+    "resnet18",
+    "resnet34",
+    "resnext50_32x4d",
+    "resolve_module",
+    "wide_resnet",
+    "wrn28_10",
+    "wrn28_8",
+]
