@@ -1,0 +1,141 @@
+"""The Method contract, and the generic wrapper that turns any mixer into a Method.
+
+A Method is an ``nn.Module`` that owns everything it trains besides the classifier (a Mix Block,
+an EMA encoder, its own random generator) and exposes the four calls a training loop needs:
+
+* ``training_step(x, y) -> (loss, logs)``: one step's loss (call ``backward`` on it) and detached logs;
+* ``after_step()``: call after ``optimizer.step()``: EMA updates and schedules, then ``step += 1``;
+* ``eval_model()``: the network to evaluate;
+* ``state_dict()`` / ``load_state_dict()``: everything needed to continue exactly, including the
+  step counter and the generator that draws lambdas and pairings.
+
+``forward`` is ``training_step``, so under DDP the whole method is wrapped
+(``DDP(method)(x, y)``) and every trainable part (Mix Block included) has its gradients reduced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_choice, check_positive_int, check_range, check_type
+from ..losses import soft_target_bce, soft_target_cross_entropy
+from ..mixers import BaseMixer
+
+
+class Method(nn.Module):
+    """Base class: a step counter, a total step count for schedules, and an owned generator.
+
+    Args:
+        model: the classifier being trained.
+        total_steps: optimiser steps in the whole run (schedules need it; the trainer sets it).
+        seed: seed of the method's generator; ``None`` draws one from torch's global generator, so
+            ``torch.manual_seed`` makes the run reproducible.
+    """
+
+    def __init__(self, model: nn.Module, *, total_steps: int | None = None, seed: int | None = None) -> None:
+        super().__init__()
+        check_type("model", model, nn.Module, "an nn.Module")
+        self.model = model
+        self.total_steps = None if total_steps is None else check_positive_int("total_steps", total_steps)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)))
+        check_type("seed", seed, int, "an int")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Tell the method how many optimiser steps the run has (drives its schedules)."""
+        self.total_steps = check_positive_int("total_steps", total_steps)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.training_step(x, y)
+
+    def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Schedules and EMA updates after the optimiser step; subclasses call ``super()`` last."""
+        self.step += 1
+
+    @torch.no_grad()
+    def sync_buffers(self, mode: str = "reduce") -> None:
+        """Make buffers (BN statistics) equal on every rank before evaluating or saving.
+
+        DDP broadcasts rank 0's buffers at the start of each forward, then every rank updates them
+        from its own data, so after a step they differ. ``"reduce"`` averages floating buffers over
+        the ranks (timm's ``--dist-bn reduce``); ``"broadcast"`` copies rank 0's. No-op without DDP.
+        """
+        check_choice("mode", mode, ("reduce", "broadcast"))
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        for buf in self.buffers():
+            if mode == "reduce" and buf.is_floating_point():
+                torch.distributed.all_reduce(buf)
+                buf.div_(world)
+            else:
+                torch.distributed.broadcast(buf, 0)
+
+    def eval_model(self) -> nn.Module:
+        """The network to evaluate (here the model itself)."""
+        return self.model
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: one per separately tunable part."""
+        return [{"name": "model", "params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    # The generator and total_steps travel in the state dict, so resume continues the same draws.
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "total_steps": self.total_steps}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.total_steps = state["total_steps"]
+
+
+class MixerMethod(Method):
+    """Any input-space mixer (or none) as a Method: mixed batch -> model -> soft-target loss.
+
+    Args:
+        model: the classifier.
+        mixer: a mixer from ``create_mixer``, or ``None`` for vanilla training.
+        num_classes: needed when ``y`` holds class indices and no mixer knows it.
+        loss: ``"ce"`` (soft-target cross-entropy) or ``"bce"`` (multi-label).
+        label_smoothing: for vanilla training (mixers carry their own).
+        total_steps, seed: see ``Method``.
+    """
+
+    def __init__(self, model: nn.Module, mixer: BaseMixer | None = None, *, num_classes: int | None = None,
+                 loss: str = "ce", label_smoothing: float = 0.0, total_steps: int | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(model, total_steps=total_steps, seed=seed)
+        if mixer is not None:
+            check_type("mixer", mixer, BaseMixer, "a mixer (automix.create_mixer) or None")
+        self.mixer = mixer
+        self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
+        self.loss = check_choice("loss", loss, ("ce", "bce"))
+        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+
+    def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.mixer is not None:
+            out = self.mixer(x, y, self.generator)
+            x, target = out.x, out.y
+        elif y.is_floating_point():
+            target = y
+        else:
+            target = None
+        logits = self.model(x)
+        if target is None:
+            if self.loss == "bce":
+                raise ValueError("loss='bce' needs float multi-label targets y [B, C], got class indices")
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        elif self.loss == "bce":
+            loss = soft_target_bce(logits, target)
+        else:
+            loss = soft_target_cross_entropy(logits, target)
+        return loss, {"loss": loss.detach()}

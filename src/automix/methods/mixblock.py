@@ -1,0 +1,161 @@
+"""The Mix Block of AutoMix and SAMix: a mixing mask generated from features by cross-attention.
+
+Given features ``z`` [N, C, h, w] of a batch, a mixing ratio ``lam`` and a partner permutation,
+the block computes for every position of each sample's map a single logit, attention-pooled from
+the partner's map, upsamples it to the image size and applies a sigmoid: that is the weight of the
+partner at each pixel (the sample itself gets ``1 - mask``). Spec sections 1.3 (AutoMix) and 2 (SAMix):
+
+* ``z_a = z`` (the sample, label weight lam) and ``z_b = z[perm]`` (the partner);
+* lam encoding: none; a constant channel (``lam_concat``: lam on z_a, 1 - lam on z_b); or the SAMix
+  multiplicative residual ``z_a * (1 + r(lam))``, ``z_b * (1 + 1 - r(lam))`` (``lam_mul``);
+* value ``v = W_v z_b`` (1x1 conv to one channel, or SAMix's ConvNeck);
+* query/key: one shared 1x1 conv on z_a and z_b (AutoMix), or separate convs on ``[z_a; z_b]``
+  (SAMix, ``qk_concat``);
+* ``P = softmax(q k / sqrt(d))`` over the partner's positions, in float32 (also under autocast);
+* ``s = P v`` -> [N, 1, h, w] -> upsampled (nearest for AutoMix, bilinear for SAMix) -> sigmoid.
+
+Convolutions start from Normal(0, 0.01) and zero bias, so the first masks are about 0.5 everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_choice, check_positive_int, check_range, check_type
+
+
+def rescale_lam(lam: float, k: float) -> float:
+    """SAMix's S-curve ``r(lam) = (4/3 lam^3 - 2 lam^2 + k' lam) / (k' - 2/3)``, k' = k + 1; identity for k < 0.
+
+    ``r(0) = 0``, ``r(0.5) = 0.5``, ``r(1) = 1``; flattened around 0.5 for small k.
+    """
+    if k < 0:
+        return lam
+    kk = k + 1.0
+    return (4.0 / 3.0 * lam**3 - 2.0 * lam**2 + kk * lam) / (kk - 2.0 / 3.0)
+
+
+class ConvNeck(nn.Module):
+    """SAMix's non-linear value head: 1x1 conv (C -> C/2, no bias) + BN + ELU + 1x1 conv (-> 1) + dropout."""
+
+    def __init__(self, in_channels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden = max(in_channels // 2, 1)
+        self.conv1 = nn.Conv2d(in_channels, hidden, 1, bias=False)
+        self.bn = nn.BatchNorm2d(hidden)
+        self.conv2 = nn.Conv2d(hidden, 1, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.drop(self.conv2(F.elu(self.bn(self.conv1(z)))))
+
+
+class PixelMixBlock(nn.Module):
+    """Mask generator shared by AutoMix and SAMix (see the module docstring).
+
+    Args:
+        in_channels: channels C of the feature map.
+        reduction: query/key width is ``C // reduction`` (2 in every reference config).
+        use_scale: divide attention logits by sqrt(d).
+        lam_concat: append a lam channel (AutoMix ImageNet configs).
+        lam_mul: SAMix multiplicative lam residual; ``lam_mul_k`` shapes its S-curve (-1 = identity).
+        qk_concat: SAMix separate query/key convs over the concatenated pair.
+        value_neck: ``"conv"`` (1x1 conv) or ``"convneck"`` (SAMix ConvNeck); ``value_dropout`` for it.
+        upsample: ``"nearest"`` (AutoMix) or ``"bilinear"`` (SAMix).
+    """
+
+    def __init__(self, in_channels: int, *, reduction: int = 2, use_scale: bool = True, lam_concat: bool = False,
+                 lam_mul: bool = False, lam_mul_k: float = -1.0, qk_concat: bool = False, value_neck: str = "conv",
+                 value_dropout: float = 0.0, upsample: str = "nearest") -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("reduction", reduction)
+        for name, flag in (("use_scale", use_scale), ("lam_concat", lam_concat), ("lam_mul", lam_mul),
+                           ("qk_concat", qk_concat)):
+            check_type(name, flag, bool, "a bool")
+        if lam_concat and lam_mul:
+            raise ValueError("lam_concat and lam_mul are alternative lam encodings; set at most one (got both True)")
+        self.use_scale, self.lam_concat, self.lam_mul, self.qk_concat = use_scale, lam_concat, lam_mul, qk_concat
+        self.lam_mul_k = float(lam_mul_k)
+        self.upsample = check_choice("upsample", upsample, ("nearest", "bilinear"))
+        check_choice("value_neck", value_neck, ("conv", "convneck"))
+        check_range("value_dropout", value_dropout, 0.0, 1.0, high_open=True)
+        c = in_channels + (1 if lam_concat else 0)
+        self.inter_channels = max(in_channels // reduction, 1)
+        qk_in = 2 * c if qk_concat else c
+        self.query = nn.Conv2d(qk_in, self.inter_channels, 1)
+        self.key = nn.Conv2d(qk_in, self.inter_channels, 1) if qk_concat else None
+        self.value = nn.Conv2d(c, 1, 1) if value_neck == "conv" else ConvNeck(c, value_dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, z: Tensor, lam: float, perm: Tensor, size: tuple[int, int]) -> Tensor:
+        """Partner-weight mask [N, 1, H, W] (float32) for features ``z`` [N, C, h, w] and image ``size``."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self._forward(z.float(), float(lam), perm, size)
+
+    def _forward(self, z: Tensor, lam: float, perm: Tensor, size: tuple[int, int]) -> Tensor:
+        n, _, h, w = z.shape
+        z_a, z_b = z, z[perm]
+        if self.lam_mul:
+            r = rescale_lam(lam, self.lam_mul_k)
+            z_a, z_b = z_a * (1.0 + r), z_b * (1.0 + (1.0 - r))
+        if self.lam_concat:
+            z_a = torch.cat([z_a, z_a.new_full((n, 1, h, w), lam)], dim=1)
+            z_b = torch.cat([z_b, z_b.new_full((n, 1, h, w), 1.0 - lam)], dim=1)
+        v = self.value(z_b).reshape(n, h * w, 1)
+        if self.qk_concat:
+            pair = torch.cat([z_a, z_b], dim=1)
+            q, k = self.query(pair), self.key(pair)
+        else:
+            q, k = self.query(z_a), self.query(z_b)
+        q = q.reshape(n, self.inter_channels, h * w).transpose(1, 2)  # [N, hw, d]
+        k = k.reshape(n, self.inter_channels, h * w)  # [N, d, hw]
+        logits = torch.bmm(q, k)
+        if self.use_scale:
+            logits = logits / self.inter_channels**0.5
+        attn = logits.softmax(dim=-1)  # rows: positions of the sample; softmax over the partner's
+        s = torch.bmm(attn, v).reshape(n, 1, h, w)
+        if (h, w) != tuple(size):
+            kw = {"align_corners": False} if self.upsample == "bilinear" else {}
+            s = F.interpolate(s, size=tuple(size), mode=self.upsample, **kw)
+        return torch.sigmoid(s)
+
+
+def mask_loss(mask: Tensor, lam: float, margin: float, mode: str = "L1") -> Tensor:
+    """Mask regulariser on the partner mask ``mask`` [N, 1, H, W] for ratio ``lam``.
+
+    ``"L1"``: ``max(|(1 - lam) - mean(mask)| - margin, 0)`` with the mean over the whole batch (one
+    scalar, as the reference). ``"L1+Variance"`` (SAMix) subtracts ``2 * mean((mask - mean)^2)``,
+    rewarding sharper masks.
+    """
+    mean = mask.mean()
+    loss = (torch.abs((1.0 - lam) - mean) - margin).clamp_min(0.0)
+    if mode == "L1+Variance":
+        loss = loss - 2.0 * (mask - mean).pow(2).mean()
+    return loss
+
+
+def adjust_mask(mask: Tensor, lam: float) -> Tensor:
+    """Rescale each sample's partner mask so its mean is exactly ``1 - lam``, staying inside [0, 1].
+
+    This is what the reference's ``mask_adjust`` intends for the backbone mask; the reference
+    rescales toward the *other* branch's lam (spec 1.8), which mismatches mask and labels. Here the
+    lam that built the mask and labels the batch is used.
+    """
+    mean = mask.mean(dim=(1, 2, 3), keepdim=True)
+    target = 1.0 - lam
+    shrink_partner = mask * (target / mean.clamp_min(1e-8))
+    shrink_self = 1.0 - (1.0 - mask) * (lam / (1.0 - mean).clamp_min(1e-8))
+    return torch.where(mean > target, shrink_partner, shrink_self).clamp(0.0, 1.0)

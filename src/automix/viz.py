@@ -1,0 +1,85 @@
+"""Pictures of mixing: a PNG grid of originals, partners, masks, mixed samples and lambda.
+
+``preview(mixer_or_method, x, y)`` mixes a few samples and returns the pieces; ``mix_grid`` lays
+them out (one row per sample: original | partner | mask | mixed, with lam written beside it) and
+``save_mix_grid`` writes a PNG. Works for any registered mixer and for AutoMix / SAMix (through
+their ``mix_preview``). Needs only Pillow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .mixers import BaseMixer
+
+
+def _own_weight(mixer: BaseMixer, params, n: int, size: tuple[int, int]) -> Tensor:
+    """Weight each sample keeps at each pixel, read off by mixing a one-hot 'sample id' probe."""
+    probe = torch.eye(n).view(n, n, 1, 1).expand(n, n, *size).contiguous()
+    mixed = mixer.apply(probe.to(params.index.device), params)
+    return mixed[torch.arange(n), torch.arange(n)].unsqueeze(1).float().cpu()
+
+
+@torch.no_grad()
+def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: int = 0) -> dict[str, Tensor]:
+    """Mix the first ``n`` samples of ``x`` with ``source`` (a mixer, or a method with ``mix_preview``)."""
+    x = x[:n]
+    gen = torch.Generator().manual_seed(seed)
+    if hasattr(source, "mix_preview"):
+        out = source.mix_preview(x, generator=gen)
+        return {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in out.items()}
+    if not isinstance(source, BaseMixer):
+        raise TypeError(f"source must be a mixer or a method with mix_preview(), got {type(source).__name__}")
+    if y is None:
+        y = torch.zeros(x.shape[0], 1)
+    out = source(x, y[:n], gen)
+    own = _own_weight(source, out.params, x.shape[0], tuple(x.shape[-2:]))
+    return {"x": x.cpu(), "partner": x[out.index].cpu(), "mask": 1.0 - own, "mixed": out.x.detach().cpu(),
+            "lam": out.lam.cpu()}
+
+
+def _to_uint8(img: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    img = (img.float() - lo) / (hi - lo).clamp_min(1e-8)
+    if img.shape[0] == 1:
+        img = img.expand(3, -1, -1)
+    return (img[:3].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+
+
+def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None):
+    """A ``PIL.Image`` grid from ``preview``'s output; ``mean``/``std`` undo input normalisation."""
+    from PIL import Image, ImageDraw
+
+    x, partner, mask, mixed, lam = (parts[k] for k in ("x", "partner", "mask", "mixed", "lam"))
+    if mean is not None and std is not None:
+        m = torch.as_tensor(mean).view(-1, 1, 1)
+        s = torch.as_tensor(std).view(-1, 1, 1)
+        x, partner, mixed = (t.float() * s + m for t in (x, partner, mixed))
+        lo, hi = torch.tensor(0.0), torch.tensor(1.0)
+    else:
+        both = torch.cat([x.float(), mixed.float()])
+        lo, hi = both.min(), both.max()
+    n, _, h, w = x.shape
+    label_w = 64
+    grid = Image.new("RGB", (4 * w * scale + label_w, n * h * scale), "white")
+    draw = ImageDraw.Draw(grid)
+    for i in range(n):
+        cells = [_to_uint8(x[i], lo, hi), _to_uint8(partner[i], lo, hi),
+                 _to_uint8(mask[i], torch.tensor(0.0), torch.tensor(1.0)), _to_uint8(mixed[i], lo, hi)]
+        for j, cell in enumerate(cells):
+            tile = Image.frombytes("RGB", (w, h), bytes(cell.contiguous().flatten().tolist()))
+            tile = tile.resize((w * scale, h * scale), Image.NEAREST)
+            grid.paste(tile, (j * w * scale, i * h * scale))
+        draw.text((4 * w * scale + 4, i * h * scale + 4), f"lam\n{float(lam[i]):.2f}", fill="black")
+    return grid
+
+
+def save_mix_grid(path: str | Path, source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, **kwargs) -> Path:
+    """Preview ``source`` on ``x`` and write the grid PNG to ``path`` (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mix_grid(preview(source, x, y, n), **kwargs).save(path)
+    return path

@@ -1,0 +1,271 @@
+"""AutoMix / SAMix: spec numbers, gradient isolation, exact resume, learning, mixed precision."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+import automix
+from automix.methods.ema import ema_momentum
+from automix.methods.mixblock import adjust_mask, mask_loss, rescale_lam
+
+METHODS = [automix.AutoMix, automix.SAMix]
+
+
+def make(cls=automix.AutoMix, width=8, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = automix.create_model("preact_resnet18", num_classes=4, width=width)
+    return cls(model, feature_layer="layer3", num_classes=4, total_steps=kw.pop("total_steps", 50), seed=seed, **kw)
+
+
+def batch(n=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=gen)
+    x = torch.randn(n, 3, 32, 32, generator=gen) * 0.5
+    x[:, 0] += y.view(-1, 1, 1).float() - 1.5  # a learnable signal
+    return x, y
+
+
+def sgd(method):
+    return torch.optim.SGD(method.param_groups(), lr=0.05, momentum=0.9)
+
+
+def step(method, opt, x, y):
+    loss, logs = method.training_step(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    method.after_step()
+    return loss.detach(), logs
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_shapes_and_initial_mask_is_half(cls):
+    method = make(cls)
+    x, y = batch()
+    preview = method.mix_preview(x, lam=0.5)
+    assert preview["mask"].shape == (8, 1, 32, 32) and preview["mask"].dtype == torch.float32
+    assert (preview["mask"] - 0.5).abs().max() < 0.02, "Normal(0, 0.01) init gives masks of about 0.5"
+    loss, logs = method.training_step(x, y)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert method.last_mix["x_mb"].shape == x.shape and method.last_mix["x_bb"].shape == x.shape
+    assert set(logs) >= {"loss", "loss_one", "loss_mix", "loss_mb", "loss_mask", "lam_mb", "lam_bb"}
+
+
+def test_momentum_schedule_matches_spec():
+    total = 1000
+    values = {t: ema_momentum(int(t * total), total, 0.999, 0.999999, 0.1) for t in (0, 0.1, 0.25, 0.5, 0.75, 1.0)}
+    assert values[0] == 0.999
+    assert math.isclose(values[0.1], 0.9990244, abs_tol=1e-7)
+    assert math.isclose(values[0.25], 0.99915, abs_tol=5e-6)
+    assert math.isclose(values[0.5], 0.99950, abs_tol=5e-6)
+    assert math.isclose(values[0.75], 0.99985, abs_tol=5e-6)
+    assert math.isclose(values[1.0], 0.999999, abs_tol=1e-9)
+    assert ema_momentum(99, total, 0.999, 0.999999, 0.1) == 0.999  # constant before 10%
+
+
+def test_mask_loss_on_hand_made_masks():
+    half = torch.full((2, 1, 4, 4), 0.5)
+    assert mask_loss(half, 0.5, 0.1).item() == 0.0  # mean 0.5 = 1 - lam
+    assert mask_loss(half, 0.55, 0.1).item() == 0.0  # inside the margin
+    torch.testing.assert_close(mask_loss(half, 0.8, 0.1), torch.tensor(0.2))  # |0.2 - 0.5| - 0.1
+    two = torch.zeros(2, 1, 4, 4)
+    two[0] = 1.0  # batch mean 0.5, variance 0.25
+    torch.testing.assert_close(mask_loss(two, 0.8, 0.1, "L1+Variance"), torch.tensor(0.2 - 2 * 0.25))
+
+
+def test_samix_lam_curve_and_adjust():
+    assert rescale_lam(0.0, 0.25) == 0.0 and math.isclose(rescale_lam(0.5, 0.25), 0.5)
+    assert math.isclose(rescale_lam(1.0, 0.25), 1.0) and rescale_lam(0.3, -1) == 0.3
+    mask = torch.rand(3, 1, 8, 8)
+    adjusted = adjust_mask(mask, 0.3)
+    torch.testing.assert_close(adjusted.mean(dim=(1, 2, 3)), torch.full((3,), 0.7))
+    assert adjusted.min() >= 0 and adjusted.max() <= 1
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_gradient_isolation(cls):
+    method = make(cls)
+    x, y = batch()
+    terms = method.compute_losses(x, y)
+    mb = list(method.mix_block.parameters())
+    online = [p for p in method.model.parameters()] + list(method.head_mix.parameters())
+    assert not any(p.requires_grad for p in method.model_k.parameters())
+    assert not any(p.requires_grad for p in method.head_mix_k.parameters())
+    total = terms["one"] + terms["mix"] + terms["mb"] + terms["mask"]
+    g_total_mb = torch.autograd.grad(total, mb, retain_graph=True)
+    g_part_mb = torch.autograd.grad(terms["mb"] + terms["mask"], mb, retain_graph=True)
+    for a, b in zip(g_total_mb, g_part_mb):
+        torch.testing.assert_close(a, b)
+    assert any(g.abs().sum() > 0 for g in g_part_mb), "the Mix Block learns from L_mb + L_mask"
+    g_total_q = torch.autograd.grad(total, online, retain_graph=True, allow_unused=True)
+    g_part_q = torch.autograd.grad(terms["one"] + terms["mix"], online, retain_graph=True, allow_unused=True)
+    for a, b in zip(g_total_q, g_part_q):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.grad(terms["mb"] + terms["mask"], online, retain_graph=True, allow_unused=True) == \
+        tuple([None] * len(online)), "the Mix Block loss never reaches the online network"
+    assert all(g is None for g in torch.autograd.grad(terms["one"] + terms["mix"], mb, allow_unused=True))
+
+
+def test_ema_moves_only_by_the_ema_rule():
+    method = make()
+    opt = sgd(method)
+    x, y = batch()
+    before_k = [p.clone() for p in method.model_k.parameters()]
+    m = method.current_momentum()
+    step(method, opt, x, y)
+    assert all(p.grad is None for p in method.model_k.parameters())
+    for k_old, k_new, q in zip(before_k, method.model_k.parameters(), method.model.parameters()):
+        torch.testing.assert_close(k_new, m * k_old + (1 - m) * q, rtol=1e-6, atol=1e-7)
+
+
+def test_lam_margin_falls_back_to_plain_mixup():
+    method = make(lam_margin=0.5)  # min(lam, 1 - lam) <= 0.5 always
+    x, y = batch()
+    method.training_step(x, y)
+    last = method.last_mix
+    expected = torch.lerp(x, x[last["perm_bb"]], 1.0 - last["lam_bb"])
+    torch.testing.assert_close(last["x_bb"], expected)
+    method = make(lam_margin=-1.0)  # off: the Mix Block's mask is used
+    method.training_step(x, y)
+    assert method.last_mix["mask_bb"].std() > 0
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_state_dict_round_trip_is_bit_identical(cls):
+    x, y = batch()
+    method = make(cls)
+    opt = sgd(method)
+    for _ in range(3):
+        step(method, opt, x, y)
+    buf = io.BytesIO()
+    torch.save({"method": method.state_dict(), "opt": opt.state_dict()}, buf)
+    expected = [step(method, opt, x, y)[0] for _ in range(2)]
+    final = [p.clone() for p in method.parameters()]
+
+    other = make(cls, seed=123)  # different init and generator: everything must come from the file
+    other_opt = sgd(other)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    other.load_state_dict(state["method"])
+    other_opt.load_state_dict(state["opt"])
+    got = [step(other, other_opt, x, y)[0] for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert all(torch.equal(a, b) for a, b in zip(final, other.parameters()))
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_thirty_steps_lower_the_loss(cls):
+    method = make(cls, width=8, total_steps=30)
+    opt = sgd(method)
+    x, y = batch(16)
+    losses = [step(method, opt, x, y)[1]["loss_one"].item() for _ in range(30)]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2, losses
+
+
+def test_eval_model_choices():
+    method = make()
+    x, _ = batch(2)
+    assert method.eval_model() is method.model_k
+    assert method.eval_model(net="online") is method.model
+    mix_view = method.eval_model(head="mix")
+    torch.testing.assert_close(mix_view(x), method.head_mix_k(method.model_k.forward_head(
+        method.model_k.forward_features(x), pre_logits=True)))
+
+
+def test_autocast_bf16_keeps_attention_float32():
+    method = make()
+    x, y = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = method.training_step(x, y)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert method.last_mix["mask_mb"].dtype == torch.float32
+    loss.backward()
+
+
+def test_soft_targets_and_missing_num_classes():
+    method = make()
+    x, y = batch()
+    loss, _ = method.training_step(x, torch.nn.functional.one_hot(y, 4).float())
+    assert torch.isfinite(loss)
+    method.num_classes = None
+    with pytest.raises(ValueError, match="num_classes"):
+        method.training_step(x, y)
+
+
+def test_bad_arguments_name_the_argument():
+    model = automix.create_model("preact_resnet18", num_classes=4, width=8)
+    for kw, word in [({"alpha": 0}, "alpha"), ({"momentum": 1.5}, "momentum"), ({"eval_net": "k"}, "eval_net"),
+                     ({"feature_layer": "layer9"}, "feature_layer"), ({"loss_weights": {"foo": 1}}, "loss_weights"),
+                     ({"mask_loss": -1}, "mask_loss"), ({"head_layer": "nope"}, "nope")]:
+        with pytest.raises((ValueError, TypeError), match=word):
+            automix.AutoMix(model, num_classes=4, **kw)
+    with pytest.raises(ValueError, match="lam_concat"):
+        automix.SAMix(model, num_classes=4, lam_concat=True)
+
+
+def test_param_groups_separate_the_mix_block():
+    method = make()
+    groups = method.param_groups()
+    assert [g["name"] for g in groups] == ["model", "mix_block"]
+    ids = [{id(p) for p in g["params"]} for g in groups]
+    assert not ids[0] & ids[1]
+    assert ids[1] == {id(p) for p in method.mix_block.parameters()}
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    assert trainable == ids[0] | ids[1], "every trainable parameter is in exactly one group"
+
+
+def test_create_method_names():
+    model = automix.create_model("preact_resnet18", num_classes=4, width=8)
+    assert isinstance(automix.create_method("automix", model, num_classes=4), automix.AutoMix)
+    assert isinstance(automix.create_method("samix", model, num_classes=4), automix.SAMix)
+    wrapped = automix.create_method("cutmix", model, num_classes=4, alpha=0.2)
+    assert wrapped.mixer.alpha == 0.2
+    x, y = batch()
+    loss, logs = wrapped.training_step(x, y)
+    assert torch.isfinite(loss) and "loss" in logs
+    with pytest.raises(ValueError, match="name"):
+        automix.create_method("automixx", model)
+
+
+class TinyNet(torch.nn.Module):
+    """A user's own backbone with its own names: AutoMix needs only a module path."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.classifier = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.body(self.stem(x))).flatten(1))
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_any_backbone_by_module_path(cls):
+    method = cls(TinyNet(), feature_layer="body", num_classes=4, total_steps=5, seed=0)
+    assert method.head_layer == "classifier"
+    opt = sgd(method)
+    x, y = batch(6)
+    loss, _ = step(method, opt, x, y)
+    assert torch.isfinite(loss) and method.last_mix["mask_mb"].shape == (6, 1, 32, 32)
+
+
+def test_timm_backbone_if_installed():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet18", num_classes=4, pretrained=False)
+    method = automix.AutoMix(model, feature_layer="layer3", num_classes=4, total_steps=5, input_size=64)
+    loss, _ = method.training_step(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
+    assert torch.isfinite(loss)
+
+
+def test_torchvision_backbone_if_installed():
+    tv = pytest.importorskip("torchvision")
+    model = tv.models.resnet18(num_classes=4)
+    method = automix.AutoMix(model, feature_layer="layer3", num_classes=4, total_steps=5, input_size=64)
+    loss, _ = method.training_step(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
+    assert torch.isfinite(loss)

@@ -1,0 +1,42 @@
+"""PNG grids of mixes for every mixer and for AutoMix / SAMix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import automix
+from automix import viz
+from conftest import build_mixer
+
+
+def test_grid_for_every_mixer(tmp_path, mixer_name):
+    x = torch.rand(6, 3, 16, 16)
+    y = torch.randint(0, 5, (6,))
+    path = viz.save_mix_grid(tmp_path / f"{mixer_name}.png", build_mixer(mixer_name, mode="elem"), x, y, n=4, scale=2)
+    img = Image.open(path)
+    assert img.size == (4 * 16 * 2 + 64, 4 * 16 * 2)
+
+
+def test_preview_mask_matches_the_mix():
+    x = torch.rand(5, 3, 16, 16)
+    parts = viz.preview(automix.create_mixer("cutmix", num_classes=3, mode="elem"), x, torch.zeros(5).long())
+    expected = torch.lerp(parts["x"], parts["partner"], parts["mask"])
+    torch.testing.assert_close(parts["mixed"], expected)
+    moved = (parts["partner"] != parts["x"]).flatten(1).any(1)  # a sample paired with itself keeps all
+    torch.testing.assert_close(1 - parts["mask"].mean((1, 2, 3))[moved], parts["lam"][moved])
+
+
+@pytest.mark.parametrize("cls", [automix.AutoMix, automix.SAMix])
+def test_grid_for_learned_methods(tmp_path, cls):
+    model = automix.create_model("preact_resnet18", num_classes=4, width=8)
+    method = cls(model, num_classes=4, total_steps=5)
+    path = viz.save_mix_grid(tmp_path / "m.png", method, torch.rand(4, 3, 32, 32), n=4, scale=1,
+                             mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert Image.open(path).size == (4 * 32 + 64, 4 * 32)
+
+
+def test_preview_rejects_other_objects():
+    with pytest.raises(TypeError, match="source"):
+        viz.preview(object(), torch.rand(2, 3, 8, 8))
