@@ -132,7 +132,8 @@ class AutoMix(Method):
         try:
             first = next(self.model_k.parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
-            in_chans = getattr(self.model_k, "in_chans", 3)
+            first_conv = next((m for m in self.model_k.modules() if isinstance(m, nn.Conv2d)), None)
+            in_chans = getattr(self.model_k, "in_chans", first_conv.in_channels if first_conv is not None else 3)
             self.model_k(torch.zeros(2, in_chans, input_size, input_size, device=device))
             feats = self._tap.pop()
         finally:

@@ -1,0 +1,103 @@
+"""Datasets and tensor transforms: ``load_dataset(name, data_dir)`` -> ``ImageData``.
+
+Small-image datasets come back as one uint8 tensor in memory, to be batched, moved to the device
+and augmented there (``normalize``, ``random_crop_flip``); large-image folders come back as a file
+list for ``LazyImageDataset`` and a DataLoader. Folders of image files are decoded once and
+cached as a uint8 tensor file (``cache_dir``, else ``$AUTOMIX_CACHE``, else ``~/.cache/automix``).
+
+Usage::
+
+    data = load_dataset("cifar10", "/data/cifar10/train")          # ImageFolder copy, cached
+    train_idx, val_idx = split_indices(len(data), 0.1, seed=0, labels=data.labels)
+    x = normalize(data.images[train_idx[:128]], data.mean, data.std)
+    x = random_crop_flip(x, pad=4, flip=True, generator=torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+import os
+
+from .base import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD,
+                   SPLITS, TINY_IMAGENET_MEAN, TINY_IMAGENET_STD, DatasetNotFoundError, ImageData, as_path)
+from .cache import cache_root
+from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, load_cifar
+from .digits import load_digits
+from .fetch import download, download_and_extract
+from .folder import load_image_folder, load_tiny_imagenet
+from .lazy import LazyImageDataset
+from .splits import split_indices
+from .transforms import normalize, random_crop_flip, resize_images
+
+_DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "tiny-imagenet")
+
+
+def list_datasets() -> list[str]:
+    """Names ``load_dataset`` accepts.
+
+    Example:
+        >>> list_datasets()
+        ['cifar10', 'cifar100', 'digits', 'imagefolder', 'tiny-imagenet']
+    """
+    return list(_DATASETS)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split: str = "train",
+                 download: bool = False, cache_dir: str | os.PathLike | None = None,
+                 img_size: int | None = None) -> ImageData:
+    """Load a dataset split as an ``ImageData``.
+
+    Args:
+        name: one of ``list_datasets()``.
+        data_dir: where the data is. ``digits`` needs none; ``cifar10``/``cifar100`` default to
+            ``<cache>/datasets`` (where ``download=True`` puts them); the others require it.
+        split: "train" or "test" (Tiny-ImageNet's "test" is its labelled val set; digits has only
+            "train", and a CIFAR ImageFolder copy given directly only serves "train").
+        download: fetch CIFAR from the official URL when the pickle files are missing.
+        cache_dir: where decoded folders are cached (default ``$AUTOMIX_CACHE`` or ``~/.cache/automix``).
+        img_size: resize in-memory images to this square size once at load (digits default 16,
+            CIFAR 32, Tiny-ImageNet 64); for ``imagefolder`` a value > 96 means lazy loading.
+
+    Raises:
+        ValueError: unknown ``name`` or ``split``, bad layout or an unreadable image (naming it).
+        DatasetNotFoundError: ``data_dir`` missing (a FileNotFoundError and a ValueError).
+        TypeError: an argument of the wrong type.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
+    if name not in _DATASETS:
+        raise ValueError(f"name={name!r} is not a known dataset; available: {', '.join(_DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be a bool, got {type(download).__name__} {download!r}")
+    if img_size is not None and (not isinstance(img_size, int) or isinstance(img_size, bool) or img_size <= 0):
+        raise ValueError(f"img_size must be a positive int or None, got {img_size!r}")
+    if cache_dir is not None:
+        cache_dir = cache_root(cache_dir)
+    if name == "digits":
+        return load_digits(split, img_size)
+    if data_dir is None:
+        if name not in ("cifar10", "cifar100"):
+            raise ValueError(f"data_dir is required for dataset {name!r}")
+        data_dir = os.path.join(cache_root(cache_dir), "datasets")
+    root = as_path("data_dir", data_dir)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, root, split, download=download, cache_dir=cache_dir, img_size=img_size)
+    if download:
+        raise ValueError(f"download=True is only supported for cifar10/cifar100, not {name!r}")
+    if name == "tiny-imagenet":
+        return load_tiny_imagenet(root, split, img_size=img_size, cache_dir=cache_dir,
+                                  mean=TINY_IMAGENET_MEAN, std=TINY_IMAGENET_STD)
+    if os.path.isdir(os.path.join(root, split)):
+        root = os.path.join(root, split)
+    elif split != "train":
+        raise ValueError(f"data_dir {root} has no {split}/ folder; a single ImageFolder serves only "
+                         "split='train' (carve a validation split with split_indices)")
+    return load_image_folder(root, img_size=img_size, cache_dir=cache_dir, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+__all__ = ["ImageData", "DatasetNotFoundError", "list_datasets", "load_dataset", "split_indices",
+           "random_crop_flip", "normalize", "resize_images", "LazyImageDataset", "download",
+           "download_and_extract", "cache_root", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR100_URL",
+           "CIFAR100_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
+           "TINY_IMAGENET_MEAN", "TINY_IMAGENET_STD", "IMAGENET_MEAN", "IMAGENET_STD"]

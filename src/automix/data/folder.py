@@ -1,0 +1,151 @@
+"""ImageFolder-layout loaders: a generic ``root/<class>/<images>`` folder and Tiny-ImageNet.
+
+Small images (<= ``MAX_MEMORY_SIDE`` px) are decoded once into a uint8 tensor, resized to one
+square size and cached (see ``cache``); larger ones stay a file list for ``LazyImageDataset``.
+Every layout problem (missing path, no class folders, an empty class, a file that is not an image)
+is reported with the path before any decoding starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .base import DatasetNotFoundError, ImageData
+from .cache import cache_path, folder_key, load_cached, save_cached
+from .decode import decode_files, image_size
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_MEMORY_SIDE = 96   # images up to this side are held in memory
+PROBE_FILES = 8        # how many files (spread over the folder) decide small vs large
+
+
+def check_dir(root: str, what: str = "data_dir") -> None:
+    if not os.path.exists(root):
+        raise DatasetNotFoundError(f"{what} {root} does not exist")
+    if not os.path.isdir(root):
+        raise DatasetNotFoundError(f"{what} {root} is not a directory")
+
+
+def _image_entries(folder: str) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of the image files under ``folder`` (recursive, sorted, no hidden)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
+                path = os.path.join(dirpath, name)
+                st = os.stat(path)
+                out.append((path, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def scan_image_folder(root: str) -> tuple[list[str], list[tuple[str, int, int]], torch.Tensor]:
+    """Classes (sorted sub-folder names), file entries and int64 labels of ``root/<class>/...``."""
+    check_dir(root)
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(f"data_dir {root} has no class sub-folders; expected the layout "
+                         f"{root}/<class>/<image files>")
+    entries, labels = [], []
+    for i, c in enumerate(classes):
+        found = _image_entries(os.path.join(root, c))
+        if not found:
+            raise ValueError(f"class folder {os.path.join(root, c)} has no image files "
+                             f"(extensions {', '.join(IMG_EXTENSIONS)})")
+        entries += found
+        labels += [i] * len(found)
+    return classes, entries, torch.tensor(labels, dtype=torch.int64)
+
+
+def decode_cached(root: str, entries: list[tuple[str, int, int]], size: int, prefix: str,
+                  cache_dir: str | None, extra: str = "") -> torch.Tensor:
+    """uint8 [N, 3, size, size] of the files in ``entries``, from the cache when it is current."""
+    key = folder_key(root, entries, f"{prefix}:size={size}:{extra}")
+    path = cache_path(cache_dir, prefix, key)
+    cached = load_cached(path)
+    if cached is not None and tuple(cached["images"].shape) == (len(entries), 3, size, size):
+        return cached["images"]
+    images = decode_files([e[0] for e in entries], size)
+    save_cached(path, {"images": images, "source": root})
+    return images
+
+
+def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None, mean, std,
+                      prefix: str = "imagefolder", in_memory_size: int | None = None,
+                      num_classes: int | None = None) -> ImageData:
+    """Load ``root/<class>/<images>``.
+
+    In memory when ``in_memory_size`` (a fixed size, e.g. 32 for CIFAR) is given, when
+    ``img_size <= MAX_MEMORY_SIDE``, or (no ``img_size``) when the probed files all have max side
+    <= ``MAX_MEMORY_SIDE``; the common square size is then ``img_size``, else ``in_memory_size``,
+    else the first image's longer side. Otherwise lazily: ``images=None`` and ``files``.
+    ``num_classes`` (when given) is checked against the class folders before decoding.
+    """
+    classes, entries, labels = scan_image_folder(root)
+    if num_classes is not None and len(classes) != num_classes:
+        raise ValueError(f"{prefix} folder {root} has {len(classes)} class folders, expected {num_classes}")
+    files = [e[0] for e in entries]
+    step = max(1, len(files) // PROBE_FILES)
+    probe = [image_size(p) for p in files[::step][:PROBE_FILES]]  # header reads: fails early on junk
+    if img_size is not None:
+        in_memory = img_size <= MAX_MEMORY_SIDE or in_memory_size is not None
+        size = img_size
+    elif in_memory_size is not None:
+        in_memory, size = True, in_memory_size
+    else:
+        in_memory = all(max(s) <= MAX_MEMORY_SIDE for s in probe)
+        size = max(probe[0])
+    if not in_memory:
+        return ImageData(None, labels, classes, mean, std, files=files)
+    images = decode_cached(root, entries, size, prefix, cache_dir)
+    return ImageData(images, labels, classes, mean, std)
+
+
+def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir: str | None,
+                       mean, std) -> ImageData:
+    """Tiny-ImageNet-200: ``train/<wnid>/images/*.JPEG``; split "test" is the labelled
+    ``val/images`` with ``val/val_annotations.txt``. Labels index the sorted wnids."""
+    check_dir(root)
+    wnids_file = os.path.join(root, "wnids.txt")
+    train_dir = os.path.join(root, "train")
+    check_dir(train_dir, "tiny-imagenet train folder")
+    if os.path.isfile(wnids_file):
+        with open(wnids_file) as f:
+            classes = sorted({line.strip() for line in f if line.strip()})
+    else:
+        classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+    if not classes:
+        raise ValueError(f"tiny-imagenet data_dir {root} lists no classes (wnids.txt / train/)")
+    size = img_size or 64
+    if split == "train":
+        found, entries, labels = scan_image_folder(train_dir)
+        if found != classes:
+            raise ValueError(f"tiny-imagenet {train_dir} class folders do not match {wnids_file}: "
+                             f"{sorted(set(found) ^ set(classes))[:5]}")
+        images = decode_cached(train_dir, entries, size, "tiny-imagenet", cache_dir)
+        return ImageData(images, labels, classes, mean, std)
+    val_dir = os.path.join(root, "val")
+    ann = os.path.join(val_dir, "val_annotations.txt")
+    if not os.path.isfile(ann):
+        raise DatasetNotFoundError(f"tiny-imagenet annotations {ann} do not exist")
+    index = {c: i for i, c in enumerate(classes)}
+    wnid_of = {}
+    with open(ann) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split("\t")
+            if len(parts) < 2 or parts[1].strip() not in index:
+                raise ValueError(f"{ann} line {n}: expected '<file>\\t<wnid>...' with a known wnid, got {line!r}")
+            wnid_of[parts[0].strip()] = parts[1].strip()
+    entries = _image_entries(os.path.join(val_dir, "images"))
+    if not entries:
+        raise ValueError(f"tiny-imagenet folder {os.path.join(val_dir, 'images')} has no image files")
+    missing = [p for p, _, _ in entries if os.path.basename(p) not in wnid_of]
+    if missing:
+        raise ValueError(f"{missing[0]} has no label in {ann}")
+    labels = torch.tensor([index[wnid_of[os.path.basename(p)]] for p, _, _ in entries], dtype=torch.int64)
+    st = os.stat(ann)
+    images = decode_cached(val_dir, entries, size, "tiny-imagenet", cache_dir,
+                           extra=f"ann={st.st_size}:{st.st_mtime_ns}")
+    return ImageData(images, labels, classes, mean, std)

@@ -1,0 +1,119 @@
+"""Batched tensor transforms for in-memory image sets: uint8 -> normalised float, pad-and-crop +
+flip, and a one-off resize at load time.
+
+They work on whole batches on whatever device the batch lives on (no Python loop over samples),
+which is what makes keeping small datasets as one uint8 tensor fast (the airbench approach).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_generator, check_tensor, check_type
+
+
+def normalize(x_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 ``[B, C, H, W]`` (any device) -> ``(x / 255 - mean) / std`` as ``dtype``.
+
+    The memory format (e.g. channels_last) is kept. Arithmetic runs in float32 at least, so
+    low-precision outputs are rounded once.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2)
+        >>> normalize(x, (0.5,), (0.5,)).flatten().tolist()
+        [-1.0, 1.0]
+    """
+    check_tensor("x_uint8", x_uint8)
+    if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
+        raise TypeError(f"x_uint8 must be a uint8 tensor [B, C, H, W], got {x_uint8.dtype} "
+                        f"of shape {list(x_uint8.shape)}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    c = x_uint8.shape[1]
+    mean_t = _per_channel("mean", mean, c, x_uint8.device)
+    std_t = _per_channel("std", std, c, x_uint8.device)
+    if bool((std_t <= 0).any()):
+        raise ValueError(f"std must be > 0 for every channel, got {tuple(std)}")
+    work = dtype if torch.finfo(dtype).bits >= 32 else torch.float32
+    # One fused pass: (x - 255 mean) * 1 / (255 std).
+    out = (x_uint8.to(work) - (mean_t * 255).to(work)) * (1.0 / (std_t * 255)).to(work)
+    return out.to(dtype)
+
+
+def _per_channel(name: str, values: Sequence[float], c: int, device: torch.device) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    if not isinstance(values, Sequence) or len(values) != c:
+        raise ValueError(f"{name} must have one value per channel ({c}), got {values!r}")
+    return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device).view(1, c, 1, 1)
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Pad each image by ``pad`` zeros, crop a random ``H x W`` window, and flip half horizontally.
+
+    The padding is zeros in the units of ``x``: black for [0, 1] images, the mean colour for
+    normalised ones (torchvision's ``RandomCrop(padding=4)`` pads with zeros too). Offsets and
+    flips are drawn on the CPU from ``generator`` (the global RNG when ``None``) in the order:
+    vertical offsets [B], horizontal offsets [B], then flip coins [B] (only when ``flip``), and are
+    moved to ``x.device``, so a seeded generator gives the same result on any device. A new tensor
+    is returned in the input's memory format (contiguous or channels_last); ``x`` is not changed.
+
+    Args:
+        x: ``[B, C, H, W]`` batch of any dtype, on any device.
+        pad: padding in pixels (0 disables the crop).
+        flip: also flip each image left-right with probability 0.5.
+        generator: CPU ``torch.Generator`` for the draws.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(16.).view(1, 1, 4, 4)
+        >>> y = random_crop_flip(x, pad=1, flip=False, generator=torch.Generator().manual_seed(0))
+        >>> y.shape
+        torch.Size([1, 1, 4, 4])
+    """
+    check_tensor("x", x)
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch [B, C, H, W], got shape {list(x.shape)}")
+    check_type("pad", pad, int, "an int >= 0")
+    if pad < 0:
+        raise ValueError(f"pad must be an int >= 0, got {pad!r}")
+    check_type("flip", flip, bool, "a bool")
+    check_generator("generator", generator)
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+    b, _, h, w = x.shape
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if b == 0 or (pad == 0 and not flip):
+        return x.clone(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flips = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    dy, dx, flips = (t.to(x.device, non_blocking=True) for t in (dy, dx, flips))
+    src = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
+    rows = dy[:, None] + torch.arange(h, device=x.device)           # [B, H] rows of the padded image
+    cols = dx[:, None] + torch.arange(w, device=x.device)           # [B, W]
+    cols = torch.where(flips[:, None], cols.flip(1), cols)          # a flip reads the window backwards
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    # Advanced indices around a slice put the indexed dims first: the result is [B, H, W, C], and its
+    # permute is an NCHW view with channels_last strides.
+    out = src[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return out if channels_last else out.contiguous()
+
+
+def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """Resize a uint8 ``[N, C, H, W]`` set to ``size x size`` once (bilinear, antialiased when
+    shrinking), in chunks so the float copy stays small. Returns uint8."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    for i in range(0, images.shape[0], chunk):
+        part = images[i:i + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=size < max(images.shape[-2:]))
+        out[i:i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out

@@ -1,0 +1,80 @@
+"""Command-line flags generated from ``Config``: one flag per field, grouped by section.
+
+A field ``mixup_switch_prob`` becomes ``--mixup-switch-prob``; booleans get ``--x/--no-x``;
+``Optional`` fields accept ``none``; ``method_opts`` is ``--method-opt KEY=VALUE`` (repeatable,
+values typed as YAML scalars). Flags default to "not given", so a YAML file's values survive
+unless a flag overrides them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .config import SECTIONS, Config, _field_types, _strip_optional, from_dict, load_yaml, validate
+
+ALIASES = {"output": ["-o", "--output-dir"], "config": ["-c"], "batch_size": ["-b"]}
+
+
+def _scalar(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _optional(conv):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else conv(text)
+
+    parse.__name__ = getattr(conv, "__name__", "value")
+    return parse
+
+
+def _method_opt(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--method-opt must be KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip().replace("-", "_"), _scalar(value)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one flag per ``Config`` field to ``parser``."""
+    parser.add_argument("-c", "--config", default=None, metavar="FILE", help="YAML file of options (flags win)")
+    types_ = _field_types()
+    helps = {f: Config.__dataclass_fields__[f].metadata.get("help", "") for f in types_}
+    defaults = Config()
+    for section, names in SECTIONS.items():
+        group = parser.add_argument_group(section)
+        for name in names:
+            flag = "--" + name.replace("_", "-")
+            flags = [flag] + [a for a in ALIASES.get(name, []) if a != flag]
+            base, optional = _strip_optional(types_[name])
+            default = getattr(defaults, name)
+            kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
+                                  "help": f"{helps[name]} (default: {default})"}
+            if name == "method_opts":
+                flags = ["--method-opt"]
+                kw.update(action="append", type=_method_opt, metavar="KEY=VALUE")
+            elif base is bool:
+                kw.update(action=argparse.BooleanOptionalAction)
+            elif getattr(base, "__origin__", None) is list:
+                kw.update(nargs=2, type=float, metavar=("MIN", "MAX"))
+            else:
+                conv = {int: int, float: float, str: str}[base]
+                kw.update(type=_optional(conv) if optional else conv, metavar=name.upper())
+            group.add_argument(*flags, **kw)
+
+
+def config_from_args(ns: argparse.Namespace) -> Config:
+    """Defaults, then the ``--config`` YAML, then the flags that were given; validated."""
+    values = dict(vars(ns))
+    path = values.pop("config", None)
+    for key in ("command", "func"):
+        values.pop(key, None)
+    cfg = from_dict(load_yaml(path), source=f"config file {path}") if path else Config()
+    if "method_opts" in values:
+        values["method_opts"] = {**cfg.method_opts, **dict(values["method_opts"])}
+    return validate(from_dict(values, cfg, source="command line"))

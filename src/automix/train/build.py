@@ -1,0 +1,122 @@
+"""Build a run's pieces from its Config: model, method, optimiser, schedule, weight EMA.
+
+Each builder turns config fields into library calls (timm's ``*_kwargs(cfg)`` idea): the
+library never sees the config, and the wiring from flags to objects is tested in one place.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..methods import LEARNED, Method, MixerMethod
+from ..mixers import create_mixer, list_mixers
+from ..models import create_model
+from .config import Config
+from .schedule import WarmupCosine
+
+
+def build_model(cfg: Config, num_classes: int, in_chans: int) -> nn.Module:
+    kw: dict[str, Any] = {}
+    if cfg.width is not None:
+        kw["width"] = cfg.width
+    if cfg.widen is not None:
+        kw["widen"] = cfg.widen
+    if not cfg.model.startswith(("timm:", "torchvision:")):
+        kw["in_chans"] = in_chans
+    return create_model(cfg.model, num_classes=num_classes, **kw)
+
+
+def _check_opts(target: Any, opts: dict[str, Any], what: str) -> None:
+    params = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()) and target is not LEARNED.get("samix"):
+        return
+    allowed = set(params)
+    if target is LEARNED.get("samix"):
+        allowed |= set(inspect.signature(LEARNED["automix"]).parameters)
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ValueError(f"method_opts: unknown option(s) {unknown} for {what}; it takes "
+                         f"{sorted(allowed - {'self', 'model', 'kwargs'})}")
+
+
+def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: int, seed: int) -> Method:
+    """The training Method for ``cfg.method`` (vanilla, any mixer, AutoMix or SAMix)."""
+    opts = dict(cfg.method_opts)
+    if cfg.method in ("none", "vanilla"):
+        if opts:
+            raise ValueError(f"method_opts: vanilla training takes no options, got {sorted(opts)}")
+        return MixerMethod(model, None, num_classes=num_classes, label_smoothing=cfg.smoothing,
+                           total_steps=total_steps, seed=seed)
+    if cfg.method in LEARNED:
+        cls = LEARNED[cfg.method]
+        _check_opts(cls, opts, cfg.method)
+        if cfg.alpha is not None:
+            opts.setdefault("alpha", cfg.alpha)
+        return cls(model, num_classes=num_classes, label_smoothing=cfg.smoothing, total_steps=total_steps,
+                   seed=seed, **opts)
+    if cfg.method not in list_mixers():
+        raise ValueError(f"method must be none, automix, samix or a mixer in {list_mixers()}, got {cfg.method!r}")
+    shared = {"mode": cfg.mixup_mode, "label_smoothing": cfg.smoothing, "num_classes": num_classes}
+    if cfg.method == "mixup_cutmix":
+        kw = {"mixup_alpha": cfg.mixup, "cutmix_alpha": cfg.cutmix, "prob": cfg.mixup_prob,
+              "switch_prob": cfg.mixup_switch_prob, "cutmix_minmax": tuple(cfg.cutmix_minmax) if cfg.cutmix_minmax
+              else None}
+    else:
+        kw = {"prob": cfg.mixup_prob}
+        if cfg.alpha is not None:
+            kw["alpha"] = cfg.alpha
+    kw = {**shared, **kw, **opts}
+    try:
+        mixer = create_mixer(cfg.method, **kw)
+    except TypeError as exc:
+        raise ValueError(f"method_opts: {exc}") from None
+    return MixerMethod(model, mixer, num_classes=num_classes, total_steps=total_steps, seed=seed)
+
+
+def build_optimizer(cfg: Config, method: Method) -> torch.optim.Optimizer:
+    """SGD or AdamW over the method's parameter groups; the Mix Block group gets its own lr/momentum."""
+    groups = []
+    for group in method.param_groups():
+        g = dict(group)
+        is_mb = g.get("name") == "mix_block"
+        g["base_lr"] = cfg.mix_block_lr if is_mb and cfg.mix_block_lr is not None else cfg.lr
+        g["min_lr"] = cfg.mix_block_min_lr if is_mb and cfg.mix_block_min_lr is not None else cfg.min_lr
+        g["lr"] = g["base_lr"]
+        if cfg.opt == "sgd" and is_mb and cfg.mix_block_momentum is not None:
+            g["momentum"] = cfg.mix_block_momentum
+        groups.append(g)
+    if cfg.opt == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_schedule(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> WarmupCosine:
+    return WarmupCosine(optimizer, total_steps=cfg.epochs * steps_per_epoch,
+                        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), warmup_lr=cfg.warmup_lr,
+                        cosine=cfg.sched == "cosine")
+
+
+class ModelEma(nn.Module):
+    """A weight-EMA copy of a network (``--model-ema``): parameters averaged, buffers copied."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        # Hooks copied along (AutoMix's head switch) check module identity, so they stay inert here.
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        params = list(self.module.parameters())
+        torch._foreach_lerp_(params, [p.detach() for p in model.parameters()], 1.0 - self.decay)
+        for dst, src in zip(self.module.buffers(), model.buffers()):
+            dst.copy_(src)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)

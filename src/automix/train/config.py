@@ -1,0 +1,242 @@
+"""The run configuration: one typed dataclass, loadable from YAML, every field overridable by a flag.
+
+Precedence: defaults < ``--config FILE`` (YAML) < command-line flags. The resolved config is
+written as ``args.yaml`` into the run dir. Unknown keys and wrong types are errors naming the key.
+Flag names mirror timm where timm has one (``--mixup``, ``--cutmix``, ``--cutmix-minmax``,
+``--mixup-prob``, ``--mixup-switch-prob``, ``--mixup-mode``, ``--smoothing``); a YAML key is the
+flag without dashes, with underscores (``mixup_prob``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# Sections group the --help output; the field order is the order of the help text.
+SECTIONS = {
+    "data": ("dataset", "data_dir", "val_split", "eval_split", "split_seed", "img_size", "download", "cache_dir", "workers",
+             "skip_bad_images", "subset", "pad", "flip"),
+    "model": ("model", "width", "widen", "channels_last", "compile", "sync_bn"),
+    "method": ("method", "alpha", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
+               "mixup_mode", "smoothing", "method_opts"),
+    "optimiser": ("opt", "lr", "momentum", "nesterov", "weight_decay", "sched", "min_lr", "warmup_epochs",
+                  "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
+    "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
+            "model_ema_decay", "checkpoint_interval", "log_interval", "save_images", "tensorboard", "progress",
+            "deterministic", "on_nan", "device", "dist_timeout"),
+}
+
+
+@dataclass
+class Config:
+    """Every option of ``automix train``. See ``automix train --help`` for the text of each."""
+
+    # data
+    dataset: str = field(default="digits", metadata={"help": "dataset name (automix list)"})
+    data_dir: str | None = field(default=None, metadata={"help": "dataset folder (not needed for digits)"})
+    val_split: float = field(default=0.2, metadata={"help": "share of the training images held out for validation"})
+    eval_split: str = field(default="val", metadata={"help": "evaluate on the carved 'val' split or the 'test' split"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/val split (fixed across runs)"})
+    img_size: int | None = field(default=None, metadata={"help": "image side (dataset default if unset)"})
+    download: bool = field(default=False, metadata={"help": "download the dataset when missing (CIFAR)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "where decoded images are cached"})
+    workers: int = field(default=2, metadata={"help": "data loader worker processes for large-image folders"})
+    skip_bad_images: bool = field(default=False, metadata={"help": "skip unreadable images and count them"})
+    subset: int | None = field(default=None, metadata={"help": "train on a fixed random subset of this many images"})
+    pad: int = field(default=4, metadata={"help": "random-crop padding in pixels (0 = no crop)"})
+    flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    # model
+    model: str = field(default="preact_resnet18", metadata={"help": "network (automix list)"})
+    width: int | None = field(default=None, metadata={"help": "first-stage channels of the ResNets (default 64)"})
+    widen: int | None = field(default=None, metadata={"help": "widening factor of the WRNs"})
+    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under DDP"})
+    # method
+    method: str = field(default="automix", metadata={"help": "none, automix, samix or any mixer (automix list)"})
+    alpha: float | None = field(default=None, metadata={"help": "Beta(alpha, alpha) of the method (its default if unset)"})
+    mixup: float = field(default=0.0, metadata={"help": "timm: mixup alpha (with --method mixup_cutmix)"})
+    cutmix: float = field(default=0.0, metadata={"help": "timm: cutmix alpha (with --method mixup_cutmix)"})
+    cutmix_minmax: list[float] | None = field(default=None, metadata={"help": "timm: cutmix box min/max ratio"})
+    mixup_prob: float = field(default=1.0, metadata={"help": "timm: chance a batch (or sample) is mixed"})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "timm: chance of cutmix when both are on"})
+    mixup_mode: str = field(default="batch", metadata={"help": "timm: batch, pair or elem"})
+    smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
+    method_opts: dict[str, Any] = field(default_factory=dict,
+                                        metadata={"help": "method options as KEY=VALUE (repeatable)"})
+    # optimiser and schedule
+    opt: str = field(default="sgd", metadata={"help": "sgd or adamw"})
+    lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay"})
+    sched: str = field(default="cosine", metadata={"help": "cosine or none"})
+    min_lr: float = field(default=0.0, metadata={"help": "learning rate at the end of the cosine"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up epochs"})
+    warmup_lr: float = field(default=0.0, metadata={"help": "learning rate at the start of the warm-up"})
+    clip_grad: float | None = field(default=None, metadata={"help": "clip the gradient norm to this value"})
+    mix_block_lr: float | None = field(default=None, metadata={"help": "Mix Block peak lr (default: --lr)"})
+    mix_block_momentum: float | None = field(default=None, metadata={"help": "Mix Block SGD momentum"})
+    mix_block_min_lr: float | None = field(default=None, metadata={"help": "Mix Block final lr (default: --min-lr)"})
+    # run
+    epochs: int = field(default=30, metadata={"help": "training epochs"})
+    batch_size: int = field(default=64, metadata={"help": "batch size per process"})
+    eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
+    seed: int = field(default=0, metadata={"help": "seed of everything random (plus the rank under DDP)"})
+    output: str = field(default="runs/automix", metadata={"help": "the run dir (args.yaml, checkpoints, logs)"})
+    resume: str | None = field(default=None, metadata={"help": "checkpoint to continue from ('auto' = output/last.pt)"})
+    amp: str | None = field(default=None, metadata={"help": "autocast dtype: bf16 or fp16"})
+    model_ema: bool = field(default=False, metadata={"help": "keep a weight-EMA copy of the evaluated net"})
+    model_ema_decay: float = field(default=0.999, metadata={"help": "weight-EMA decay per step"})
+    checkpoint_interval: int = field(default=0, metadata={"help": "also checkpoint every N steps (0 = per epoch)"})
+    log_interval: int = field(default=20, metadata={"help": "steps between progress updates"})
+    save_images: bool = field(default=True, metadata={"help": "PNG grid of mixed samples each epoch"})
+    tensorboard: bool = field(default=False, metadata={"help": "TensorBoard logs (needs tensorboard)"})
+    progress: bool = field(default=True, metadata={"help": "progress bar"})
+    deterministic: bool = field(default=False, metadata={"help": "torch.use_deterministic_algorithms"})
+    on_nan: str = field(default="stop", metadata={"help": "non-finite loss: stop, or skip the step"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})
+    dist_timeout: float = field(default=600.0, metadata={"help": "seconds before a stuck collective fails"})
+
+
+CHOICES = {"eval_split": ("val", "test"), "mixup_mode": ("batch", "pair", "elem"), "opt": ("sgd", "adamw"), "sched": ("cosine", "none"),
+           "amp": (None, "bf16", "fp16"), "on_nan": ("stop", "skip")}
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the field type ``tp``; ints are accepted for floats. Errors name ``key``."""
+    base, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"{key} must not be null")
+    origin = typing.get_origin(base)
+    if base is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{key} must be true or false, got {value!r}")
+        return value
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key} must be an integer, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{key} must be a number, got {value!r}")
+        if math.isnan(value):
+            raise ValueError(f"{key} must not be NaN")
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{key} must be a string, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(base)
+        return [coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{key} must be a mapping of names to values, got {value!r}")
+        return dict(value)
+    raise TypeError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in Config
+
+
+def validate(cfg: Config) -> Config:
+    """Range checks that types cannot express; each error names the key and the value."""
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{key} must be {what}, got {getattr(cfg, key)!r}")
+
+    for key, choices in CHOICES.items():
+        need(getattr(cfg, key) in choices, key, f"one of {[c for c in choices if c is not None]}")
+    need(0.0 <= cfg.val_split < 1.0, "val_split", "in [0, 1)")
+    need(cfg.epochs >= 1, "epochs", ">= 1")
+    need(cfg.batch_size >= 1, "batch_size", ">= 1")
+    need(cfg.eval_batch_size >= 1, "eval_batch_size", ">= 1")
+    need(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", "a finite number > 0")
+    need(0.0 <= cfg.min_lr <= cfg.lr, "min_lr", "in [0, lr]")
+    need(cfg.momentum >= 0, "momentum", ">= 0")
+    need(cfg.weight_decay >= 0, "weight_decay", ">= 0")
+    need(cfg.warmup_epochs >= 0, "warmup_epochs", ">= 0")
+    need(cfg.warmup_lr >= 0, "warmup_lr", ">= 0")
+    need(cfg.clip_grad is None or cfg.clip_grad > 0, "clip_grad", "> 0 (or unset)")
+    need(cfg.alpha is None or (cfg.alpha > 0 and math.isfinite(cfg.alpha)), "alpha", "a finite number > 0")
+    need(cfg.mixup >= 0, "mixup", ">= 0")
+    need(cfg.cutmix >= 0, "cutmix", ">= 0")
+    need(0.0 <= cfg.mixup_prob <= 1.0, "mixup_prob", "in [0, 1]")
+    need(0.0 <= cfg.mixup_switch_prob <= 1.0, "mixup_switch_prob", "in [0, 1]")
+    need(0.0 <= cfg.smoothing < 1.0, "smoothing", "in [0, 1)")
+    need(cfg.cutmix_minmax is None or (len(cfg.cutmix_minmax) == 2 and 0 < cfg.cutmix_minmax[0]
+                                       <= cfg.cutmix_minmax[1] <= 1), "cutmix_minmax", "two ratios 0 < min <= max <= 1")
+    need(0.0 < cfg.model_ema_decay < 1.0, "model_ema_decay", "in (0, 1)")
+    need(cfg.workers >= 0, "workers", ">= 0")
+    need(cfg.pad >= 0, "pad", ">= 0")
+    need(cfg.subset is None or cfg.subset >= 1, "subset", ">= 1 (or unset)")
+    need(cfg.img_size is None or cfg.img_size >= 4, "img_size", ">= 4 (or unset)")
+    need(cfg.width is None or cfg.width >= 1, "width", ">= 1 (or unset)")
+    need(cfg.widen is None or cfg.widen >= 1, "widen", ">= 1 (or unset)")
+    need(cfg.checkpoint_interval >= 0, "checkpoint_interval", ">= 0")
+    need(cfg.log_interval >= 1, "log_interval", ">= 1")
+    need(cfg.dist_timeout > 0, "dist_timeout", "> 0")
+    for key in ("mix_block_lr", "mix_block_min_lr", "mix_block_momentum"):
+        need(getattr(cfg, key) is None or getattr(cfg, key) >= 0, key, ">= 0 (or unset)")
+    need((cfg.method != "mixup_cutmix") or cfg.mixup > 0 or cfg.cutmix > 0 or cfg.cutmix_minmax is not None,
+         "method", "given --mixup, --cutmix or --cutmix-minmax when it is mixup_cutmix")
+    return cfg
+
+
+def from_dict(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
+    """A Config from ``base`` (defaults if None) with ``values`` applied; unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise TypeError(f"{source} must be a mapping of keys to values, got {type(values).__name__}")
+    types_ = _field_types()
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        near = {k: [n for n in types_ if n.replace("_", "") == k.replace("_", "").replace("-", "")] for k in unknown}
+        hint = "; ".join(f"{k} (did you mean {near[k][0]}?)" if near[k] else k for k in unknown)
+        raise ValueError(f"unknown key(s) in {source}: {hint}")
+    checked = {k: coerce(k, v, types_[k]) for k, v in values.items()}
+    return dataclasses.replace(base or Config(), **checked)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict (errors name the file)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TypeError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def to_yaml(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

@@ -1,0 +1,213 @@
+"""``fit(cfg)``: the training run, from data to metrics.json, resumable at any checkpoint.
+
+Order of one epoch: train steps (checkpoint every ``checkpoint_interval`` steps if set), then
+evaluation of the method's eval network (the EMA encoder for AutoMix), the online network and the
+weight-EMA copy, a row in ``summary.csv``, a picture of the current mixes, and ``last.pt``
+(``best.pt`` when the top-1 improves). A run killed at any point and resumed with ``--resume``
+continues exactly: model, optimiser, schedule, scaler, method state, loader position and every
+random generator come back from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import viz
+from . import checkpoint as ckpt
+from . import distributed as dist_util
+from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule
+from .config import Config, to_yaml
+from .logger import RunLogger
+from .loader import TrainBatches, eval_batches
+from .setup import load_data, resume_state, seed_everything
+
+FORMAT = "automix-checkpoint-1"
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, batches, device: torch.device, amp_dtype) -> tuple[float, float]:
+    """(top-1 %, mean CE loss) of ``net`` over the batches, summed over the ranks."""
+    was_training = net.training
+    net.eval()
+    correct = total = loss_sum = 0.0
+    for x, y in batches:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = net(x)
+        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += float((logits.argmax(1) == y).sum())
+        total += y.numel()
+    net.train(was_training)
+    correct, total, loss_sum = dist_util.all_sum([correct, total, loss_sum], device)
+    return (100.0 * correct / total, loss_sum / total) if total else (float("nan"), float("nan"))
+
+
+class Run:
+    """Everything a run holds, built once; ``fit`` drives it."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.info, self.device = dist_util.setup(cfg.device, cfg.dist_timeout)
+        self.out = Path(cfg.output)
+        seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
+        self.data, self.train_idx, self.val_data, self.val_idx = load_data(cfg)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[cfg.amp]
+        self.batches = TrainBatches(self.data, self.train_idx, cfg.batch_size, self.device, seed=cfg.seed,
+                                    pad=cfg.pad, flip=cfg.flip, rank=self.info.rank, world=self.info.world_size,
+                                    img_size=cfg.img_size, workers=cfg.workers, channels_last=cfg.channels_last)
+        self.steps_per_epoch = len(self.batches)
+        in_chans = self.data.images.shape[1] if self.data.images is not None else 3
+        model = build_model(cfg, self.data.num_classes, in_chans)
+        if cfg.sync_bn and self.info.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.method = build_method(cfg, model, self.data.num_classes, cfg.epochs * self.steps_per_epoch,
+                                   seed=cfg.seed * 1000 + self.info.rank).to(self.device)
+        if cfg.compile:
+            self.method.model.compile()
+        self.optimizer = build_optimizer(cfg, self.method)
+        self.schedule = build_schedule(cfg, self.optimizer, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.model_ema = ModelEma(self.method.model, cfg.model_ema_decay) if cfg.model_ema else None
+        self.step_fn = self.method
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
+        self.epoch, self.step_in_epoch, self.best, self.skipped = 0, 0, -1.0, 0
+        self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
+        first = self.train_idx[: min(8, len(self.train_idx))]
+        self.preview_x = next(eval_batches(self.data, first, 8, self.device, img_size=cfg.img_size))[0]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {"format": FORMAT, "config": dataclasses.asdict(self.cfg), "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch, "best": self.best, "skipped": self.skipped,
+                "num_classes": self.data.num_classes, "method_name": self.cfg.method,
+                "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+                "model_ema": None if self.model_ema is None else self.model_ema.state_dict(),
+                "batches": self.batches.state_dict(), "rng": ckpt.capture_rng()}
+
+    def save(self, name: str) -> None:
+        if self.info.enabled:
+            self.method.sync_buffers("broadcast")
+        if self.info.is_main:
+            ckpt.save(self.state(), self.out / name)
+        dist_util.barrier()
+
+    def restore(self, path: str) -> None:
+        state = resume_state(path, self.cfg, self.data.num_classes)
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.model_ema is not None and state["model_ema"] is not None:
+            self.model_ema.load_state_dict(state["model_ema"])
+        self.batches.load_state_dict(state["batches"])
+        ckpt.restore_rng(state["rng"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.best, self.skipped = state["best"], state["skipped"]
+        self.logger.truncate(self.epoch)
+
+    # ------------------------------------------------------------------ one step / one epoch
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss, logs = self.step_fn(x, y)
+        if not torch.isfinite(loss):
+            where = f"epoch {self.epoch} step {self.step_in_epoch} (global step {int(self.method.step)})"
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items())
+            if self.cfg.on_nan == "stop":
+                raise FloatingPointError(f"non-finite loss at {where}: {terms}; the last good checkpoint is kept")
+            self.skipped += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.after_step()
+        if self.model_ema is not None:
+            self.model_ema.update(self.method.model)
+        return logs
+
+    def train_epoch(self) -> dict[str, float]:
+        self.method.train()
+        loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
+        for x, y in self.batches.epoch(self.epoch, self.step_in_epoch):
+            logs = self.train_step(x, y)
+            self.schedule.step()
+            self.step_in_epoch += 1
+            if logs is not None:
+                loss_sum += float(logs["loss"])
+                seen += 1
+            self.logger.progress(self.epoch, self.step_in_epoch, self.steps_per_epoch, logs,
+                                 self.optimizer.param_groups[0]["lr"], x.shape[0] * self.info.world_size)
+            interval = self.cfg.checkpoint_interval
+            if interval and self.step_in_epoch % interval == 0 and self.step_in_epoch < self.steps_per_epoch:
+                self.save("last.pt")
+        elapsed = time.perf_counter() - t0
+        images = seen * self.cfg.batch_size * self.info.world_size
+        return {"train_loss": loss_sum / max(seen, 1), "epoch_time": elapsed, "img_per_s": images / max(elapsed, 1e-9)}
+
+    def evaluate_all(self) -> dict[str, float]:
+        if self.info.enabled:
+            self.method.sync_buffers("reduce")
+
+        def batches():
+            return eval_batches(self.val_data, self.val_idx, self.cfg.eval_batch_size, self.device, rank=self.info.rank,
+                                world=self.info.world_size, img_size=self.cfg.img_size, workers=self.cfg.workers,
+                                channels_last=self.cfg.channels_last)
+
+        top1, val_loss = evaluate(self.method.eval_model(), batches(), self.device, self.amp_dtype)
+        row = {"val_top1": top1, "val_loss": val_loss}
+        online = self.method.model
+        row["val_top1_online"] = top1 if online is self.method.eval_model() else evaluate(
+            online, batches(), self.device, self.amp_dtype)[0]
+        if self.model_ema is not None:
+            row["val_top1_ema"] = evaluate(self.model_ema, batches(), self.device, self.amp_dtype)[0]
+        return row
+
+    def picture(self) -> None:
+        source = getattr(self.method, "mixer", self.method)
+        if not self.cfg.save_images or not self.info.is_main or source is None:
+            return
+        viz.save_mix_grid(self.out / "mixes" / f"epoch{self.epoch:03d}.png", source, self.preview_x,
+                          torch.zeros(self.preview_x.shape[0], dtype=torch.long, device=self.device),
+                          mean=self.data.mean, std=self.data.std)
+
+
+def fit(cfg: Config) -> dict[str, Any]:
+    """Train as ``cfg`` says; returns the final metrics (also written to metrics.json)."""
+    run = Run(cfg)
+    try:
+        if cfg.resume:
+            run.restore(str(run.out / "last.pt") if cfg.resume == "auto" else cfg.resume)
+        run.logger.start(to_yaml(cfg), run)
+        t_start = time.perf_counter()
+        while run.epoch < cfg.epochs:
+            stats = run.train_epoch()
+            stats.update(run.evaluate_all())
+            stats.update(epoch=run.epoch, lr=run.optimizer.param_groups[0]["lr"], skipped_steps=run.skipped)
+            improved = not math.isnan(stats["val_top1"]) and stats["val_top1"] > run.best
+            run.best = max(run.best, stats["val_top1"]) if improved else run.best
+            run.logger.epoch_row(stats)
+            run.picture()
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+            run.save("last.pt")
+            if improved:
+                run.save("best.pt")
+        return run.logger.finish(run, time.perf_counter() - t_start)
+    finally:
+        run.logger.close()
+        dist_util.cleanup()

@@ -1,0 +1,71 @@
+"""Rebuild a trained run from its checkpoint, for ``automix eval`` and ``automix show``.
+
+The checkpoint carries the resolved config, so the same model, method and validation split come
+back without the original command line; ``overrides`` can point at another data dir or device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import load_dataset
+from . import checkpoint as ckpt
+from .build import ModelEma, build_method, build_model
+from .config import Config, from_dict, validate
+from .engine import FORMAT, evaluate
+from .loader import eval_batches
+from .setup import load_data
+
+
+def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
+    if state.get("format") != FORMAT:
+        raise ValueError(f"checkpoint format {state.get('format')!r} is not {FORMAT!r}")
+    return validate(from_dict({**state["config"], **(overrides or {})}, source="checkpoint config"))
+
+
+def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str = "cpu"):
+    """(cfg, eval data, eval indices, method, model_ema or None) restored from checkpoint ``path``."""
+    state = ckpt.load(path)
+    cfg = config_of(state, overrides)
+    data, _, val_data, val_idx = load_data(cfg)
+    in_chans = data.images.shape[1] if data.images is not None else 3
+    model = build_model(cfg, state["num_classes"], in_chans)
+    method = build_method(cfg, model, state["num_classes"], total_steps=1, seed=0)
+    method.load_state_dict(state["method"])
+    method.to(device).eval()
+    model_ema = None
+    if state.get("model_ema") is not None:
+        model_ema = ModelEma(method.model, cfg.model_ema_decay)
+        model_ema.load_state_dict(state["model_ema"])
+        model_ema.to(device)
+    return cfg, val_data, val_idx, method, model_ema
+
+
+def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = None,
+                        device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
+    """Top-1 of every network a checkpoint holds, on the run's validation split or a test split."""
+    overrides = {"data_dir": data_dir} if data_dir else {}
+    cfg, data, val_idx, method, model_ema = load_trained(path, overrides, device)
+    dev = torch.device(device)
+    if split == "test":
+        data = load_dataset(cfg.dataset, cfg.data_dir, split="test", cache_dir=cfg.cache_dir, img_size=cfg.img_size)
+        indices = torch.arange(len(data))
+    elif split == "val":
+        indices = val_idx
+    else:
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    nets: dict[str, nn.Module] = {"eval": method.eval_model(), "online": method.model}
+    if model_ema is not None:
+        nets["model_ema"] = model_ema
+    results: dict[str, Any] = {"checkpoint": str(path), "split": split, "images": len(indices),
+                               "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset}
+    for name, net in nets.items():
+        top1, loss = evaluate(net, eval_batches(data, indices, batch_size, dev, img_size=cfg.img_size), dev, None)
+        results[f"top1_{name}"] = top1
+        results[f"loss_{name}"] = loss
+    results["config"] = dataclasses.asdict(cfg)
+    return results

@@ -1,0 +1,93 @@
+"""Batches for training and evaluation, with state that makes a resumed epoch identical.
+
+Small images live in memory as uint8 tensors; each batch is gathered, moved to the device, and
+augmented there (pad-crop, flip) by vectorised ops. Large-image folders are decoded by DataLoader
+workers (random-resized crops) and only flipped and normalised on the device.
+
+The epoch's order is a function of (seed, epoch) alone, and the augmentation generator's state
+is saved, so a checkpoint written mid-epoch resumes on exactly the next batch.
+Under DDP each rank takes a strided shard of the same permutation (a DistributedSampler).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from ..data import ImageData, LazyImageDataset, normalize, random_crop_flip
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> Tensor:
+    """This rank's sample order for ``epoch``: a seeded permutation, strided over the ranks."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    usable = (n // world) * world  # equal shards: every rank runs the same number of steps
+    return perm[:usable][rank::world]
+
+
+class TrainBatches:
+    """Training batches (drop_last) for one rank; ``len()`` is the number of steps per epoch."""
+
+    def __init__(self, data: ImageData, indices: Tensor, batch_size: int, device: torch.device, *, seed: int,
+                 pad: int, flip: bool, rank: int = 0, world: int = 1, img_size: int | None = None,
+                 workers: int = 0, channels_last: bool = False) -> None:
+        self.data, self.indices, self.batch_size, self.device = data, indices, batch_size, device
+        self.seed, self.pad, self.flip, self.rank, self.world = seed, pad, flip, rank, world
+        self.channels_last, self.workers = channels_last, workers
+        per_rank = len(indices) // world
+        if per_rank < batch_size:
+            raise ValueError(f"batch_size {batch_size} is larger than the {per_rank} training images per process "
+                             "(batches drop the last partial one); lower --batch-size")
+        self.steps = per_rank // batch_size
+        self.aug_gen = torch.Generator().manual_seed(seed + 7919 * (rank + 1))
+        self.lazy = None if data.images is not None else LazyImageDataset(data, img_size or 224, train=True)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def state_dict(self) -> dict:
+        return {"aug_gen": self.aug_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.aug_gen.set_state(state["aug_gen"])
+
+    def _finish(self, x_uint8: Tensor, crop: bool) -> Tensor:
+        x = normalize(x_uint8.to(self.device, non_blocking=True), self.data.mean, self.data.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return random_crop_flip(x, self.pad if crop else 0, self.flip, self.aug_gen)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches ``start, start + 1, ...`` of ``epoch``."""
+        order = self.indices[epoch_order(len(self.indices), self.seed, epoch, self.rank, self.world)]
+        order = order[: self.steps * self.batch_size].view(self.steps, self.batch_size)
+        if self.lazy is None:
+            for step in range(start, self.steps):
+                idx = order[step]
+                yield self._finish(self.data.images[idx], crop=True), self.data.labels[idx].to(self.device)
+            return
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.lazy, order.flatten().tolist()), batch_size=self.batch_size,
+            num_workers=self.workers, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch),
+            persistent_workers=False)
+        for step, (x, y) in enumerate(loader):
+            if step >= start:  # replays skipped batches so worker draws stay aligned after a resume
+                yield self._finish(x, crop=False), y.to(self.device)
+
+
+def eval_batches(data: ImageData, indices: Tensor, batch_size: int, device: torch.device, *, rank: int = 0,
+                 world: int = 1, img_size: int | None = None, workers: int = 0,
+                 channels_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """Evaluation batches of this rank's strided shard of ``indices`` (no augmentation)."""
+    shard = indices[rank::world]
+    if data.images is not None:
+        for chunk in shard.split(batch_size):
+            x = normalize(data.images[chunk].to(device), data.mean, data.std)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, data.labels[chunk].to(device)
+        return
+    dataset = torch.utils.data.Subset(LazyImageDataset(data, img_size or 224, train=False), shard.tolist())
+    for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        yield normalize(x.to(device), data.mean, data.std), y.to(device)

@@ -1,0 +1,127 @@
+"""What a run writes: args.yaml, summary.csv (a row per epoch), metrics.json, optional TensorBoard,
+and a progress bar (tqdm when available and on a terminal, else a log line every few steps).
+
+Only rank 0 writes; other ranks get a disabled logger.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+
+COLUMNS = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_top1_ema", "val_loss", "lr", "epoch_time",
+           "img_per_s", "skipped_steps"]
+
+
+class RunLogger:
+    def __init__(self, out: Path, cfg: Config, enabled: bool = True) -> None:
+        self.out, self.cfg, self.enabled = out, cfg, enabled
+        self.summary = out / "summary.csv"
+        self.bar = None
+        self.tb = None
+        self._t = time.perf_counter()
+        self._seen = 0
+
+    def start(self, args_yaml: str, run: Any) -> None:
+        if not self.enabled:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "args.yaml").write_text(args_yaml)
+        if self.cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("tensorboard: --tensorboard needs the tensorboard package (pip install tensorboard)") \
+                    from None
+            self.tb = SummaryWriter(str(self.out / "tb"))
+        params = sum(p.numel() for p in run.method.model.parameters())
+        print(f"automix: {self.cfg.method} on {self.cfg.dataset} ({len(run.train_idx)} train / {len(run.val_idx)} val, "
+              f"{run.data.num_classes} classes), {self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
+              f"steps/epoch x {self.cfg.epochs} epochs on {run.device}, world size {run.info.world_size}; "
+              f"run dir {self.out}", file=sys.stderr)
+
+    def truncate(self, epoch: int) -> None:
+        """Drop summary rows of epochs >= ``epoch`` (written before a kill, redone after the resume)."""
+        if not self.enabled or not self.summary.exists():
+            return
+        with self.summary.open() as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
+        self._write_rows(rows)
+
+    def _write_rows(self, rows: list[dict[str, Any]]) -> None:
+        tmp = self.summary.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.summary)
+
+    def progress(self, epoch: int, step: int, steps: int, logs: dict | None, lr: float, images: int) -> None:
+        if not self.enabled or not self.cfg.progress:
+            return
+        self._seen += images
+        if step % self.cfg.log_interval and step != steps:
+            return
+        now = time.perf_counter()
+        rate = self._seen / max(now - self._t, 1e-9)
+        self._t, self._seen = now, 0
+        loss = float("nan") if logs is None else float(logs["loss"])
+        if self.bar is None and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=steps, leave=False, dynamic_ncols=True)
+            except ImportError:
+                self.bar = False
+        if self.bar:
+            self.bar.set_description(f"epoch {epoch}")
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+            self.bar.n = step
+            self.bar.refresh()
+            if step == steps:
+                self.bar.close()
+                self.bar = None
+        else:
+            print(f"epoch {epoch} step {step}/{steps} loss {loss:.4f} lr {lr:.4g} {rate:.0f} img/s", file=sys.stderr)
+
+    def epoch_row(self, stats: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        rows = []
+        if self.summary.exists():
+            with self.summary.open() as f:
+                rows = list(csv.DictReader(f))
+        rows.append({k: stats.get(k, "") for k in COLUMNS})
+        self._write_rows(rows)
+        if self.tb is not None:
+            for key, value in stats.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, stats["epoch"])
+        parts = [f"{k} {stats[k]:.4g}" for k in COLUMNS[1:] if isinstance(stats.get(k), float)]
+        print(f"epoch {stats['epoch']}: " + ", ".join(parts), file=sys.stderr)
+
+    def finish(self, run: Any, seconds: float) -> dict[str, Any]:
+        metrics = {"best_val_top1": run.best, "epochs": run.epoch, "train_seconds_this_session": seconds,
+                   "skipped_steps": run.skipped, "method": self.cfg.method, "model": self.cfg.model,
+                   "dataset": self.cfg.dataset}
+        if self.enabled and self.summary.exists():
+            with self.summary.open() as f:
+                rows = list(csv.DictReader(f))
+            if rows:
+                last = rows[-1]
+                metrics.update({k: float(last[k]) for k in ("val_top1", "val_top1_online", "val_top1_ema", "train_loss")
+                                if last.get(k) not in (None, "")})
+            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
