@@ -45,6 +45,12 @@ def test_timm_flags():
     assert mixer.label_smoothing == 0.1
 
 
+def test_timm_flags_alone_select_the_switch():
+    cfg = parse(["--mixup", "0.2"])
+    assert cfg.method == "mixup_cutmix" and cfg.mixup == 0.2
+    assert parse(["--mixup", "0.2", "--method", "automix"]).method == "automix"
+
+
 def test_cli_alpha_reaches_the_right_mixer():
     """vision#8440: a flag wired to the wrong object is a silent bug; check the wiring."""
     cfg = parse(["--method", "cutmix", "--alpha", "0.2", "--mixup-mode", "pair"])

@@ -70,11 +70,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(ns: argparse.Namespace) -> Config:
     """Defaults, then the ``--config`` YAML, then the flags that were given; validated."""
-    values = dict(vars(ns))
+    known = set(_field_types()) | {"config"}
+    values = {k: v for k, v in vars(ns).items() if k in known}  # drop the subcommand's own arguments
     path = values.pop("config", None)
-    for key in ("command", "func"):
-        values.pop(key, None)
-    cfg = from_dict(load_yaml(path), source=f"config file {path}") if path else Config()
+    from_file = load_yaml(path) if path else {}
+    cfg = from_dict(from_file, source=f"config file {path}")
+    given = set(from_file) | set(values)
+    if given & {"mixup", "cutmix", "cutmix_minmax"} and "method" not in given:
+        values["method"] = "mixup_cutmix"  # timm's flags alone select timm's Mixup/CutMix switch
     if "method_opts" in values:
         values["method_opts"] = {**cfg.method_opts, **dict(values["method_opts"])}
     return validate(from_dict(values, cfg, source="command line"))

@@ -82,6 +82,7 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
         self.epoch, self.step_in_epoch, self.best, self.skipped = 0, 0, -1.0, 0
+        self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
         self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
         first = self.train_idx[: min(8, len(self.train_idx))]
         self.preview_x = next(eval_batches(self.data, first, 8, self.device, img_size=cfg.img_size))[0]
@@ -90,6 +91,7 @@ class Run:
     def state(self) -> dict[str, Any]:
         return {"format": FORMAT, "config": dataclasses.asdict(self.cfg), "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch, "best": self.best, "skipped": self.skipped,
+                "epoch_loss": [self.loss_sum, self.loss_count],
                 "num_classes": self.data.num_classes, "method_name": self.cfg.method,
                 "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
@@ -115,6 +117,7 @@ class Run:
         ckpt.restore_rng(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.best, self.skipped = state["best"], state["skipped"]
+        self.loss_sum, self.loss_count = state["epoch_loss"]
         self.logger.truncate(self.epoch)
 
     # ------------------------------------------------------------------ one step / one epoch
@@ -143,14 +146,15 @@ class Run:
 
     def train_epoch(self) -> dict[str, float]:
         self.method.train()
-        loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
+        seen, t0 = 0, time.perf_counter()
         for x, y in self.batches.epoch(self.epoch, self.step_in_epoch):
             logs = self.train_step(x, y)
             self.schedule.step()
             self.step_in_epoch += 1
+            seen += 1
             if logs is not None:
-                loss_sum += float(logs["loss"])
-                seen += 1
+                self.loss_sum += float(logs["loss"])
+                self.loss_count += 1
             self.logger.progress(self.epoch, self.step_in_epoch, self.steps_per_epoch, logs,
                                  self.optimizer.param_groups[0]["lr"], x.shape[0] * self.info.world_size)
             interval = self.cfg.checkpoint_interval
@@ -158,7 +162,9 @@ class Run:
                 self.save("last.pt")
         elapsed = time.perf_counter() - t0
         images = seen * self.cfg.batch_size * self.info.world_size
-        return {"train_loss": loss_sum / max(seen, 1), "epoch_time": elapsed, "img_per_s": images / max(elapsed, 1e-9)}
+        train_loss = self.loss_sum / max(self.loss_count, 1)
+        self.loss_sum, self.loss_count = 0.0, 0
+        return {"train_loss": train_loss, "epoch_time": elapsed, "img_per_s": images / max(elapsed, 1e-9)}
 
     def evaluate_all(self) -> dict[str, float]:
         if self.info.enabled:

@@ -1,0 +1,159 @@
+"""The trainer end to end on tiny data: each dataset kind, resume equality, the other commands, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from automix.cli import main
+from automix.train import engine
+from test_data import make_folder, write_cifar_pickles
+
+TINY = ["--model", "preact_resnet18", "--width", "4", "--batch-size", "16", "--eval-batch-size", "64",
+        "--no-progress", "--log-interval", "1000"]
+
+
+def train(tmp_path: Path, *args: str, name: str = "run") -> Path:
+    out = tmp_path / name
+    code = main(["train", *TINY, "--output", str(out), "--cache-dir", str(tmp_path / "cache"), *args])
+    assert code == 0
+    return out
+
+
+def rows(run: Path) -> list[dict[str, str]]:
+    with (run / "summary.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_digits_run_writes_everything(tmp_path):
+    run = train(tmp_path, "--dataset", "digits", "--epochs", "2", "--subset", "96", "--method", "automix")
+    for name in ("args.yaml", "summary.csv", "last.pt", "best.pt", "metrics.json", "mixes/epoch000.png",
+                 "mixes/epoch001.png"):
+        assert (run / name).exists(), name
+    summary = rows(run)
+    assert [r["epoch"] for r in summary] == ["0", "1"]
+    assert all(0 <= float(r["val_top1"]) <= 100 and float(r["img_per_s"]) > 0 for r in summary)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["method"] == "automix"
+    assert "width: 4" in (run / "args.yaml").read_text()
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100", "imagefolder", "imagefolder-lazy", "tiny-imagenet"])
+def test_each_dataset_kind(tmp_path, kind):
+    if kind.startswith("cifar"):
+        write_cifar_pickles(str(tmp_path / "data"), kind, per_batch=8 if kind == "cifar10" else 24)
+        args = ["--dataset", kind, "--data-dir", str(tmp_path / "data"), "--method", "cutmix", "--alpha", "0.2"]
+        if kind == "cifar100":  # 100 classes in 24 images: evaluate on the test split instead
+            args += ["--eval-split", "test"]
+    elif kind == "imagefolder":
+        make_folder(str(tmp_path / "data"), classes=("a", "b", "c"), per_class=12, size=16)
+        args = ["--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--method", "mixup"]
+    elif kind == "imagefolder-lazy":
+        make_folder(str(tmp_path / "data"), classes=("a", "b"), per_class=16, size=120, ext=".jpg")
+        args = ["--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--img-size", "32",
+                "--method", "fmix", "--workers", "0", "--img-size", "112"]
+    else:
+        from PIL import Image
+
+        root = tmp_path / "data"
+        for w in ("n01", "n02"):
+            (root / "train" / w / "images").mkdir(parents=True)
+            for i in range(12):
+                Image.new("RGB", (64, 64), (40 * i, 100 if w == "n01" else 200, 0)).save(
+                    root / "train" / w / "images" / f"{w}_{i}.JPEG")
+        (root / "wnids.txt").write_text("n01\nn02\n")
+        args = ["--dataset", "tiny-imagenet", "--data-dir", str(root), "--method", "samix"]
+    run = train(tmp_path, *args, "--epochs", "1", "--val-split", "0.25")
+    assert len(rows(run)) == 1 and (run / "last.pt").exists()
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("method", ["automix", "cutmix"])
+def test_resume_continues_exactly(tmp_path, monkeypatch, method):
+    args = ["--dataset", "digits", "--subset", "160", "--epochs", "3", "--checkpoint-interval", "4",
+            "--method", method, "--seed", "3", "--no-save-images"]
+    straight = train(tmp_path, *args, name="straight")
+
+    calls = {"n": 0}
+    original = engine.Run.train_step
+
+    def flaky(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 17:  # epoch 1, 7th step: the last checkpoint is after its 4th
+            raise Boom("killed")
+        return original(self, x, y)
+
+    monkeypatch.setattr(engine.Run, "train_step", flaky)
+    with pytest.raises(Boom):
+        train(tmp_path, *args, name="resumed")
+    monkeypatch.setattr(engine.Run, "train_step", original)
+    state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 4)
+    train(tmp_path, *args, "--resume", "auto", name="resumed")
+
+    a, b = rows(straight), rows(tmp_path / "resumed")
+    keys = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_loss", "lr"]
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    wa = torch.load(straight / "last.pt", weights_only=True)["method"]
+    wb = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["method"]
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa if isinstance(wa[k], torch.Tensor))
+
+
+def test_eval_show_plot_list(tmp_path, capsys):
+    run = train(tmp_path, "--dataset", "digits", "--subset", "64", "--epochs", "1", "--model-ema")
+    capsys.readouterr()
+    assert main(["eval", str(run / "best.pt"), "--output", str(tmp_path / "acc.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"top1_eval", "top1_online", "top1_model_ema"} <= set(result) and result["images"] == 359
+    assert json.loads((tmp_path / "acc.json").read_text())["config"]["width"] == 4
+    assert main(["show", "--checkpoint", str(run / "last.pt"), "--image", str(tmp_path / "a.png")]) == 0
+    assert main(["show", "--method", "gridmix", "--dataset", "digits", "--image", str(tmp_path / "b.png"),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["plot", str(run), str(run), "--output", str(tmp_path / "c.png")]) == 0
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / name).stat().st_size > 500
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "automix" in out and "preact_resnet18" in out and "digits" in out
+
+
+def test_cli_errors_name_the_key(tmp_path, capsys):
+    assert main(["train", "--dataset", "nope", "--output", str(tmp_path / "r")]) == 2
+    assert "name" in capsys.readouterr().err
+    assert main(["train", "--lr", "-1", "--output", str(tmp_path / "r")]) == 2
+    assert "lr" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "two"])
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--batch-size", "5000", "--output", str(tmp_path / "r")]) == 2
+    assert "batch_size" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_model(tmp_path, capsys):
+    run = train(tmp_path, "--dataset", "digits", "--subset", "32", "--epochs", "1", "--method", "mixup")
+    code = main(["train", *TINY, "--width", "8", "--dataset", "digits", "--subset", "32", "--epochs", "2",
+                 "--method", "mixup", "--output", str(run), "--resume", str(run / "last.pt")])
+    assert code == 2 and "width" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "automix",
+           "train", *TINY, "--dataset", "digits", "--subset", "128", "--epochs", "1", "--method", "automix",
+           "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(rows(out)) == 1 and (out / "last.pt").exists()
+    assert "world size 2" in proc.stderr
