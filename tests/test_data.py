@@ -522,6 +522,10 @@ def test_decode_pool_matches_single_process(tmp_path):
     root = make_folder(str(tmp_path / "imgs"), per_class=4, size=10)
     _, entries, _ = folder_mod.scan_image_folder(root)
     paths = [e[0] for e in entries]
-    one = D.decode.decode_files(paths, 8, workers=1)
-    two = D.decode.decode_files(paths, 8, workers=2)
-    assert one.shape == (8, 3, 8, 8) and torch.equal(one, two)
+    one, bad_one = D.decode.decode_files(paths, 8, workers=1)
+    two, bad_two = D.decode.decode_files(paths, 8, workers=2)
+    assert one.shape == (8, 3, 8, 8) and torch.equal(one, two) and bad_one == bad_two == []
+    (tmp_path / "imgs" / "a" / "0.png").write_bytes(b"not an image")
+    for workers in (1, 2):
+        kept, bad = D.decode.decode_files(paths, 8, workers=workers, skip_bad=True)
+        assert bad == [0] and torch.equal(kept, one[1:])

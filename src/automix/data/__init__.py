@@ -43,7 +43,7 @@ def list_datasets() -> list[str]:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split: str = "train",
                  download: bool = False, cache_dir: str | os.PathLike | None = None,
-                 img_size: int | None = None) -> ImageData:
+                 img_size: int | None = None, skip_bad_images: bool = False) -> ImageData:
     """Load a dataset split as an ``ImageData``.
 
     Args:
@@ -56,6 +56,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split:
         cache_dir: where decoded folders are cached (default ``$AUTOMIX_CACHE`` or ``~/.cache/automix``).
         img_size: resize in-memory images to this square size once at load (digits default 16,
             CIFAR 32, Tiny-ImageNet 64); for ``imagefolder`` a value > 96 means lazy loading.
+        skip_bad_images: leave out unreadable image files (listed in ``ImageData.skipped``)
+            instead of raising ValueError naming the first one.
 
     Raises:
         ValueError: unknown ``name`` or ``split``, bad layout or an unreadable image (naming it).
@@ -82,18 +84,20 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split:
         data_dir = os.path.join(cache_root(cache_dir), "datasets")
     root = as_path("data_dir", data_dir)
     if name in ("cifar10", "cifar100"):
-        return load_cifar(name, root, split, download=download, cache_dir=cache_dir, img_size=img_size)
+        return load_cifar(name, root, split, download=download, cache_dir=cache_dir, img_size=img_size,
+                          skip_bad=skip_bad_images)
     if download:
         raise ValueError(f"download=True is only supported for cifar10/cifar100, not {name!r}")
     if name == "tiny-imagenet":
         return load_tiny_imagenet(root, split, img_size=img_size, cache_dir=cache_dir,
-                                  mean=TINY_IMAGENET_MEAN, std=TINY_IMAGENET_STD)
+                                  mean=TINY_IMAGENET_MEAN, std=TINY_IMAGENET_STD, skip_bad=skip_bad_images)
     if os.path.isdir(os.path.join(root, split)):
         root = os.path.join(root, split)
     elif split != "train":
         raise ValueError(f"data_dir {root} has no {split}/ folder; a single ImageFolder serves only "
                          "split='train' (carve a validation split with split_indices)")
-    return load_image_folder(root, img_size=img_size, cache_dir=cache_dir, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return load_image_folder(root, img_size=img_size, cache_dir=cache_dir, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                             skip_bad=skip_bad_images)
 
 
 __all__ = ["ImageData", "DatasetNotFoundError", "list_datasets", "load_dataset", "split_indices",

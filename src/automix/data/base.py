@@ -9,7 +9,7 @@ list that ``LazyImageDataset`` decodes per sample.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -45,6 +45,7 @@ class ImageData:
         classes: class names; label ``i`` is ``classes[i]``.
         mean, std: per-channel statistics in [0, 1] units, for ``normalize``.
         files: image paths, for large-image folders decoded lazily (``images`` is ``None`` then).
+        skipped: unreadable files left out (only when loaded with ``skip_bad_images=True``).
 
     Example:
         >>> import torch
@@ -60,6 +61,7 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     files: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.dim() != 1:

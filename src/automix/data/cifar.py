@@ -102,15 +102,15 @@ def load_cifar_pickle(name: str, folder: str, split: str) -> ImageData:
 
 
 def load_cifar(name: str, data_dir: str, split: str, *, download: bool, cache_dir: str | None,
-               img_size: int | None) -> ImageData:
+               img_size: int | None, skip_bad: bool = False) -> ImageData:
     folder = _pickle_dir(name, data_dir) if os.path.isdir(data_dir) else None
     if folder is None and os.path.isdir(os.path.join(data_dir, split)):
-        return _from_folder(name, os.path.join(data_dir, split), cache_dir, img_size)
+        return _from_folder(name, os.path.join(data_dir, split), cache_dir, img_size, skip_bad)
     if folder is None and not download and os.path.isdir(data_dir) and _looks_like_image_folder(data_dir):
         if split != "train":
             raise ValueError(f"data_dir {data_dir} is a single ImageFolder, used as the train split; for "
                              f"split={split!r} give a folder holding {split}/<class>/ or the pickle release")
-        return _from_folder(name, data_dir, cache_dir, img_size)
+        return _from_folder(name, data_dir, cache_dir, img_size, skip_bad)
     if folder is None:
         if not download and not os.path.exists(data_dir):
             raise DatasetNotFoundError(f"data_dir {data_dir} does not exist; pass download=True to fetch {name}")
@@ -133,7 +133,8 @@ def _looks_like_image_folder(path: str) -> bool:
     return any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(path))
 
 
-def _from_folder(name: str, root: str, cache_dir: str | None, img_size: int | None) -> ImageData:
+def _from_folder(name: str, root: str, cache_dir: str | None, img_size: int | None,
+                 skip_bad: bool = False) -> ImageData:
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
     return load_image_folder(root, img_size=img_size, cache_dir=cache_dir, mean=mean, std=std,
-                             prefix=name, in_memory_size=32, num_classes=_LAYOUT[name][6])
+                             prefix=name, in_memory_size=32, num_classes=_LAYOUT[name][6], skip_bad=skip_bad)

@@ -67,37 +67,67 @@ def decode_square(path: str, size: int) -> bytes:
     return im.tobytes()
 
 
-def _decode_chunk(paths: list[str], size: int) -> bytes:
-    return b"".join(decode_square(p, size) for p in paths)
+def _decode_chunk(paths: list[str], size: int, skip_bad: bool = False) -> tuple[bytes, list[int]]:
+    """RGB bytes of the readable files in ``paths``, and the positions of unreadable ones (skip_bad)."""
+    parts, bad = [], []
+    for i, p in enumerate(paths):
+        try:
+            parts.append(decode_square(p, size))
+        except ValueError:
+            if not skip_bad:
+                raise
+            bad.append(i)
+    return b"".join(parts), bad
 
 
-def decode_files(paths: list[str], size: int, workers: int | None = None) -> torch.Tensor:
+def decode_files(paths: list[str], size: int, workers: int | None = None,
+                 skip_bad: bool = False) -> tuple[torch.Tensor, list[int]]:
     """Decode ``paths`` into a uint8 tensor ``[N, 3, size, size]`` (contiguous NCHW).
 
     Large lists are split across a pool of ``POOL_WORKERS`` processes (``workers`` overrides;
-    1 decodes in this process). Chunks come back as bytes, in order.
+    1 decodes in this process). Chunks come back as bytes, in order. An unreadable file raises
+    ValueError naming it, or with ``skip_bad`` is left out; the second value lists the positions
+    of the files left out (the tensor then has ``len(paths) - len(bad)`` images).
     """
     n = len(paths)
     per = 3 * size * size
     buf = bytearray(n * per)
+    bad: list[int] = []
     if workers is None:
         workers = POOL_WORKERS if n >= POOL_MIN_FILES and (os.cpu_count() or 1) > 1 else 1
     if workers <= 1:
-        for i, p in enumerate(paths):
-            buf[i * per:(i + 1) * per] = decode_square(p, size)
+        chunk, bad = _decode_chunk(paths, size, skip_bad)
+        buf[:len(chunk)] = chunk
     else:
         step = max(1, -(-n // (workers * 8)))  # a few chunks per worker for load balance
         starts = list(range(0, n, step))
         with warnings.catch_warnings(), ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
             # Python >= 3.12 warns about fork() in a multi-threaded process; see _mp_context.
             warnings.filterwarnings("ignore", message=".*multi-threaded.*fork", category=DeprecationWarning)
-            futures = [pool.submit(_decode_chunk, paths[s:s + step], size) for s in starts]
+            futures = [pool.submit(_decode_chunk, paths[s:s + step], size, skip_bad) for s in starts]
+            filled = 0
             for s, fut in zip(starts, futures):
-                chunk = fut.result()
-                buf[s * per:s * per + len(chunk)] = chunk
-    hwc = torch.frombuffer(buf, dtype=torch.uint8).view(n, size, size, 3) if n else torch.empty(0, size, size, 3,
-                                                                                              dtype=torch.uint8)
-    return hwc.permute(0, 3, 1, 2).contiguous()
+                chunk, chunk_bad = fut.result()
+                buf[filled:filled + len(chunk)] = chunk
+                filled += len(chunk)
+                bad += [s + i for i in chunk_bad]
+    good = n - len(bad)
+    buf = buf[:good * per]
+    hwc = torch.frombuffer(buf, dtype=torch.uint8).view(good, size, size, 3) if good else torch.empty(
+        0, size, size, 3, dtype=torch.uint8)
+    return hwc.permute(0, 3, 1, 2).contiguous(), bad
+
+
+def verify_files(paths: list[str]) -> list[int]:
+    """Positions of files Pillow cannot read (checked with ``verify``, cheaper than decoding)."""
+    bad = []
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            bad.append(i)
+    return bad
 
 
 def _mp_context():

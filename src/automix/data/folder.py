@@ -9,12 +9,13 @@ is reported with the path before any decoding starts.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
 from .base import DatasetNotFoundError, ImageData
 from .cache import cache_path, folder_key, load_cached, save_cached
-from .decode import decode_files, image_size
+from .decode import decode_files, image_size, verify_files
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_MEMORY_SIDE = 96   # images up to this side are held in memory
@@ -60,21 +61,35 @@ def scan_image_folder(root: str) -> tuple[list[str], list[tuple[str, int, int]],
 
 
 def decode_cached(root: str, entries: list[tuple[str, int, int]], size: int, prefix: str,
-                  cache_dir: str | None, extra: str = "") -> torch.Tensor:
-    """uint8 [N, 3, size, size] of the files in ``entries``, from the cache when it is current."""
-    key = folder_key(root, entries, f"{prefix}:size={size}:{extra}")
+                  cache_dir: str | None, extra: str = "", skip_bad: bool = False) -> tuple[torch.Tensor, list[int]]:
+    """uint8 [N, 3, size, size] of the files in ``entries``, from the cache when it is current,
+    and the positions of the files left out as unreadable (only with ``skip_bad``)."""
+    key = folder_key(root, entries, f"{prefix}:size={size}:{extra}:skip={skip_bad}")
     path = cache_path(cache_dir, prefix, key)
     cached = load_cached(path)
-    if cached is not None and tuple(cached["images"].shape) == (len(entries), 3, size, size):
-        return cached["images"]
-    images = decode_files([e[0] for e in entries], size)
-    save_cached(path, {"images": images, "source": root})
-    return images
+    if cached is not None:
+        bad = [int(i) for i in cached.get("bad", [])]
+        if tuple(cached["images"].shape) == (len(entries) - len(bad), 3, size, size):
+            return cached["images"], bad
+    images, bad = decode_files([e[0] for e in entries], size, skip_bad=skip_bad)
+    save_cached(path, {"images": images, "source": root, "bad": bad})
+    return images, bad
+
+
+def _drop(labels: torch.Tensor, files: list[str], bad: list[int]) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Labels and files without the positions in ``bad``, and the skipped file paths."""
+    if not bad:
+        return labels, files, []
+    keep = torch.ones(len(files), dtype=torch.bool)
+    keep[bad] = False
+    skipped = [files[i] for i in bad]
+    warnings.warn(f"skipped {len(bad)} unreadable image(s), e.g. {skipped[0]}")
+    return labels[keep], [f for f, k in zip(files, keep.tolist()) if k], skipped
 
 
 def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None, mean, std,
                       prefix: str = "imagefolder", in_memory_size: int | None = None,
-                      num_classes: int | None = None) -> ImageData:
+                      num_classes: int | None = None, skip_bad: bool = False) -> ImageData:
     """Load ``root/<class>/<images>``.
 
     In memory when ``in_memory_size`` (a fixed size, e.g. 32 for CIFAR) is given, when
@@ -88,7 +103,15 @@ def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None,
         raise ValueError(f"{prefix} folder {root} has {len(classes)} class folders, expected {num_classes}")
     files = [e[0] for e in entries]
     step = max(1, len(files) // PROBE_FILES)
-    probe = [image_size(p) for p in files[::step][:PROBE_FILES]]  # header reads: fails early on junk
+    probe = []
+    for p in files[::step][:PROBE_FILES]:  # header reads: fails early on junk (unless skipping it)
+        try:
+            probe.append(image_size(p))
+        except ValueError:
+            if not skip_bad:
+                raise
+    if not probe:
+        raise ValueError(f"data_dir {root}: none of the probed images can be read")
     if img_size is not None:
         in_memory = img_size <= MAX_MEMORY_SIDE or in_memory_size is not None
         size = img_size
@@ -98,13 +121,15 @@ def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None,
         in_memory = all(max(s) <= MAX_MEMORY_SIDE for s in probe)
         size = max(probe[0])
     if not in_memory:
-        return ImageData(None, labels, classes, mean, std, files=files)
-    images = decode_cached(root, entries, size, prefix, cache_dir)
-    return ImageData(images, labels, classes, mean, std)
+        labels, files, skipped = _drop(labels, files, verify_files(files) if skip_bad else [])
+        return ImageData(None, labels, classes, mean, std, files=files, skipped=skipped)
+    images, bad = decode_cached(root, entries, size, prefix, cache_dir, skip_bad=skip_bad)
+    labels, _, skipped = _drop(labels, files, bad)
+    return ImageData(images, labels, classes, mean, std, skipped=skipped)
 
 
 def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir: str | None,
-                       mean, std) -> ImageData:
+                       mean, std, skip_bad: bool = False) -> ImageData:
     """Tiny-ImageNet-200: ``train/<wnid>/images/*.JPEG``; split "test" is the labelled
     ``val/images`` with ``val/val_annotations.txt``. Labels index the sorted wnids."""
     check_dir(root)
@@ -124,8 +149,9 @@ def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir
         if found != classes:
             raise ValueError(f"tiny-imagenet {train_dir} class folders do not match {wnids_file}: "
                              f"{sorted(set(found) ^ set(classes))[:5]}")
-        images = decode_cached(train_dir, entries, size, "tiny-imagenet", cache_dir)
-        return ImageData(images, labels, classes, mean, std)
+        images, bad = decode_cached(train_dir, entries, size, "tiny-imagenet", cache_dir, skip_bad=skip_bad)
+        labels, _, skipped = _drop(labels, [e[0] for e in entries], bad)
+        return ImageData(images, labels, classes, mean, std, skipped=skipped)
     val_dir = os.path.join(root, "val")
     ann = os.path.join(val_dir, "val_annotations.txt")
     if not os.path.isfile(ann):
@@ -146,6 +172,7 @@ def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir
         raise ValueError(f"{missing[0]} has no label in {ann}")
     labels = torch.tensor([index[wnid_of[os.path.basename(p)]] for p, _, _ in entries], dtype=torch.int64)
     st = os.stat(ann)
-    images = decode_cached(val_dir, entries, size, "tiny-imagenet", cache_dir,
-                           extra=f"ann={st.st_size}:{st.st_mtime_ns}")
-    return ImageData(images, labels, classes, mean, std)
+    images, bad = decode_cached(val_dir, entries, size, "tiny-imagenet", cache_dir,
+                                extra=f"ann={st.st_size}:{st.st_mtime_ns}", skip_bad=skip_bad)
+    labels, _, skipped = _drop(labels, [e[0] for e in entries], bad)
+    return ImageData(images, labels, classes, mean, std, skipped=skipped)

@@ -42,9 +42,14 @@ class RunLogger:
             self.tb = SummaryWriter(str(self.out / "tb"))
         params = sum(p.numel() for p in run.method.model.parameters())
         print(f"automix: {self.cfg.method} on {self.cfg.dataset} ({len(run.train_idx)} train / {len(run.val_idx)} val, "
-              f"{run.data.num_classes} classes), {self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
+              f"{run.data.num_classes} classes{self._skipped_note(run)}), {self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
               f"steps/epoch x {self.cfg.epochs} epochs on {run.device}, world size {run.info.world_size}; "
               f"run dir {self.out}", file=sys.stderr)
+
+    @staticmethod
+    def _skipped_note(run: Any) -> str:
+        n = len(run.data.skipped)
+        return f", {n} unreadable image(s) skipped, e.g. {run.data.skipped[0]}" if n else ""
 
     def truncate(self, epoch: int) -> None:
         """Drop summary rows of epochs >= ``epoch`` (written before a kill, redone after the resume)."""
@@ -108,7 +113,7 @@ class RunLogger:
 
     def finish(self, run: Any, seconds: float) -> dict[str, Any]:
         metrics = {"best_val_top1": run.best, "epochs": run.epoch, "train_seconds_this_session": seconds,
-                   "skipped_steps": run.skipped, "method": self.cfg.method, "model": self.cfg.model,
+                   "skipped_steps": run.skipped, "skipped_images": len(run.data.skipped), "method": self.cfg.method, "model": self.cfg.model,
                    "dataset": self.cfg.dataset}
         if self.enabled and self.summary.exists():
             with self.summary.open() as f:
