@@ -74,7 +74,7 @@ def test_each_dataset_kind(tmp_path, kind):
     assert len(rows(run)) == 1 and (run / "last.pt").exists()
 
 
-class Boom(RuntimeError):
+class Boom(Exception):
     pass
 
 

@@ -9,6 +9,7 @@ Usage:
     automix show --method fmix --output fmix.png    # a picture of mixed samples
     automix plot runs/a runs/b --output curves.png
     automix list
+    automix bench configs/bench/cifar10_cpu.yaml     # the accuracy grid (cached, resumable)
 """
 
 from __future__ import annotations
@@ -73,6 +74,24 @@ def _cmd_plot(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    from . import bench
+
+    proto = bench.load_protocol(ns.protocol)
+    root = Path(ns.root)
+    if not ns.report_only:
+        bench.run_grid(proto, root, ns.methods, ns.seeds, dry_run=ns.dry_run)
+    rows = bench.collect(proto, root)
+    report = Path(ns.report)
+    plot_path = report.parent / f"{proto.name}-cost.png"
+    bench.plot_cost(rows, plot_path)
+    command = f"automix bench {ns.protocol} --root {ns.root}"
+    body = bench.markdown(proto, rows, command, plot_path.name)
+    bench.write_section(report, f"accuracy-{proto.name}", body, f"## Accuracy: {proto.name}")
+    print(body)
+    return 0
+
+
 def _cmd_list(ns: argparse.Namespace) -> int:
     from .data import list_datasets
     from .methods import list_methods
@@ -120,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", default=["val_top1", "train_loss"], help="summary.csv columns to plot")
     p.set_defaults(func=_cmd_plot)
 
+    p = sub.add_parser("bench", help="a cached, resumable grid of (method, seed) runs and its report",
+                       formatter_class=fmt)
+    p.add_argument("protocol", help="protocol YAML (base config, methods, seeds)")
+    p.add_argument("--root", default="runs/bench", help="where the runs live (finished ones are reused)")
+    p.add_argument("--methods", nargs="+", default=None, help="only these methods of the protocol")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds")
+    p.add_argument("--report", default="docs/benchmarks.md", help="markdown file whose section is rewritten")
+    p.add_argument("--report-only", action="store_true", help="do not train; report the finished runs")
+    p.add_argument("--dry-run", action="store_true", help="print the runs that would start")
+    p.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("list", help="methods, models and datasets")
     p.set_defaults(func=_cmd_list)
     return parser
@@ -130,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, FloatingPointError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, FloatingPointError, RuntimeError) as exc:
         print(f"automix {ns.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,7 +27,7 @@ SECTIONS = {
     "optimiser": ("opt", "lr", "momentum", "nesterov", "weight_decay", "sched", "min_lr", "warmup_epochs",
                   "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
     "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
-            "model_ema_decay", "checkpoint_interval", "log_interval", "save_images", "tensorboard", "progress",
+            "model_ema_decay", "eval_interval", "checkpoint_interval", "log_interval", "save_images", "tensorboard", "progress",
             "deterministic", "on_nan", "device", "dist_timeout"),
 }
 
@@ -93,6 +93,7 @@ class Config:
     amp: str | None = field(default=None, metadata={"help": "autocast dtype: bf16 or fp16"})
     model_ema: bool = field(default=False, metadata={"help": "keep a weight-EMA copy of the evaluated net"})
     model_ema_decay: float = field(default=0.999, metadata={"help": "weight-EMA decay per step"})
+    eval_interval: int = field(default=1, metadata={"help": "evaluate every N epochs (and always after the last)"})
     checkpoint_interval: int = field(default=0, metadata={"help": "also checkpoint every N steps (0 = per epoch)"})
     log_interval: int = field(default=20, metadata={"help": "steps between progress updates"})
     save_images: bool = field(default=True, metadata={"help": "PNG grid of mixed samples each epoch"})
@@ -195,6 +196,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.width is None or cfg.width >= 1, "width", ">= 1 (or unset)")
     need(cfg.widen is None or cfg.widen >= 1, "widen", ">= 1 (or unset)")
     need(cfg.checkpoint_interval >= 0, "checkpoint_interval", ">= 0")
+    need(cfg.eval_interval >= 1, "eval_interval", ">= 1")
     need(cfg.log_interval >= 1, "log_interval", ">= 1")
     need(cfg.dist_timeout > 0, "dist_timeout", "> 0")
     for key in ("mix_block_lr", "mix_block_min_lr", "mix_block_momentum"):

@@ -203,10 +203,13 @@ def fit(cfg: Config) -> dict[str, Any]:
         t_start = time.perf_counter()
         while run.epoch < cfg.epochs:
             stats = run.train_epoch()
-            stats.update(run.evaluate_all())
+            last = run.epoch == cfg.epochs - 1
+            if last or (run.epoch + 1) % cfg.eval_interval == 0:
+                stats.update(run.evaluate_all())
             stats.update(epoch=run.epoch, lr=run.optimizer.param_groups[0]["lr"], skipped_steps=run.skipped)
-            improved = not math.isnan(stats["val_top1"]) and stats["val_top1"] > run.best
-            run.best = max(run.best, stats["val_top1"]) if improved else run.best
+            top1 = stats.get("val_top1", float("nan"))
+            improved = not math.isnan(top1) and top1 > run.best
+            run.best = top1 if improved else run.best
             run.logger.epoch_row(stats)
             run.picture()
             run.epoch, run.step_in_epoch = run.epoch + 1, 0

@@ -42,7 +42,8 @@ class RunLogger:
             self.tb = SummaryWriter(str(self.out / "tb"))
         params = sum(p.numel() for p in run.method.model.parameters())
         print(f"automix: {self.cfg.method} on {self.cfg.dataset} ({len(run.train_idx)} train / {len(run.val_idx)} val, "
-              f"{run.data.num_classes} classes{self._skipped_note(run)}), {self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
+              f"{run.data.num_classes} classes{self._skipped_note(run)}), "
+              f"{self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
               f"steps/epoch x {self.cfg.epochs} epochs on {run.device}, world size {run.info.world_size}; "
               f"run dir {self.out}", file=sys.stderr)
 
@@ -113,11 +114,13 @@ class RunLogger:
 
     def finish(self, run: Any, seconds: float) -> dict[str, Any]:
         metrics = {"best_val_top1": run.best, "epochs": run.epoch, "train_seconds_this_session": seconds,
-                   "skipped_steps": run.skipped, "skipped_images": len(run.data.skipped), "method": self.cfg.method, "model": self.cfg.model,
+                   "skipped_steps": run.skipped, "skipped_images": len(run.data.skipped),
+                   "method": self.cfg.method, "model": self.cfg.model,
                    "dataset": self.cfg.dataset}
         if self.enabled and self.summary.exists():
             with self.summary.open() as f:
                 rows = list(csv.DictReader(f))
+            rows = [r for r in rows if r.get("val_top1") not in (None, "")]
             if rows:
                 last = rows[-1]
                 metrics.update({k: float(last[k]) for k in ("val_top1", "val_top1_online", "val_top1_ema", "train_loss")

@@ -1,0 +1,203 @@
+"""``automix bench``: a grid of (method, seed) training runs, cached and resumable, and its report.
+
+A protocol is a YAML file::
+
+    name: cifar10-cpu
+    base: {dataset: cifar10, data_dir: ..., subset: 4000, epochs: 50, ...}   # any Config keys
+    methods:                                                                # name -> Config overrides
+      vanilla: {method: none}
+      cutmix: {method: cutmix, alpha: 0.2}
+    seeds: [0, 1, 2]
+
+Each (method, seed) is its own ``automix train`` run in a child process, in
+``<root>/<protocol>/<method>/seed<k>``. A run with ``metrics.json`` is done and skipped; one with a
+``last.pt`` is resumed (``--resume auto``), so the grid can be finished over several sittings and
+survives a kill. ``report`` turns the finished runs into a markdown table (top-1 mean +- std over
+seeds for the evaluated network, the online network and the weight-EMA copy; images/s; seconds per
+epoch; cost relative to vanilla) and a PNG of accuracy against training cost.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .plot import COLOURS, read_summary
+from .train.config import from_dict, load_yaml, to_yaml, validate
+
+
+@dataclass
+class Protocol:
+    name: str
+    base: dict[str, Any]
+    methods: dict[str, dict[str, Any]]
+    seeds: list[int]
+    path: str
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    data = load_yaml(path)
+    unknown = set(data) - {"name", "base", "methods", "seeds", "notes"}
+    if unknown:
+        raise ValueError(f"protocol {path}: unknown key(s) {sorted(unknown)}")
+    for key, kind in (("name", str), ("base", dict), ("methods", dict), ("seeds", list)):
+        if not isinstance(data.get(key), kind):
+            raise TypeError(f"protocol {path}: {key} must be a {kind.__name__}, got {data.get(key)!r}")
+    proto = Protocol(data["name"], data["base"], data["methods"], [int(s) for s in data["seeds"]], str(path))
+    for method in proto.methods:  # every cell must make a valid config before anything runs
+        run_config(proto, method, proto.seeds[0], Path("."))
+    return proto
+
+
+def run_config(proto: Protocol, method: str, seed: int, out: Path):
+    values = {**proto.base, **(proto.methods[method] or {}), "seed": seed, "output": str(out)}
+    return validate(from_dict(values, source=f"protocol {proto.path} method {method}"))
+
+
+def run_dir(root: Path, proto: Protocol, method: str, seed: int) -> Path:
+    return root / proto.name / method / f"seed{seed}"
+
+
+def is_done(out: Path) -> bool:
+    return (out / "metrics.json").is_file()
+
+
+def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seeds: list[int] | None = None,
+             dry_run: bool = False) -> list[Path]:
+    """Run every missing (method, seed) of the grid in turn; returns the run dirs."""
+    methods = methods or list(proto.methods)
+    bad = [m for m in methods if m not in proto.methods]
+    if bad:
+        raise ValueError(f"methods {bad} are not in protocol {proto.path}: {list(proto.methods)}")
+    dirs = []
+    for seed in seeds if seeds is not None else proto.seeds:
+        for method in methods:
+            out = run_dir(root, proto, method, seed)
+            dirs.append(out)
+            if is_done(out):
+                continue
+            cfg = run_config(proto, method, seed, out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench.yaml").write_text(to_yaml(cfg))
+            cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
+            if (out / "last.pt").is_file():
+                cmd += ["--resume", "auto"]
+            print(f"bench: {method} seed {seed}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+            if dry_run:
+                continue
+            t0 = time.time()
+            with (out / "train.log").open("a") as log:
+                code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+            print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+            if code != 0:
+                raise RuntimeError(f"run {out} failed with exit code {code}; see {out / 'train.log'}")
+    return dirs
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect(proto: Protocol, root: Path) -> list[dict[str, Any]]:
+    """One row per method with the statistics of its finished seeds."""
+    rows = []
+    for method in proto.methods:
+        finals: dict[str, list[float]] = {"val_top1": [], "val_top1_online": [], "val_top1_ema": []}
+        speed, epoch_s, done = [], [], 0
+        for seed in proto.seeds:
+            out = run_dir(root, proto, method, seed)
+            if not is_done(out):
+                continue
+            done += 1
+            metrics = json.loads((out / "metrics.json").read_text())
+            for key in finals:
+                if key in metrics:
+                    finals[key].append(metrics[key])
+            summary = read_summary(out)
+            speed += [r["img_per_s"] for r in summary if "img_per_s" in r]
+            epoch_s += [r["epoch_time"] for r in summary if "epoch_time" in r]
+        row = {"method": method, "done": done, "seeds": len(proto.seeds),
+               "img_per_s": statistics.median(speed) if speed else float("nan"),
+               "epoch_s": statistics.median(epoch_s) if epoch_s else float("nan")}
+        for key, values in finals.items():
+            row[key] = _mean_std(values)
+        rows.append(row)
+    base = next((r for r in rows if r["method"] == "vanilla"), None)
+    for row in rows:
+        row["cost"] = row["epoch_s"] / base["epoch_s"] if base and base["epoch_s"] == base["epoch_s"] else float("nan")
+    return rows
+
+
+def _fmt(ms: tuple[float, float]) -> str:
+    mean, std = ms
+    return "–" if mean != mean else f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown(proto: Protocol, rows: list[dict[str, Any]], command: str, plot_name: str | None) -> str:
+    lines = ["```bash", command, "```", "",
+             "| method | seeds done | top-1 eval net | top-1 online net | top-1 weight EMA | img/s | s / epoch "
+             "| cost vs vanilla |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['done']}/{r['seeds']} | {_fmt(r['val_top1'])} | {_fmt(r['val_top1_online'])} "
+                     f"| {_fmt(r['val_top1_ema'])} | {r['img_per_s']:.0f} | {r['epoch_s']:.1f} | {r['cost']:.2f}x |")
+    if plot_name:
+        lines += ["", f"![accuracy against training cost]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_cost(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Scatter of mean top-1 (eval net) against seconds per epoch, one labelled point per method."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    pts = [(r["epoch_s"], r["val_top1"][0], r["val_top1"][1], r["method"]) for r in rows
+           if r["val_top1"][0] == r["val_top1"][0] and r["epoch_s"] == r["epoch_s"]]
+    img = Image.new("RGB", (640, 420), "white")
+    draw, font = ImageDraw.Draw(img), ImageFont.load_default()
+    left, top, right, bottom = 60, 20, 620, 370
+    draw.rectangle([left, top, right, bottom], outline="black")
+    draw.text((left, bottom + 30), "seconds per epoch (training cost)", fill="black", font=font)
+    draw.text((4, top - 14), "top-1 % (mean ± std over seeds)", fill="black", font=font)
+    if pts:
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        x0, x1 = 0.0, max(xs) * 1.1
+        y0, y1 = min(p[1] - p[2] for p in pts) - 0.5, max(p[1] + p[2] for p in pts) + 0.5
+
+        def px(x: float, y: float) -> tuple[float, float]:
+            return left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top)
+
+        for t in range(5):
+            yv, xv = y0 + (y1 - y0) * t / 4, x0 + (x1 - x0) * t / 4
+            draw.text((4, px(0, yv)[1] - 6), f"{yv:.1f}", fill="black", font=font)
+            draw.text((px(xv, y0)[0] - 8, bottom + 6), f"{xv:.0f}", fill="black", font=font)
+        for i, (x, y, s, name) in enumerate(pts):
+            cx, cy = px(x, y)
+            colour = COLOURS[i % len(COLOURS)]
+            _, top_y = px(x, y + s)
+            _, bot_y = px(x, y - s)
+            draw.line([cx, top_y, cx, bot_y], fill=colour, width=2)
+            draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=colour)
+            draw.text((cx + 6, cy - 6), name, fill=colour, font=font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out
+
+
+def write_section(path: Path, key: str, body: str, heading: str) -> None:
+    """Replace the text between ``<!-- key:start -->`` and ``<!-- key:end -->`` in ``path`` (or append it)."""
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body}{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
