@@ -19,14 +19,13 @@ def sample_beta(alpha: float, n: int, generator: torch.Generator, beta: float | 
     Uses the Gamma-ratio construction so the draw comes from ``generator``
     (``torch.distributions.Beta`` cannot take a generator).
     """
-    device = generator.device
-    a = torch.full((n,), float(alpha), dtype=torch.float32, device=device)
-    b = a if beta is None else torch.full((n,), float(beta), dtype=torch.float32, device=device)
-    ga = torch._standard_gamma(a, generator=generator)
-    gb = torch._standard_gamma(b, generator=generator)
-    # Both gammas can underflow to 0 for tiny alpha; treat that draw as 0.5 rather than NaN.
-    total = ga + gb
-    return torch.where(total > 0, ga / total.clamp_min(torch.finfo(torch.float32).tiny), 0.5)
+    if beta is None:
+        conc = torch.full((2, n), float(alpha), device=generator.device)
+    else:
+        conc = torch.tensor([[float(alpha)], [float(beta)]], device=generator.device).expand(2, n).contiguous()
+    ga, gb = torch._standard_gamma(conc, generator=generator)
+    # Both gammas can underflow to 0 for tiny alpha; that draw gives 0 rather than NaN.
+    return ga / (ga + gb).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def pair_index(batch: int, pairing: str, involution: bool, generator: torch.Generator) -> Tensor:
@@ -68,17 +67,19 @@ def box_from_lam(lam: Tensor, height: int, width: int, generator: torch.Generato
     Returns a long tensor [N, 4] of (y1, y2, x1, x2). Clipping at the border makes the realised
     area smaller than ``1 - lam``; callers correct lam from the box when asked to.
     """
-    cut = (1.0 - lam).clamp(0, 1).sqrt()
-    cut_h = (height * cut).floor().long()
-    cut_w = (width * cut).floor().long()
-    n = lam.numel()
-    cy = rand_int(torch.full((n,), height), generator)
-    cx = rand_int(torch.full((n,), width), generator)
-    y1 = (cy - cut_h // 2).clamp(0, height)
-    x1 = (cx - cut_w // 2).clamp(0, width)
-    y2 = (cy - cut_h // 2 + cut_h).clamp(0, height)
-    x2 = (cx - cut_w // 2 + cut_w).clamp(0, width)
-    return torch.stack([y1, y2, x1, x2], dim=1)
+    sides = torch.tensor([height, width], device=lam.device)
+    cut = (sides * (1.0 - lam).clamp(0, 1).sqrt().unsqueeze(1)).floor().long()  # [n, 2]: (h, w)
+    centre = rand_int(sides.expand(lam.numel(), 2), generator).to(cut.device)
+    return box_around(centre, cut, height, width)
+
+
+def box_around(centre: Tensor, cut: Tensor, height: int, width: int) -> Tensor:
+    """Boxes [n, 4] (y1, y2, x1, x2) of sizes ``cut`` [n, 2] centred at ``centre`` [n, 2], clipped."""
+    start = centre - cut // 2
+    limit = torch.tensor([height, width], device=cut.device)
+    lo = torch.minimum(start.clamp_min(0), limit)
+    hi = torch.minimum((start + cut).clamp_min(0), limit)
+    return torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], dim=1)
 
 
 def box_inside(cut_h: Tensor, cut_w: Tensor, height: int, width: int, generator: torch.Generator) -> Tensor:

@@ -188,9 +188,17 @@ class BaseMixer:
 
     def mix_targets(self, y: Tensor, params: MixParams) -> Tensor:
         """Soft targets ``lam * y + (1 - lam) * y[index]`` in float32 (or y's wider float dtype)."""
-        target = self.to_target(y)
         if not params.mixed:
-            return target
+            return self.to_target(y)
+        if not y.is_floating_point():
+            # Class ids: scatter both weights straight into one [B, C] tensor (no one-hot copies).
+            eps, classes = self.label_smoothing, self.num_classes
+            lam = params.lam.to(device=y.device, dtype=torch.float32).unsqueeze(1)
+            index = params.index.to(y.device)
+            target = torch.full((y.shape[0], classes), eps / classes, dtype=torch.float32, device=y.device)
+            target.scatter_add_(1, y.long().unsqueeze(1), lam * (1.0 - eps))
+            return target.scatter_add_(1, y[index].long().unsqueeze(1), (1.0 - lam) * (1.0 - eps))
+        target = self.to_target(y)
         lam = params.lam.to(device=target.device, dtype=target.dtype)
         lam = lam.reshape((-1,) + (1,) * (target.ndim - 1))
         return torch.lerp(target[params.index.to(target.device)], target, lam)
@@ -269,38 +277,44 @@ class BaseMixer:
                        mask=None if mask is None else mask.to(device))
 
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
-        """Blend with the partner by ``params.mask`` / ``params.box`` / ``1 - lam``."""
+        """Blend with the partner by ``params.mask`` / ``params.box`` / ``1 - lam``.
+
+        Every path allocates one full-size tensor: the partner gather ``t[index]`` (which keeps
+        channels_last), into which ``t`` is then blended in place. A second temporary would cost
+        as much again (at 224px most of the time is faulting in fresh pages).
+        """
         index = params.index.to(t.device)
         if params.box is not None:
             return _paste_box(t, index, params.box)
         if params.mask is not None:
-            return _blend(t, t[index], params.mask)
+            return _blend(t, index, params.mask)
         if params.mode == "batch" and params.lam.device.type == "cpu":
-            return torch.lerp(t, t[index], float(1.0 - params.lam[0]))
-        w = (1.0 - params.lam).to(device=t.device, dtype=t.dtype).view((-1,) + (1,) * (t.ndim - 1))
-        return torch.lerp(t, t[index], w)
+            return t[index].lerp_(t, float(params.lam[0]))
+        w = params.lam.to(device=t.device, dtype=t.dtype).view((-1,) + (1,) * (t.ndim - 1))
+        return t[index].lerp_(t, w)
 
 
-def _blend(t: Tensor, partner: Tensor, mask: Tensor) -> Tensor:
-    """``t`` where mask is 0, ``partner`` where it is 1; bool masks select, float masks interpolate."""
+def _blend(t: Tensor, index: Tensor, mask: Tensor) -> Tensor:
+    """``t`` where the partner mask is 0, the partner where it is 1, interpolated in between."""
     mask = mask.to(t.device)
-    if mask.dtype == torch.bool:
-        return torch.where(mask, partner, t)
-    if not t.is_floating_point():
-        return torch.where(mask >= 0.5, partner, t)
-    return torch.lerp(t, partner, mask.to(t.dtype))
+    out = t[index]
+    if not t.is_floating_point():  # integer maps (segmentation): select, no interpolation
+        keep = ~mask if mask.dtype == torch.bool else mask < 0.5
+        return torch.where(keep, t, out)
+    # lerp is exact at weights 0 and 1, so hard masks select exactly; in place keeps one allocation
+    # and stays differentiable (the weight never needs a gradient here).
+    return out.lerp_(t, 1.0 - mask.to(t.dtype))
 
 
 def _paste_box(t: Tensor, index: Tensor, box: Tensor) -> Tensor:
-    """Paste each partner's box region; one slice copy in batch mode, one masked select otherwise."""
+    """Paste each partner's box region: one slice copy in batch mode, a masked blend otherwise."""
     if box.shape[0] == 1:
         y1, y2, x1, x2 = box[0].tolist()
         out = t.clone()
         if y2 > y1 and x2 > x1:
             out[..., y1:y2, x1:x2] = t[..., y1:y2, x1:x2][index]
         return out
-    mask = box_mask(box, t.shape[-2], t.shape[-1], t.device)
-    return torch.where(mask, t[index], t)
+    return _blend(t, index, box_mask(box, t.shape[-2], t.shape[-1], t.device))
 
 
 def lam_from_mask(mask: Tensor) -> Tensor:

@@ -57,7 +57,9 @@ class CutMix(BaseMixer):
         height, width = x.shape[-2:]
         n = 1 if self.mode == "batch" else x.shape[0]
         draw = lam[:n]
-        if self.cutmix_minmax is None:
+        if self.cutmix_minmax is None and n == 1:
+            box = _one_box(float(draw[0]), height, width, gen)  # plain floats: a few us, not ~20 tensor ops
+        elif self.cutmix_minmax is None:
             box = box_from_lam(draw, height, width, gen)
         else:
             lo, hi = self.cutmix_minmax
@@ -70,6 +72,17 @@ class CutMix(BaseMixer):
             draw = 1.0 - box_area(box) / float(height * width)
         return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
                          (height, width), box=box)
+
+
+def _one_box(lam: float, height: int, width: int, gen: torch.Generator) -> Tensor:
+    """The batch-mode box: same draws and rule as ``box_from_lam`` for one lam, in Python floats."""
+    cut = max(0.0, min(1.0, 1.0 - lam)) ** 0.5
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    u = torch.rand(2, generator=gen, device=gen.device).tolist()
+    cy, cx = min(int(u[0] * height), height - 1), min(int(u[1] * width), width - 1)
+    y1, x1 = cy - cut_h // 2, cx - cut_w // 2
+    clip = lambda v, hi: min(max(v, 0), hi)  # noqa: E731
+    return torch.tensor([[clip(y1, height), clip(y1 + cut_h, height), clip(x1, width), clip(x1 + cut_w, width)]])
 
 
 def _uniform_side(n: int, side: int, lo: float, hi: float, gen: torch.Generator) -> Tensor:

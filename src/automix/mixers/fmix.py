@@ -83,12 +83,16 @@ def threshold_mask(noise: Tensor, lam: Tensor, max_soft: float) -> Tensor:
     """Partner mask [n, 1, H, W]: the ``(1 - lam)`` share of highest-noise pixels, ramped if soft."""
     n, height, width = noise.shape
     pixels = height * width
-    order = noise.reshape(n, pixels).argsort(dim=1, descending=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(pixels, device=noise.device).expand(n, pixels))
+    flat = noise.reshape(n, pixels)
     count = ((1.0 - lam.to(noise.device)) * pixels).round()[:, None]
     if max_soft == 0:
-        return (rank < count).reshape(n, 1, height, width)
+        # The count-th largest value of each map is its threshold: one sort, no ranks needed.
+        top = flat.sort(dim=1, descending=True).values
+        threshold = top.gather(1, (count.long() - 1).clamp(0, pixels - 1))
+        return ((flat >= threshold) & (count > 0)).reshape(n, 1, height, width)
+    order = flat.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(pixels, device=noise.device).expand(n, pixels))
     # Linear ramp from 1 to 0 across `2 * soft` pixels centred on the threshold rank.
     share = torch.minimum(lam, 1.0 - lam).to(noise.device).clamp_max(max_soft)
     soft = (share * pixels).floor()[:, None].clamp_min(1.0)

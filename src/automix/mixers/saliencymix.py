@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_type
-from ._sampling import box_area
+from ._sampling import box_area, box_around
 from .base import BaseMixer, MixParams
 from .registry import register_mixer
 
@@ -72,13 +72,9 @@ class SaliencyMix(BaseMixer):
         cy, cx = peak_location(saliency_map(x[partners]))
         cy, cx = cy.to(gen.device), cx.to(gen.device)
         draw = lam[:n].to(gen.device)
-        cut = (1.0 - draw).clamp(0, 1).sqrt()
-        cut_h, cut_w = (height * cut).floor().long(), (width * cut).floor().long()
-        y1 = (cy - cut_h // 2).clamp(0, height)
-        x1 = (cx - cut_w // 2).clamp(0, width)
-        y2 = (cy - cut_h // 2 + cut_h).clamp(0, height)
-        x2 = (cx - cut_w // 2 + cut_w).clamp(0, width)
-        box = torch.stack([y1, y2, x1, x2], dim=1)
+        sides = torch.tensor([height, width], device=draw.device)
+        cut = (sides * (1.0 - draw).clamp(0, 1).sqrt().unsqueeze(1)).floor().long()
+        box = box_around(torch.stack([cy, cx], dim=1), cut, height, width)
         if self.correct_lam:
             draw = 1.0 - box_area(box) / float(height * width)
         return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
