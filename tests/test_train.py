@@ -157,3 +157,30 @@ def test_torchrun_two_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(rows(out)) == 1 and (out / "last.pt").exists()
     assert "world size 2" in proc.stderr
+
+
+def test_model_ema_averages_weights_and_bn_statistics():
+    from automix.train.build import ModelEma
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    ema = ModelEma(net, decay=0.5)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].running_mean.fill_(4.0)
+    start_w = ema.module[0].weight.clone()
+    ema.update(net)
+    torch.testing.assert_close(ema.module[0].weight, (start_w + net[0].weight) / 2)
+    torch.testing.assert_close(ema.module[1].running_mean, torch.full((2,), 2.0))  # 0.5 * 0 + 0.5 * 4
+    for _ in range(40):
+        ema.update(net)
+    torch.testing.assert_close(ema.module[0].weight, net[0].weight)
+    assert ema.module[1].num_batches_tracked == net[1].num_batches_tracked
+
+
+@pytest.mark.parametrize("method", ["automix", "cutmix"])
+def test_bf16_autocast_channels_last_and_clipping(tmp_path, method):
+    run = train(tmp_path, "--dataset", "digits", "--subset", "64", "--epochs", "1", "--method", method,
+                "--amp", "bf16", "--channels-last", "--clip-grad", "1.0", "--warmup-epochs", "0.5", "--opt", "adamw",
+                "--lr", "0.001")
+    row = rows(run)[0]
+    assert float(row["train_loss"]) == float(row["train_loss"]) and 0 <= float(row["val_top1"]) <= 100

@@ -2,7 +2,8 @@
 
 ``preview(mixer_or_method, x, y)`` mixes a few samples and returns the pieces; ``mix_grid`` lays
 them out (one row per sample: original | partner | mask | mixed, with lam written beside it) and
-``save_mix_grid`` writes a PNG. Works for any registered mixer and for AutoMix / SAMix (through
+``save_mix_grid`` writes a PNG. The mask column is the partner's weight (white = all partner).
+Works for any registered mixer and for AutoMix / SAMix (through
 their ``mix_preview``). Needs only Pillow.
 """
 
@@ -15,6 +16,9 @@ import torch
 from torch import Tensor
 
 from .mixers import BaseMixer
+
+
+HEADER = 12  # pixels of column titles above the grid
 
 
 def _own_weight(mixer: BaseMixer, params, n: int, size: tuple[int, int]) -> Tensor:
@@ -36,7 +40,11 @@ def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: i
         raise TypeError(f"source must be a mixer or a method with mix_preview(), got {type(source).__name__}")
     if y is None:
         y = torch.zeros(x.shape[0], 1)
-    out = source(x, y[:n], gen)
+    # A sample paired with itself shows nothing; redraw (a few times) until every row has a partner.
+    for _ in range(20):
+        out = source(x, y[:n], gen)
+        if x.shape[0] < 2 or bool((out.index != torch.arange(x.shape[0], device=out.index.device)).all()):
+            break
     own = _own_weight(source, out.params, x.shape[0], tuple(x.shape[-2:]))
     return {"x": x.cpu(), "partner": x[out.index].cpu(), "mask": 1.0 - own, "mixed": out.x.detach().cpu(),
             "lam": out.lam.cpu()}
@@ -63,17 +71,19 @@ def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None):
         both = torch.cat([x.float(), mixed.float()])
         lo, hi = both.min(), both.max()
     n, _, h, w = x.shape
-    label_w = 64
-    grid = Image.new("RGB", (4 * w * scale + label_w, n * h * scale), "white")
+    label_w, head = 64, HEADER
+    grid = Image.new("RGB", (4 * w * scale + label_w, n * h * scale + head), "white")
     draw = ImageDraw.Draw(grid)
+    for j, title in enumerate(("original", "partner", "mask", "mixed")):
+        draw.text((j * w * scale + 2, 1), title, fill="black")
     for i in range(n):
         cells = [_to_uint8(x[i], lo, hi), _to_uint8(partner[i], lo, hi),
                  _to_uint8(mask[i], torch.tensor(0.0), torch.tensor(1.0)), _to_uint8(mixed[i], lo, hi)]
         for j, cell in enumerate(cells):
             tile = Image.frombytes("RGB", (w, h), bytes(cell.contiguous().flatten().tolist()))
             tile = tile.resize((w * scale, h * scale), Image.NEAREST)
-            grid.paste(tile, (j * w * scale, i * h * scale))
-        draw.text((4 * w * scale + 4, i * h * scale + 4), f"lam\n{float(lam[i]):.2f}", fill="black")
+            grid.paste(tile, (j * w * scale, head + i * h * scale))
+        draw.text((4 * w * scale + 4, head + i * h * scale + 4), f"lam\n{float(lam[i]):.2f}", fill="black")
     return grid
 
 

@@ -244,7 +244,11 @@ class AutoMix(Method):
         """The Mix Block's mix of ``x`` without training: originals, partners, masks, mixed and lam."""
         gen = generator or torch.Generator().manual_seed(0)
         lam = float(sample_beta(self.alpha, 1, gen)) if lam is None else float(lam)
-        perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+        # One random cycle through the batch: every sample gets a partner other than itself.
+        order = torch.randperm(x.shape[0], generator=gen)
+        perm = torch.empty_like(order)
+        perm[order] = order.roll(-1)
+        perm = perm.to(x.device)
         was_training = self.model_k.training
         self.model_k.eval()
         try:

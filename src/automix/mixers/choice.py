@@ -77,8 +77,10 @@ class MixChoice(BaseMixer):
             return create_mixer(spec[0], **{**shared, **spec[1]})
         raise TypeError(f"mixers entries must be a mixer, a name or a (name, kwargs) pair, got {spec!r}")
 
-    def _repr_keys(self) -> tuple[str, ...]:
-        return ("mixers", "probs")
+    def __repr__(self) -> str:
+        probs = [round(float(p), 4) for p in self.probs]
+        return (f"MixChoice(mixers={self.mixers!r}, probs={probs}, prob={self.prob}, mode={self.mode!r}, "
+                f"num_classes={self.num_classes})")
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> MixParams:
         gen = self._generator(generator)

@@ -103,7 +103,11 @@ def build_schedule(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoc
 
 
 class ModelEma(nn.Module):
-    """A weight-EMA copy of a network (``--model-ema``): parameters averaged, buffers copied."""
+    """A weight-EMA copy of a network (``--model-ema``).
+
+    Parameters and floating buffers (BN running statistics) are both averaged, as timm's ModelEma
+    does: averaged weights with the live model's statistics would not match each other.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
@@ -113,10 +117,17 @@ class ModelEma(nn.Module):
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        params = list(self.module.parameters())
-        torch._foreach_lerp_(params, [p.detach() for p in model.parameters()], 1.0 - self.decay)
-        for dst, src in zip(self.module.buffers(), model.buffers()):
-            dst.copy_(src)
+        dst, src = [], []
+        for d, s in zip(self.module.parameters(), model.parameters()):
+            dst.append(d)
+            src.append(s.detach())
+        for d, s in zip(self.module.buffers(), model.buffers()):
+            if d.is_floating_point():
+                dst.append(d)
+                src.append(s)
+            else:
+                d.copy_(s)  # counters such as num_batches_tracked
+        torch._foreach_lerp_(dst, src, 1.0 - self.decay)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
