@@ -184,3 +184,11 @@ def test_bf16_autocast_channels_last_and_clipping(tmp_path, method):
                 "--lr", "0.001")
     row = rows(run)[0]
     assert float(row["train_loss"]) == float(row["train_loss"]) and 0 <= float(row["val_top1"]) <= 100
+
+
+def test_sync_bn_on_cpu_under_ddp_is_refused_before_joining(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # no peer exists: a join would hang, the check must come first
+    assert main(["train", *TINY, "--dataset", "digits", "--sync-bn", "--device", "cpu",
+                 "--output", str(tmp_path / "r")]) == 2
+    assert "sync_bn" in capsys.readouterr().err

@@ -40,14 +40,21 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def setup(device: str | None = None, timeout_s: float = 600.0) -> tuple[DistInfo, torch.device]:
-    """Read the torchrun environment, pick the device, and join the process group if there is one."""
+def setup(device: str | None = None, timeout_s: float = 600.0, sync_bn: bool = False) -> tuple[DistInfo, torch.device]:
+    """Read the torchrun environment, pick the device, and join the process group if there is one.
+
+    ``sync_bn`` under DDP needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel): checked here,
+    before the process group is joined, so the error comes at once and names the option.
+    """
     info = DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
     if device is None:
         device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and info.enabled:
         device = f"cuda:{info.local_rank}"
     dev = torch.device(device)
+    if sync_bn and info.enabled and dev.type != "cuda":
+        raise ValueError(f"sync_bn needs CUDA devices under DDP (PyTorch's SyncBatchNorm does not run on "
+                         f"{dev.type}); drop --sync-bn")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if info.enabled and not dist.is_initialized():

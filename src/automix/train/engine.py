@@ -53,7 +53,7 @@ class Run:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.info, self.device = dist_util.setup(cfg.device, cfg.dist_timeout)
+        self.info, self.device = dist_util.setup(cfg.device, cfg.dist_timeout, cfg.sync_bn)
         self.out = Path(cfg.output)
         seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
         self.data, self.train_idx, self.val_data, self.val_idx = load_data(cfg)
