@@ -136,18 +136,32 @@ def collect(proto: Protocol, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(ms: tuple[float, float]) -> str:
+def _fmt(ms: tuple[float, float], n: int) -> str:
     mean, std = ms
-    return "–" if mean != mean else f"{mean:.2f} ± {std:.2f}"
+    if mean != mean:
+        return "–"
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f} (1 seed)"
+
+
+def _num(value: float, fmt: str) -> str:
+    return "–" if value != value else format(value, fmt)
 
 
 def markdown(proto: Protocol, rows: list[dict[str, Any]], command: str, plot_name: str | None) -> str:
     lines = ["```bash", command, "```", "",
+             "Top-1 % on the held-out validation images at the end of training, mean ± std over the finished "
+             "seeds. Eval net: what the method evaluates (AutoMix / SAMix: the EMA encoder; others: the plain "
+             "network). Online net: the plain network. Weight EMA: the EMA copy every method keeps. img/s and "
+             "s / epoch: medians over the epochs of every finished seed (training only); cost: s / epoch over "
+             "vanilla's.", "",
              "| method | seeds done | top-1 eval net | top-1 online net | top-1 weight EMA | img/s | s / epoch "
              "| cost vs vanilla |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['done']}/{r['seeds']} | {_fmt(r['val_top1'])} | {_fmt(r['val_top1_online'])} "
-                     f"| {_fmt(r['val_top1_ema'])} | {r['img_per_s']:.0f} | {r['epoch_s']:.1f} | {r['cost']:.2f}x |")
+        n = r["done"]
+        cost = _num(r["cost"], ".2f") + ("x" if r["cost"] == r["cost"] else "")
+        lines.append(f"| {r['method']} | {n}/{r['seeds']} | {_fmt(r['val_top1'], n)} | {_fmt(r['val_top1_online'], n)} "
+                     f"| {_fmt(r['val_top1_ema'], n)} | {_num(r['img_per_s'], '.0f')} | {_num(r['epoch_s'], '.1f')} "
+                     f"| {cost} |")
     if plot_name:
         lines += ["", f"![accuracy against training cost]({plot_name})"]
     return "\n".join(lines) + "\n"

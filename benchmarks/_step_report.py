@@ -1,0 +1,152 @@
+"""The report of ``step_time.py``: the step-time table, the PASS/FAIL target and where AutoMix's time goes.
+
+Part of the step-time benchmark (run ``PYTHONPATH=src python benchmarks/step_time.py``). ``render`` turns the
+results dict (the same one written to benchmarks/results/step_time.json) into the body of the ``step_time``
+section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from _step_pieces import PIECES, VANILLA_PIECES
+
+LABELS = {"none": "vanilla", "mixup": "mixup", "cutmix": "cutmix", "automix": "AutoMix", "samix": "SAMix"}
+TARGET_RATIO = 3.0  # AutoMix step time <= 3.0x vanilla (the issue's target; FLOP floor about 2.9x)
+NOISY_SHARE = 0.05  # other processes using more than this share of the CPUs during a measurement: flagged
+
+
+def _ms(v: float) -> str:
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _pct(v: float | None) -> str:
+    return "?" if v is None else format(v, ".1%")
+
+
+def verdicts(results: dict) -> list[tuple[int, bool, float]]:
+    """(width, passed, AutoMix / vanilla step time) for every width where AutoMix was timed."""
+    out = []
+    for wres in results["widths"]:
+        st = wres["methods"].get("automix")
+        if st is not None:
+            out.append((wres["width"], st["ratio"] <= TARGET_RATIO, st["ratio"]))
+    return out
+
+
+def _header(results: dict, command: str) -> list[str]:
+    """Command, date, machine, load, model and step; a warning when other processes disturbed a width."""
+    info, widths = results["info"], results["widths"]
+    b = results["batch_size"]
+    load_txt = "; ".join(
+        f"width {w['width']}: " + (f"{w['loadavg_before']} before" if w.get("first", True) else
+                                   f"{w['loadavg_before']} before (this run's previous width included), other "
+                                   f"processes {_pct(w.get('other_cpu_before'))} of the CPUs before")
+        + f", other processes {_pct(w['other_cpu'])} of the CPUs during the timed steps" for w in widths)
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"- Date: {info['date']}; run took {info['seconds']} s",
+        f"- Machine: {info['cpu']}, nproc {info['nproc']}, **CPU only (no GPU measured)**; torch {info['torch']} "
+        f"with {info['threads']} threads (the default), Python {info['python']}",
+        f"- Load average (1, 5, 15 min): {info['loadavg_start']} at start, {info['loadavg_end']} at end; {load_txt}",
+        f"- Model: CIFAR PreAct-ResNet-18 (`create_model(\"preact_resnet18\", num_classes=100, width=w)`), batch "
+        f"{b}x3x32x32 float32 NCHW, class-index targets over 100 classes; SGD(lr=0.1, momentum=0.9, wd=5e-4)",
+        "- One step = `zero_grad` + `training_step` + `backward` + `opt.step()` + `after_step()`; median of "
+        + ", ".join(f"{w['steps']} steps after {w['warmup']} warm-up (width {w['width']})" for w in widths)
+        + ", methods interleaved",
+        "",
+    ]
+    noisy = [w for w in widths if (w["other_cpu"] or 0) > NOISY_SHARE or
+             (w["breakdown"] and (w["breakdown"]["other_cpu"] or 0) > NOISY_SHARE)]
+    if noisy:
+        lines += ["**Warning: other processes used more than "
+                  f"{NOISY_SHARE:.0%} of the CPUs while width(s) {', '.join(str(w['width']) for w in noisy)} were "
+                  "measured; with 2 threads on 2 cores a busy core stalls every parallel region, so those numbers "
+                  "are not clean. Re-run on a quiet machine.**", ""]
+    return lines
+
+
+def _step_table(results: dict) -> list[str]:
+    """ms/step, img/s and ratio to vanilla per method and width; the spread; the PASS/FAIL target."""
+    widths = results["widths"]
+    head = "| method |" + "".join(f" w{w['width']} ms/step | w{w['width']} img/s | w{w['width']} × vanilla |"
+                                  for w in widths)
+    lines = [head, "|---|" + "---:|---:|---:|" * len(widths)]
+    for name in results["methods"]:
+        row = [LABELS.get(name, name)]
+        for w in widths:
+            st = w["methods"][name]
+            row += [_ms(st["median"]), f"{st['img_per_s']:.0f}", f"{st['ratio']:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"Spread (min–max ms/step): " + "; ".join(
+        f"w{w['width']}: " + ", ".join(f"{LABELS.get(n, n)} {_ms(w['methods'][n]['min'])}–"
+                                       f"{_ms(w['methods'][n]['max'])}" for n in results["methods"])
+        for w in widths)]
+    vd = verdicts(results)
+    if vd:
+        lines += ["", f"Target (issue): AutoMix step ≤ {TARGET_RATIO:.1f}× vanilla (FLOP floor ≈ 2.9×; the "
+                      "reference measured 4.1× on ResNet-18):", ""]
+        lines += [f"- **{'PASS' if ok else 'FAIL'}** width {w}: {r:.2f}×" for w, ok, r in vd]
+    return lines
+
+
+def _breakdown(bds: list[dict]) -> list[str]:
+    """The AutoMix and vanilla pieces at every width that has a breakdown, and the floor check."""
+    lines = ["", "Where AutoMix's time goes (one step with its pieces called one by one; median of "
+             + ", ".join(f"{w['breakdown']['n']} (width {w['width']})" for w in bds)
+             + " split steps; \"× vanilla\" = piece time / vanilla full-step time at that width):", ""]
+    head = "| piece |" + "".join(f" w{w['width']} ms | w{w['width']} % | w{w['width']} × vanilla |" for w in bds)
+    lines += [head, "|---|" + "---:|---:|---:|" * len(bds)]
+    for key, label in PIECES:
+        row = [label]
+        for w in bds:
+            bd, total = w["breakdown"], w["breakdown"]["automix_sum"]
+            v = bd["automix"][key]
+            row += [_ms(v), f"{100 * v / total:.1f}", f"{v / w['methods']['none']['median']:.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    row = ["**sum of pieces**"]
+    for w in bds:
+        total = w["breakdown"]["automix_sum"]
+        row += [f"**{_ms(total)}**", "100", f"**{total / w['methods']['none']['median']:.2f}**"]
+    lines.append("| " + " | ".join(row) + " |")
+    row = ["full AutoMix step (table above)"]
+    for w in bds:
+        full = w["methods"]["automix"]["median"]
+        row += [_ms(full), "", f"{full / w['methods']['none']['median']:.2f}"]
+    lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Vanilla step split the same way (the yardstick):", ""]
+    head = "| piece |" + "".join(f" w{w['width']} ms | w{w['width']} % |" for w in bds)
+    lines += [head, "|---|" + "---:|---:|" * len(bds)]
+    for key, label in VANILLA_PIECES:
+        row = [label]
+        for w in bds:
+            v, total = w["breakdown"]["vanilla"][key], w["breakdown"]["vanilla_sum"]
+            row += [_ms(v), f"{100 * v / total:.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    row = ["**sum of pieces**"]
+    for w in bds:
+        row += [f"**{_ms(w['breakdown']['vanilla_sum'])}**", "100"]
+    lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Floor check against the vanilla pieces (an ideal AutoMix step is 4 forwards, one of them "
+                  "without grad, 2 full backwards and one backward to the input only):"]
+    for w in bds:
+        v, a = w["breakdown"]["vanilla"], w["breakdown"]["automix"]
+        fwd2 = a["online_fwd"] / max(v["fwd"], 1e-9)
+        bwd2 = a["online_bwd"] / max(v["bwd"], 1e-9)
+        lines.append(
+            f"- width {w['width']}: online forward ×2 = {fwd2:.2f}× the vanilla forward, online backward ×2 = "
+            f"{bwd2:.2f}× the vanilla backward; EMA clean forward (no grad) = "
+            f"{a['ema_clean_fwd'] / max(v['fwd'], 1e-9):.2f}×, EMA forward with graph = "
+            f"{a['ema_mb_fwd'] / max(v['fwd'], 1e-9):.2f}× the vanilla forward; EMA backward to the input = "
+            f"{a['ema_mb_bwd'] / max(v['bwd'], 1e-9):.2f}× the vanilla backward.")
+    return lines
+
+
+def render(results: dict, command: str) -> str:
+    """The body of the ``step_time`` section of docs/benchmarks.md (also printed)."""
+    lines = _header(results, command) + _step_table(results)
+    bds = [w for w in results["widths"] if w["breakdown"]]
+    if bds:
+        lines += _breakdown(bds)
+    if results.get("json"):
+        lines += ["", f"Raw per-step times are in `{results['json']}`."]
+    return "\n".join(lines) + "\n"

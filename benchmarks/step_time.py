@@ -1,0 +1,238 @@
+"""Training step time: vanilla, mixup, cutmix, AutoMix and SAMix on the CIFAR PreAct-ResNet-18 (CPU only).
+
+This is a benchmark, not a test. Exact command (from the repository root):
+
+    PYTHONPATH=src python benchmarks/step_time.py
+
+A full run takes about 5-6 minutes on 2 CPU cores, plus the wait for a quiet machine. It prints two tables
+and rewrites the section between ``<!-- step_time:start -->`` and ``<!-- step_time:end -->`` of
+docs/benchmarks.md (under ``## Training step time``; everything else in that file is kept, and the file is
+created if missing), and writes raw numbers to benchmarks/results/step_time.json.
+
+Smoke run (tiny batch, width 8, one warm-up and one timed step per case; writes nothing, so a CI test can
+call it without touching the committed numbers):
+
+    PYTHONPATH=src python benchmarks/step_time.py --quick
+
+Options:
+    --quick          the smoke run above (batch 8, width 8, --wait-quiet 0).
+    --no-write       print only, write no file.
+    --doc PATH       markdown file to update (default docs/benchmarks.md; a --quick run writes none unless given).
+    --json PATH      raw results (default benchmarks/results/step_time.json; none for --quick unless given).
+    --batch-size B   images per step (default 100).
+    --widths a,b     first-stage widths of the PreAct-ResNet-18 (default 64,16; 64 is the standard network).
+    --methods a,b    methods to time (default none,mixup,cutmix,automix,samix; "none" is vanilla and must be in).
+    --steps N        timed steps per method at every width (default: 3 at width >= 32, 10 below).
+    --warmup N       untimed warm-up steps per method first (default: 1 at width >= 32, 2 below).
+    --wait-quiet S   wait up to S seconds for the 1-minute load average to drop below 0.5 before the first width
+                     (default 3600; 0 with --quick), and for other processes to leave the CPUs idle before later
+                     widths. The load average and the share of the CPUs used by other processes during each
+                     measurement are reported; a measurement during which others used > 5% is flagged as noisy.
+
+What is timed (float32, NCHW, torch's default thread count, random inputs of shape B x 3 x 32 x 32 with
+class-index targets over 100 classes, as CIFAR-100): one full training step
+
+    opt.zero_grad(set_to_none=True); loss, logs = method.training_step(x, y); loss.backward();
+    opt.step(); method.after_step()
+
+for ``method = automix.create_method(name, model, num_classes=100, total_steps=1000, seed=0)`` (default
+options for every method) around ``automix.create_model("preact_resnet18", num_classes=100, width=w)``
+(the same initial weights for every method) with ``SGD(method.param_groups(), lr=0.1, momentum=0.9,
+weight_decay=5e-4)``. Each method gets its warm-up steps, then the timed steps run in interleaved rounds
+(one step of every method per round, garbage collector off during a step), so a burst of load from elsewhere
+spreads over all methods; the table shows the median.
+
+Where AutoMix's time goes: the same step is run again with its pieces called one by one (the same calls, shapes
+and modules as ``AutoMix.compute_losses``, replicated in _step_pieces.py; nothing in src/ is changed) and each
+piece timed: the EMA encoder's forward on the clean batch (no grad), the Mix Block twice plus the mixing, the EMA
+encoder's forward on the Mix Block's batch and its backward to the input (which also reaches the Mix Block),
+the online network's forward on the clean and the mixed batch and their backward, the SGD step and
+``after_step()`` (the EMA update ``automix.methods.ema.ema_update``). The split needs two ``backward`` calls
+instead of one; the sum of the pieces is printed next to the measured full step. The vanilla step is split the
+same way (forward, backward, SGD step) as the yardstick: each piece is also shown in units of the vanilla step.
+
+Code: this file measures; _step_pieces.py splits a step into pieces, _step_report.py writes the tables and
+_common.py (shared with mixers.py) holds the machine facts, the quiet-machine waits and the output files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _*.py helpers beside this script (also under -P)
+from _common import (ROOT, OtherCpu, add_output_args, automix, automix_version, command_line,  # noqa: E402
+                     gc_paused, loadavg, machine_info, output_paths, wait_for_low_load, write_outputs)
+from _step_pieces import breakdown  # noqa: E402
+from _step_report import LABELS, TARGET_RATIO, render  # noqa: E402
+from automix.methods import create_method  # noqa: E402
+
+KEY, HEADING = "step_time", "## Training step time"  # the section of docs/benchmarks.md this script owns
+NUM_CLASSES = 100
+DEFAULT_METHODS = ("none", "mixup", "cutmix", "automix", "samix")
+LOAD_QUIET = 0.5  # 1-minute load average below which the machine counts as quiet before the first width
+
+
+# ---------------------------------------------------------------------------------------------- steps
+def build(name: str, width: int):
+    """Model (same initial weights for every method), method and optimiser."""
+    torch.manual_seed(0)
+    model = automix.create_model("preact_resnet18", num_classes=NUM_CLASSES, width=width)
+    method = create_method(name, model, num_classes=NUM_CLASSES, total_steps=1000, seed=0)
+    method.train()
+    opt = torch.optim.SGD(method.param_groups(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    return method, opt
+
+
+def full_step(method, opt, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss, _ = method.training_step(x, y)
+    loss.backward()
+    opt.step()
+    method.after_step()
+
+
+def timed(fn, *args) -> float:
+    """Seconds for one call, garbage collector off during it."""
+    with gc_paused():
+        t0 = time.perf_counter()
+        fn(*args)
+        return time.perf_counter() - t0
+
+
+def stats_ms(times: list[float]) -> dict:
+    ms = [v * 1e3 for v in times]
+    return {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(ms), "all": ms}
+
+
+# ---------------------------------------------------------------------------------------------- run
+def wait_before(width: int, args, monitor: OtherCpu, first: bool) -> tuple[list[float] | None, float | None]:
+    """(load average, other processes' CPU share) before a width, after waiting for a quiet machine."""
+    if first:
+        return wait_for_low_load(args.wait_quiet, f"width {width}", LOAD_QUIET), None
+    # Our own previous width is in the load average: wait for other processes only.
+    load_before, other_before = loadavg(), None
+    if args.wait_quiet > 0:
+        other_before = monitor.wait_quiet(args.wait_quiet, window=3.0) or 0.0
+        print(f"width {width}: other processes use {other_before:.1%} of the CPUs", flush=True)
+    return load_before, other_before
+
+
+def time_steps(built: dict, methods: list[str], x: torch.Tensor, y: torch.Tensor, steps: int) -> dict:
+    """Seconds per full step, in rounds of one step of every method (a burst of load spreads over all)."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for r in range(steps):
+        for name in methods:
+            times[name].append(timed(full_step, *built[name], x, y))
+        print(f"  round {r + 1}/{steps}: " + ", ".join(f"{LABELS.get(n, n)} {times[n][-1] * 1e3:.0f} ms"
+                                                     for n in methods), flush=True)
+    return times
+
+
+def run_width(width: int, args, monitor: OtherCpu, first: bool) -> dict:
+    steps = args.steps if args.steps is not None else (3 if width >= 32 else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if width >= 32 else 2)
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn(args.batch_size, 3, 32, 32, generator=gen)
+    y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=gen)
+
+    load_before, other_before = wait_before(width, args, monitor, first)
+    print(f"width {width}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
+          f"interleaved", flush=True)
+    t_start = time.perf_counter()
+    snap = monitor.snapshot()
+    built = {}
+    for name in args.methods:
+        method, opt = build(name, width)
+        for _ in range(warmup):
+            full_step(method, opt, x, y)
+        built[name] = (method, opt)
+    times = time_steps(built, args.methods, x, y, steps)
+    steps_share = monitor.share(snap, monitor.snapshot())
+    # Where the time goes: AutoMix (and vanilla as the yardstick) split into pieces, interleaved rounds.
+    pieces = breakdown(built["automix"], built["none"], x, y, steps, monitor) if "automix" in built else None
+    del built
+    gc.collect()
+
+    res = {"width": width, "batch_size": args.batch_size, "steps": steps, "warmup": warmup,
+           "loadavg_before": load_before, "loadavg_after": loadavg(), "first": first,
+           "other_cpu_before": None if other_before is None else round(other_before, 3),
+           "other_cpu": None if steps_share is None else round(steps_share, 3),
+           "seconds": round(time.perf_counter() - t_start, 1),
+           "methods": {name: stats_ms(ts) for name, ts in times.items()}, "breakdown": pieces}
+    base = res["methods"]["none"]["median"]
+    for st in res["methods"].values():
+        st["ratio"] = st["median"] / base
+        st["img_per_s"] = args.batch_size / (st["median"] / 1e3)
+    share = "?" if steps_share is None else f"{steps_share:.1%}"
+    print(f"width {width} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
+          f"steps; load average now {res['loadavg_after']}", flush=True)
+    return res
+
+
+def run(args) -> dict:
+    info = machine_info(automix=automix_version(), mkldnn=torch.backends.mkldnn.is_available())
+    print(f"torch {info['torch']}, {info['threads']} threads (default), nproc {info['nproc']}, CPU {info['cpu']} "
+          f"(CPU only), load average {info['loadavg_start']}", flush=True)
+    monitor = OtherCpu()
+    t0 = time.perf_counter()
+    widths = [run_width(w, args, monitor, i == 0) for i, w in enumerate(args.widths)]
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    info["loadavg_end"] = loadavg()
+    return {"info": info, "quick": bool(args.quick), "batch_size": args.batch_size, "methods": list(args.methods),
+            "target_ratio": TARGET_RATIO, "widths": widths}
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_output_args(p, "step_time.json", "smoke run: batch 8, width 8, 1 step each; writes nothing")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default 100; 8 with --quick)")
+    p.add_argument("--widths", default=None, help="comma-separated widths (default 64,16; 8 with --quick)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods (with none)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per method (default 3 at width>=32, else 10)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps per method (default 1 at width>=32, else 2)")
+    p.add_argument("--wait-quiet", type=float, default=None,
+                   help="seconds to wait for a quiet machine first (default 3600; 0 with --quick)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_size = args.batch_size or 8
+        args.widths = args.widths or "8"
+        args.steps = 1 if args.steps is None else args.steps
+        args.warmup = 1 if args.warmup is None else args.warmup
+    args.batch_size = args.batch_size or 100
+    args.widths = [int(v) for v in (args.widths or "64,16").split(",") if v.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.wait_quiet is None:
+        args.wait_quiet = 0.0 if args.quick else 3600.0
+    if "none" not in args.methods:
+        raise SystemExit("--methods must include 'none' (vanilla): ratios are to vanilla")
+    if args.batch_size < 2 or (args.steps is not None and args.steps < 1) or any(w < 1 for w in args.widths):
+        raise SystemExit("--batch-size must be >= 2, --steps >= 1 and every width >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = command_line("step_time.py", argv)
+    results = run(args)
+    doc, out = output_paths(args, "step_time.json")
+    if out is not None:  # the doc names the JSON, repository-relative when it is inside the repository
+        results["json"] = os.path.relpath(out.resolve(), ROOT) if out.resolve().is_relative_to(ROOT) else str(out)
+    body = render(results, command)
+    print()
+    print(f"{HEADING}\n")
+    print(body)
+    write_outputs(results, command, body, doc, out, KEY, HEADING)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The benchmark scripts in benchmarks/ run end to end as smoke runs (``--quick --no-write``) and print their tables.
+
+Each run is a child process started the way the scripts' docstrings say (from the repository root with
+PYTHONPATH=src), single-threaded so that it stays short and leaves other work on the machine alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+
+# Run the mixers script as if timm and the `mixup` package were not installed: a None entry in sys.modules makes
+# `import mixup` fail and importlib.util.find_spec("timm") return None, which is how the script looks for them.
+WITHOUT_OPTIONAL = """
+import runpy, sys
+sys.modules["timm"] = None
+sys.modules["mixup"] = None
+sys.argv = ["benchmarks/mixers.py", *sys.argv[1:]]
+runpy.run_path("benchmarks/mixers.py", run_name="__main__")
+"""
+
+
+def run(*cmd: str) -> str:
+    env = {**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "wrote " not in proc.stdout  # --no-write: no file touched
+    return proc.stdout
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    """Markdown table rows keyed by their first cell, each as its list of cells."""
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("| ") and line.endswith(" |"):
+            cells = [c.strip() for c in line[2:-2].split(" | ")]
+            rows.setdefault(cells[0], cells)
+    return rows
+
+
+def test_mixers_quick():
+    doc_mtime = DOC.stat().st_mtime if DOC.exists() else None
+    out = run("benchmarks/mixers.py", "--quick", "--no-write")
+    assert "Command: `PYTHONPATH=src python benchmarks/mixers.py --quick --no-write` (**quick smoke run" in out
+    assert "| method | mode | 32px ms | 32px ×floor | 32px timm ms (our speed-up) |" in out
+    rows = table_rows(out)
+    for name in ("lerp floor: `torch.lerp(x, x[perm], 0.3)`", "`mixup`", "`cutmix`", "`mixup_cutmix` (trimmed mean)"):
+        assert name in rows, name
+    assert len(rows["`mixup`"]) == 2 + 4 * 2 + 1  # method, mode, 4 columns per shape, page faults
+    assert "Targets:" in out
+    assert (DOC.stat().st_mtime if DOC.exists() else None) == doc_mtime
+
+
+def test_mixers_without_timm_or_mixup_package():
+    out = run("-c", WITHOUT_OPTIONAL, "--quick", "--no-write", "--mixers", "mixup,cutmix", "--shapes", "32px")
+    rows = table_rows(out)
+    assert set(rows) >= {"`mixup`", "`cutmix`"}
+    for name in ("`mixup`", "`cutmix`"):
+        method, mode, ms, floor, timm, pkg, *_ = rows[name]
+        assert float(ms) > 0 and float(floor) > 0
+        assert timm == "–" and pkg == "–", rows[name]  # the comparison columns stay empty
+    kinds = {line.split()[1] for line in out.splitlines() if line.startswith("   32px ")}  # one line per timed case
+    assert kinds == {"floor", "clone", "copy", "automix"}, kinds
+
+
+def test_step_time_quick():
+    out = run("benchmarks/step_time.py", "--quick", "--no-write")
+    assert "## Training step time" in out
+    assert "| method | w8 ms/step | w8 img/s | w8 × vanilla |" in out
+    rows = table_rows(out)
+    for label in ("vanilla", "mixup", "cutmix", "AutoMix", "SAMix"):
+        assert label in rows, label
+    assert rows["vanilla"][3] == "1.00"  # ratios are to vanilla
+    assert "Where AutoMix's time goes" in out and "**sum of pieces**" in rows
+    assert "Raw per-step times" not in out  # no JSON named: --quick --no-write writes nothing
