@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .plot import COLOURS, read_summary
+from .plot import COLOURS, nice_ticks, read_summary
 from .train.config import from_dict, load_yaml, to_yaml, validate
 
 
@@ -187,10 +187,10 @@ def plot_cost(rows: list[dict[str, Any]], out: Path) -> Path:
         def px(x: float, y: float) -> tuple[float, float]:
             return left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top)
 
-        for t in range(5):
-            yv, xv = y0 + (y1 - y0) * t / 4, x0 + (x1 - x0) * t / 4
-            draw.text((4, px(0, yv)[1] - 6), f"{yv:.1f}", fill="black", font=font)
-            draw.text((px(xv, y0)[0] - 8, bottom + 6), f"{xv:.0f}", fill="black", font=font)
+        for yv in nice_ticks(y0, y1):
+            draw.text((4, px(0, yv)[1] - 6), f"{yv:g}", fill="black", font=font)
+        for xv in nice_ticks(x0, x1):
+            draw.text((px(xv, y0)[0] - 8, bottom + 6), f"{xv:g}", fill="black", font=font)
         for i, (x, y, s, name) in enumerate(pts):
             cx, cy = px(x, y)
             colour = COLOURS[i % len(COLOURS)]

@@ -24,7 +24,7 @@ def read_summary(run_dir: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         hi = lo + 1.0
     step = (hi - lo) / n
@@ -57,11 +57,11 @@ def _panel(draw, box, series, metric, font) -> None:
 
     draw.rectangle([left, y0 + 20, x1 - 10, bottom], outline="black")
     draw.text((left, y0 + 4), metric, fill="black", font=font)
-    for t in _nice_ticks(ylo, yhi):
+    for t in nice_ticks(ylo, yhi):
         _, py = to_px(xlo, t)
         draw.line([left - 4, py, left, py], fill="black")
         draw.text((x0 + 2, py - 6), f"{t:g}", fill="black", font=font)
-    for t in _nice_ticks(xlo, xhi):
+    for t in nice_ticks(xlo, xhi):
         px, _ = to_px(t, ylo)
         draw.line([px, bottom, px, bottom + 4], fill="black")
         draw.text((px - 6, bottom + 6), f"{t:g}", fill="black", font=font)
