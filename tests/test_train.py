@@ -147,16 +147,20 @@ def test_resume_refuses_another_model(tmp_path, capsys):
     assert code == 2 and "width" in capsys.readouterr().err
 
 
-def test_torchrun_two_processes(tmp_path):
+def test_torchrun_two_processes_and_resume(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "automix",
-           "train", *TINY, "--dataset", "digits", "--subset", "128", "--epochs", "1", "--method", "automix",
+           "train", *TINY, "--dataset", "digits", "--subset", "128", "--method", "automix",
            "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(cmd + ["--epochs", "1"], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(rows(out)) == 1 and (out / "last.pt").exists()
     assert "world size 2" in proc.stderr
+    proc = subprocess.run(cmd + ["--epochs", "2", "--resume", "auto"], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["epoch"] for r in rows(out)] == ["0", "1"]
 
 
 def test_model_ema_averages_weights_and_bn_statistics():

@@ -118,6 +118,13 @@ class Run:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.best, self.skipped = state["best"], state["skipped"]
         self.loss_sum, self.loss_count = state["epoch_loss"]
+        if self.info.rank > 0:
+            # The checkpoint holds rank 0's random streams; give the other ranks their own again,
+            # derived from (seed, rank, step), so ranks keep drawing differently after a resume.
+            reseed = self.cfg.seed * 1_000_003 + self.info.rank * 7919 + int(self.method.step)
+            self.method.generator.manual_seed(reseed)
+            self.batches.aug_gen.manual_seed(reseed + 1)
+            seed_everything(reseed + 2)
         self.logger.truncate(self.epoch)
 
     # ------------------------------------------------------------------ one step / one epoch
