@@ -6,6 +6,12 @@ Usage:
 The data is synthetic (a smooth non-linear function of 10 inputs plus noise, 256 training points),
 so it runs offline in seconds. It trains the same network with and without mixup and prints the
 held-out MSE of both: mixing interpolates inputs *and* targets, which works for any target shape.
+
+Measured here (CPU): no mixing 0.206, mixup(alpha=0.4) 0.292 held-out MSE at the default 400 steps.
+Mixup *hurts* on this target, and that is the honest lesson of the example: for a non-linear
+regression target the mix of two inputs does not have the mix of their targets as its target, so
+plain mixup biases the fit toward straight lines between samples. It helps classifiers (where the
+soft label is the intended target) far more reliably than regressors.
 """
 
 from __future__ import annotations
