@@ -28,6 +28,9 @@ Options:
                      (default 3600; 0 with --quick), and for other processes to leave the CPUs idle before later
                      widths. The load average and the share of the CPUs used by other processes during each
                      measurement are reported; a measurement during which others used > 5% is flagged as noisy.
+    --system-malloc  leave glibc's heap trimming on. By default the script pins glibc malloc (mallopt: mmap
+                     threshold 32 MiB, trim threshold 2 GiB, top pad 256 MiB) so that no step pays for faulting in
+                     memory that an earlier step of another method gave back to the kernel (see pin_malloc).
 
 What is timed (float32, NCHW, torch's default thread count, random inputs of shape B x 3 x 32 x 32 with
 class-index targets over 100 classes, as CIFAR-100): one full training step
@@ -58,6 +61,7 @@ _common.py (shared with mixers.py) holds the machine facts, the quiet-machine wa
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import statistics
@@ -78,6 +82,29 @@ KEY, HEADING = "step_time", "## Training step time"  # the section of docs/bench
 NUM_CLASSES = 100
 DEFAULT_METHODS = ("none", "mixup", "cutmix", "automix", "samix")
 LOAD_QUIET = 0.5  # 1-minute load average below which the machine counts as quiet before the first width
+# glibc mallopt parameters: M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, and the values the benchmark pins.
+MALLOPT = {"M_MMAP_THRESHOLD": (-3, 32 * 2**20), "M_TRIM_THRESHOLD": (-1, 2**31 - 1), "M_TOP_PAD": (-2, 256 * 2**20)}
+
+
+def pin_malloc() -> str | None:
+    """Keep freed memory in the process (glibc only); returns a description, or None when not applied.
+
+    By default glibc gives the top of the heap back to the kernel after a step frees its activations, and the next
+    step's allocations are faulted in again page by page. How much of that a step pays depends on what ran before
+    it in the same process: with methods of very different memory peaks interleaved (AutoMix holds three graphs,
+    vanilla one), one AutoMix step was measured with 128k minor faults and 0.8 s of system time at width 64 while
+    the same computation right after another AutoMix step had none. Pinning the thresholds (what the environment
+    variables MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_ do) makes every method pay only for
+    its computation, whatever the order.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = all(libc.mallopt(code, value) == 1 for code, value in MALLOPT.values())
+    except (OSError, AttributeError):
+        return None
+    if not ok:
+        return None
+    return "glibc mallopt " + ", ".join(f"{k}={v}" for k, (_, v) in MALLOPT.items())
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -199,6 +226,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods (with none)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per method (default 3 at width>=32, else 10)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per method (default 1 at width>=32, else 2)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc malloc's trimming on (default: pinned, see pin_malloc)")
     p.add_argument("--wait-quiet", type=float, default=None,
                    help="seconds to wait for a quiet machine first (default 3600; 0 with --quick)")
     args = p.parse_args(argv)
@@ -222,11 +251,18 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = command_line("step_time.py", argv)
+    malloc = None if args.system_malloc else pin_malloc()
+    print(f"allocator: {malloc or 'system default (glibc trimming on)'}", flush=True)
     results = run(args)
+    results["info"]["malloc"] = malloc
     doc, out = output_paths(args, "step_time.json")
     if out is not None:  # the doc names the JSON, repository-relative when it is inside the repository
         results["json"] = os.path.relpath(out.resolve(), ROOT) if out.resolve().is_relative_to(ROOT) else str(out)
     body = render(results, command)
+    body += ("\n- Allocator: " + (f"{malloc} (set by the script, so that freed activations stay in the process and no "
+                                  "method's step time depends on which method ran before it; `--system-malloc` turns "
+                                  "it off)" if malloc else "system default (glibc trims the heap after each step)")
+             + ".\n")
     print()
     print(f"{HEADING}\n")
     print(body)
