@@ -128,6 +128,27 @@ def vanilla_pieces(method, opt, x: torch.Tensor, y: torch.Tensor) -> dict[str, f
     return dict(zero_grad=t1 - t0, fwd=t2 - t1, bwd=t3 - t2, opt_step=t4 - t3, after_step=t5 - t4)
 
 
+def two_passes_vs_one_batch(method, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Forward + backward of two batches of B one after the other, and of one batch of 2B (same images).
+
+    Asks whether AutoMix's two online passes (clean, mixed) would be cheaper as one batch. With plain BN the
+    2B batch shares batch statistics, which the reference does not do, so this is an upper bound on the gain
+    of a batched pass with per-half BN. Gradients accumulate; the next step's ``zero_grad`` clears them.
+    """
+    clock = time.perf_counter
+    x2, y2 = torch.cat([x, x]), torch.cat([y, y])
+    with gc_paused():
+        t0 = clock()
+        for _ in range(2):
+            loss, _ = method.training_step(x, y)
+            loss.backward()
+        t1 = clock()
+        loss, _ = method.training_step(x2, y2)
+        loss.backward()
+        t2 = clock()
+    return {"two_of_b": t1 - t0, "one_of_2b": t2 - t1}
+
+
 def median_pieces(samples: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(s[k] for s in samples) * 1e3 for k in samples[0]}
 
@@ -138,12 +159,15 @@ def breakdown(automix_built, vanilla_built, x: torch.Tensor, y: torch.Tensor, st
     am_method, am_opt = automix_built
     va_method, va_opt = vanilla_built
     automix_pieces(am_method, am_opt, x, y)  # one untimed split step: the two-backward path warmed up
-    am_samples, va_samples = [], []
+    two_passes_vs_one_batch(va_method, x, y)  # warm-up of the 2B shapes
+    am_samples, va_samples, batch_samples = [], [], []
     for _ in range(steps):
         am_samples.append(automix_pieces(am_method, am_opt, x, y))
         va_samples.append(vanilla_pieces(va_method, va_opt, x, y))
+        batch_samples.append(two_passes_vs_one_batch(va_method, x, y))
     result = {"automix": median_pieces(am_samples), "vanilla": median_pieces(va_samples),
-              "automix_all": am_samples, "vanilla_all": va_samples, "n": steps}
+              "batching": median_pieces(batch_samples), "automix_all": am_samples, "vanilla_all": va_samples,
+              "batching_all": batch_samples, "n": steps}
     result["automix_sum"] = statistics.median(sum(s.values()) for s in am_samples) * 1e3
     result["vanilla_sum"] = statistics.median(sum(s.values()) for s in va_samples) * 1e3
     result["other_cpu"] = monitor.share(snap, monitor.snapshot())

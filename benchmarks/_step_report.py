@@ -138,6 +138,22 @@ def _breakdown(bds: list[dict]) -> list[str]:
             f"{a['ema_clean_fwd'] / max(v['fwd'], 1e-9):.2f}×, EMA forward with graph = "
             f"{a['ema_mb_fwd'] / max(v['fwd'], 1e-9):.2f}× the vanilla forward; EMA backward to the input = "
             f"{a['ema_mb_bwd'] / max(v['bwd'], 1e-9):.2f}× the vanilla backward.")
+    lines += ["", "The floor on this machine, from the vanilla pieces: 4 vanilla forwards + 2 vanilla backwards + "
+                  "AutoMix's measured backward to the input + one SGD step, over the vanilla step:"]
+    for w in bds:
+        v, a = w["breakdown"]["vanilla"], w["breakdown"]["automix"]
+        floor = 4 * v["fwd"] + 2 * v["bwd"] + a["ema_mb_bwd"] + v["opt_step"]
+        lines.append(f"- width {w['width']}: {floor / w['methods']['none']['median']:.2f}× (a backward costs "
+                     f"{v['bwd'] / max(v['fwd'], 1e-9):.2f}× a forward here; the 2.9× FLOP floor assumes 2×).")
+    batched = [w for w in bds if "batching" in w["breakdown"]]
+    if batched:
+        lines += ["", "Would one batch of 2B be cheaper than AutoMix's two online passes over B? Vanilla network, "
+                      "forward + backward, same images (plain BN, so an upper bound on a per-half-BN batched pass):"]
+        for w in batched:
+            bt = w["breakdown"]["batching"]
+            lines.append(f"- width {w['width']}: two passes of {w['batch_size']} {_ms(bt['two_of_b'])} ms, one pass "
+                         f"of {2 * w['batch_size']} {_ms(bt['one_of_2b'])} ms "
+                         f"({bt['one_of_2b'] / max(bt['two_of_b'], 1e-9):.2f}×).")
     return lines
 
 

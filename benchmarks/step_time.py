@@ -53,6 +53,9 @@ the online network's forward on the clean and the mixed batch and their backward
 ``after_step()`` (the EMA update ``automix.methods.ema.ema_update``). The split needs two ``backward`` calls
 instead of one; the sum of the pieces is printed next to the measured full step. The vanilla step is split the
 same way (forward, backward, SGD step) as the yardstick: each piece is also shown in units of the vanilla step.
+From those pieces the report states the floor on this machine (4 vanilla forwards, 2 vanilla backwards, the
+measured backward to the input, one SGD step), and it times one forward + backward over a batch of 2B against two
+over B, which says whether batching AutoMix's two online passes could beat that floor.
 
 Code: this file measures; _step_pieces.py splits a step into pieces, _step_report.py writes the tables and
 _common.py (shared with mixers.py) holds the machine facts, the quiet-machine waits and the output files.

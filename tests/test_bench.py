@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from automix import bench
@@ -58,3 +59,61 @@ def test_shipped_protocol_is_valid():
     assert len(proto.methods) >= 10 and len(proto.seeds) >= 3
     cfg = bench.run_config(proto, "automix", 0, Path("x"))
     assert cfg.method_opts["momentum"] == 0.9 and cfg.model_ema
+
+
+def test_extends_reuses_runs_and_derives_methods(tmp_path, capsys):
+    parent = protocol(tmp_path)
+    child = tmp_path / "sub" / "c.yaml"
+    child.parent.mkdir()
+    child.write_text(yaml.safe_dump({
+        "extends": "../p.yaml", "section": "tiny-ablation", "base": {"epochs": 2},
+        "methods": {"vanilla": None, "cutmix_a1": {"from": "cutmix", "alpha": 1.0},
+                    "cutmix_a1_b": {"from": "cutmix_a1", "batch_size": 8}},
+    }))
+    proto = bench.load_protocol(child)
+    assert (proto.name, proto.section, proto.seeds) == ("tiny", "tiny-ablation", [0, 1])
+    assert proto.base["epochs"] == 2 and proto.base["width"] == 4
+    assert proto.methods["vanilla"] == {"method": "none"}
+    assert proto.methods["cutmix_a1_b"] == {"method": "cutmix", "alpha": 1.0, "batch_size": 8}
+    # The same name shares the run directory: a run recorded with other settings is refused, not reused.
+    root = tmp_path / "runs"
+    assert main(["bench", str(parent), "--root", str(root), "--methods", "vanilla", "--seeds", "0",
+                 "--report", str(tmp_path / "r.md")]) == 0
+    with pytest.raises(ValueError, match="epochs: 1 there, 2 now"):
+        bench.run_grid(proto, root, ["vanilla"], [0], dry_run=True)
+
+
+def test_method_opts_merge_one_level_deep(tmp_path):
+    protocol(tmp_path)
+    child = tmp_path / "c.yaml"
+    child.write_text(yaml.safe_dump({"extends": "p.yaml", "methods": {
+        "a": {"method": "automix", "method_opts": {"momentum": 0.9, "mask_loss": 0.2}},
+        "b": {"from": "a", "method_opts": {"lam_concat": True}}}}))
+    proto = bench.load_protocol(child)
+    assert proto.methods["b"]["method_opts"] == {"momentum": 0.9, "mask_loss": 0.2, "lam_concat": True}
+    assert proto.methods["a"]["method_opts"] == {"momentum": 0.9, "mask_loss": 0.2}  # not mutated
+
+
+def test_bad_protocols_name_the_problem(tmp_path):
+    protocol(tmp_path)
+    cases = [({"extends": "nope.yaml", "methods": {}}, "no such file"),
+             ({"extends": 3, "methods": {}}, "extends must be a path"),
+             ({"extends": "p.yaml", "methods": {"x": {"from": "mixup"}}}, "from 'mixup' is not one of"),
+             ({"extends": "p.yaml", "methods": {"x": [1]}}, "method x must be a dict"),
+             ({"extends": "p.yaml", "section": "", "methods": {}}, "section must be"),
+             ({"extends": "c.yaml", "methods": {}}, "cycle"),
+             ({"name": "t", "base": {}, "methods": {}, "seeds": [0], "bogus": 1}, "unknown key")]
+    for data, message in cases:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises((ValueError, TypeError), match=message):
+            bench.load_protocol(path)
+
+
+def test_shipped_ablation_protocol_reuses_the_grid():
+    grid = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu.yaml")
+    abl = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu_automix.yaml")
+    assert abl.name == grid.name and abl.section != grid.section and abl.base == grid.base
+    for method in ("vanilla", "mixup", "automix"):
+        assert bench.run_config(abl, method, 0, Path("x")) == bench.run_config(grid, method, 0, Path("x"))
+    assert bench.run_config(abl, "automix_min_lr_0.05", 0, Path("x")).min_lr == 0.05

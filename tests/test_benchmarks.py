@@ -77,4 +77,5 @@ def test_step_time_quick():
         assert label in rows, label
     assert rows["vanilla"][3] == "1.00"  # ratios are to vanilla
     assert "Where AutoMix's time goes" in out and "**sum of pieces**" in rows
+    assert "- width 8: two passes of 8 " in out and "The floor on this machine" in out
     assert "Raw per-step times" not in out  # no JSON named: --quick --no-write writes nothing

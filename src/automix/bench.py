@@ -9,6 +9,13 @@ A protocol is a YAML file::
       cutmix: {method: cutmix, alpha: 0.2}
     seeds: [0, 1, 2]
 
+A protocol can ``extends: other.yaml`` (a path relative to it): it then takes the other's ``base`` (its own
+``base`` entries win), ``name`` and ``seeds`` unless it gives them, and its methods can name the other's: a
+method written ``mixup:`` with no value is the other protocol's ``mixup``, and ``{from: automix, min_lr:
+0.05}`` is its ``automix`` with one change. Keeping the other's ``name`` shares its run directory, so its
+finished runs are reused; ``section`` then keeps the two reports apart in docs/benchmarks.md. A run whose
+recorded ``bench.yaml`` disagrees with the protocol is refused rather than reused.
+
 Each (method, seed) is its own ``automix train`` run in a child process, in
 ``<root>/<protocol>/<method>/seed<k>``. A run with ``metrics.json`` is done and skipped; one with a
 ``last.pt`` is resumed (``--resume auto``), so the grid can be finished over several sittings and
@@ -39,17 +46,60 @@ class Protocol:
     methods: dict[str, dict[str, Any]]
     seeds: list[int]
     path: str
+    section: str = ""
+
+    def __post_init__(self) -> None:
+        self.section = self.section or self.name
 
 
-def load_protocol(path: str | Path) -> Protocol:
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``b`` over ``a``; dict values (``method_opts``) are merged one level deep."""
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
     data = load_yaml(path)
-    unknown = set(data) - {"name", "base", "methods", "seeds", "notes"}
+    unknown = set(data) - {"name", "base", "methods", "seeds", "notes", "extends", "section"}
     if unknown:
         raise ValueError(f"protocol {path}: unknown key(s) {sorted(unknown)}")
+    parent = None
+    if "extends" in data:
+        ext = data["extends"]
+        if not isinstance(ext, str):
+            raise TypeError(f"protocol {path}: extends must be a path (str), got {ext!r}")
+        parent_path = (Path(path).parent / ext).resolve()
+        if parent_path in _seen or parent_path == Path(path).resolve():
+            raise ValueError(f"protocol {path}: extends {ext!r} makes a cycle")
+        if not parent_path.is_file():
+            raise ValueError(f"protocol {path}: extends {ext!r}: no such file {parent_path}")
+        parent = load_protocol(parent_path, (*_seen, Path(path).resolve()))
+        base = data.get("base") or {}
+        if not isinstance(base, dict):
+            raise TypeError(f"protocol {path}: base must be a dict, got {base!r}")
+        data = {"name": parent.name, "seeds": parent.seeds, **data, "base": _merge(parent.base, base)}
     for key, kind in (("name", str), ("base", dict), ("methods", dict), ("seeds", list)):
         if not isinstance(data.get(key), kind):
             raise TypeError(f"protocol {path}: {key} must be a {kind.__name__}, got {data.get(key)!r}")
-    proto = Protocol(data["name"], data["base"], data["methods"], [int(s) for s in data["seeds"]], str(path))
+    section = data.get("section", data["name"])
+    if not isinstance(section, str) or not section:
+        raise TypeError(f"protocol {path}: section must be a non-empty str, got {section!r}")
+    methods: dict[str, dict[str, Any]] = {}
+    for name, entry in data["methods"].items():
+        if entry is None and parent is not None and name in parent.methods:
+            entry = parent.methods[name]
+        elif isinstance(entry, dict) and "from" in entry:
+            pool = {**(parent.methods if parent else {}), **methods}
+            if entry["from"] not in pool:
+                raise ValueError(f"protocol {path}: method {name}: from {entry['from']!r} is not one of "
+                                 f"{sorted(pool)}")
+            entry = _merge(pool[entry["from"]], {k: v for k, v in entry.items() if k != "from"})
+        if entry is not None and not isinstance(entry, dict):
+            raise TypeError(f"protocol {path}: method {name} must be a dict of config keys, got {entry!r}")
+        methods[name] = entry or {}
+    proto = Protocol(data["name"], data["base"], methods, [int(s) for s in data["seeds"]], str(path), section)
     for method in proto.methods:  # every cell must make a valid config before anything runs
         run_config(proto, method, proto.seeds[0], Path("."))
     return proto
@@ -58,6 +108,21 @@ def load_protocol(path: str | Path) -> Protocol:
 def run_config(proto: Protocol, method: str, seed: int, out: Path):
     values = {**proto.base, **(proto.methods[method] or {}), "seed": seed, "output": str(out)}
     return validate(from_dict(values, source=f"protocol {proto.path} method {method}"))
+
+
+def check_recorded(out: Path, cfg) -> None:
+    """Refuse a run directory whose ``bench.yaml`` was written for other settings than ``cfg``."""
+    import yaml
+
+    recorded = out / "bench.yaml"
+    if not recorded.is_file():
+        return
+    old, new = load_yaml(recorded), yaml.safe_load(to_yaml(cfg))
+    differ = sorted(k for k in set(old) & set(new) if k != "output" and old[k] != new[k])
+    if differ:
+        raise ValueError(f"run {out} was made with other settings than the protocol asks for: "
+                         + ", ".join(f"{k}: {old[k]!r} there, {new[k]!r} now" for k in differ)
+                         + "; use another --root or protocol name, or delete the run")
 
 
 def run_dir(root: Path, proto: Protocol, method: str, seed: int) -> Path:
@@ -80,9 +145,10 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
         for method in methods:
             out = run_dir(root, proto, method, seed)
             dirs.append(out)
+            cfg = run_config(proto, method, seed, out)
+            check_recorded(out, cfg)
             if is_done(out):
                 continue
-            cfg = run_config(proto, method, seed, out)
             out.mkdir(parents=True, exist_ok=True)
             (out / "bench.yaml").write_text(to_yaml(cfg))
             cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
@@ -116,6 +182,7 @@ def collect(proto: Protocol, root: Path) -> list[dict[str, Any]]:
             out = run_dir(root, proto, method, seed)
             if not is_done(out):
                 continue
+            check_recorded(out, run_config(proto, method, seed, out))
             done += 1
             metrics = json.loads((out / "metrics.json").read_text())
             for key in finals:

@@ -83,11 +83,11 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         bench.run_grid(proto, root, ns.methods, ns.seeds, dry_run=ns.dry_run)
     rows = bench.collect(proto, root)
     report = Path(ns.report)
-    plot_path = report.parent / f"{proto.name}-cost.png"
+    plot_path = report.parent / f"{proto.section}-cost.png"
     bench.plot_cost(rows, plot_path)
     command = f"automix bench {ns.protocol} --root {ns.root}"
     body = bench.markdown(proto, rows, command, plot_path.name)
-    bench.write_section(report, f"accuracy-{proto.name}", body, f"## Accuracy: {proto.name}")
+    bench.write_section(report, f"accuracy-{proto.section}", body, f"## Accuracy: {proto.section}")
     print(body)
     return 0
 
