@@ -40,6 +40,12 @@ def test_digits_run_writes_everything(tmp_path):
     summary = rows(run)
     assert [r["epoch"] for r in summary] == ["0", "1"]
     assert all(0 <= float(r["val_top1"]) <= 100 and float(r["img_per_s"]) > 0 for r in summary)
+    for r in summary:  # AutoMix's loss terms and mask statistics, epoch means, after the fixed columns
+        terms = [float(r[f"train_loss_{k}"]) for k in ("one", "mix", "mb", "mask")]
+        total = terms[0] + terms[1] + terms[2] + terms[3]  # every loss weight is 1 by default
+        assert abs(total - float(r["train_loss"])) < 1e-4 * total, (total, r["train_loss"])
+        assert 0 <= float(r["train_mask_std"]) <= 0.5 and 0 < float(r["train_lam_mb"]) < 1
+    assert list(summary[0])[:3] == ["epoch", "train_loss", "val_top1"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["method"] == "automix"
     assert "width: 4" in (run / "args.yaml").read_text()
@@ -103,6 +109,8 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, method):
 
     a, b = rows(straight), rows(tmp_path / "resumed")
     keys = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_loss", "lr"]
+    keys += [k for k in a[0] if k.startswith("train_") and k != "train_loss"]  # the method's own terms too
+    assert list(a[0]) == list(b[0])
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
     wa = torch.load(straight / "last.pt", weights_only=True)["method"]
     wb = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["method"]

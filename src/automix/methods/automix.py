@@ -210,7 +210,8 @@ class AutoMix(Method):
         loss = w["one"] * terms["one"] + w["mix"] * terms["mix"] + w["mb"] * terms["mb"] + terms["mask"]
         logs = {"loss": loss.detach(), **{f"loss_{k}": v.detach() for k, v in terms.items()},
                 "lam_mb": torch.tensor(self.last_mix["lam_mb"]), "lam_bb": torch.tensor(self.last_mix["lam_bb"]),
-                "mask_mean": self.last_mix["mask_mb"].mean()}
+                "mask_mean": self.last_mix["mask_mb"].mean(),
+                "mask_std": self.last_mix["mask_mb"].flatten(1).std(1).mean()}  # 0: a constant mask, i.e. mixup
         return loss, logs
 
     @torch.no_grad()

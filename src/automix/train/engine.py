@@ -83,6 +83,7 @@ class Run:
             self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
         self.epoch, self.step_in_epoch, self.best, self.skipped = 0, 0, -1.0, 0
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
+        self.term_sums: dict[str, float] = {}  # and the running sums of the method's other logs (loss terms, lam)
         self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
         first = self.train_idx[: min(8, len(self.train_idx))]
         self.preview_x = next(eval_batches(self.data, first, 8, self.device, img_size=cfg.img_size))[0]
@@ -91,7 +92,7 @@ class Run:
     def state(self) -> dict[str, Any]:
         return {"format": FORMAT, "config": dataclasses.asdict(self.cfg), "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch, "best": self.best, "skipped": self.skipped,
-                "epoch_loss": [self.loss_sum, self.loss_count],
+                "epoch_loss": [self.loss_sum, self.loss_count], "epoch_terms": dict(self.term_sums),
                 "num_classes": self.data.num_classes, "method_name": self.cfg.method,
                 "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
@@ -118,6 +119,7 @@ class Run:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.best, self.skipped = state["best"], state["skipped"]
         self.loss_sum, self.loss_count = state["epoch_loss"]
+        self.term_sums = dict(state.get("epoch_terms", {}))
         if self.info.rank > 0:
             # The checkpoint holds rank 0's random streams; give the other ranks their own again,
             # derived from (seed, rank, step), so ranks keep drawing differently after a resume.
@@ -162,6 +164,9 @@ class Run:
             if logs is not None:
                 self.loss_sum += float(logs["loss"])
                 self.loss_count += 1
+                for key, value in logs.items():
+                    if key != "loss":
+                        self.term_sums[key] = self.term_sums.get(key, 0.0) + float(value)
             self.logger.progress(self.epoch, self.step_in_epoch, self.steps_per_epoch, logs,
                                  self.optimizer.param_groups[0]["lr"], x.shape[0] * self.info.world_size)
             interval = self.cfg.checkpoint_interval
@@ -169,9 +174,11 @@ class Run:
                 self.save("last.pt")
         elapsed = time.perf_counter() - t0
         images = seen * self.cfg.batch_size * self.info.world_size
-        train_loss = self.loss_sum / max(self.loss_count, 1)
-        self.loss_sum, self.loss_count = 0.0, 0
-        return {"train_loss": train_loss, "epoch_time": elapsed, "img_per_s": images / max(elapsed, 1e-9)}
+        count = max(self.loss_count, 1)
+        stats = {"train_loss": self.loss_sum / count, "epoch_time": elapsed, "img_per_s": images / max(elapsed, 1e-9),
+                 **{f"train_{key}": total / count for key, total in self.term_sums.items()}}
+        self.loss_sum, self.loss_count, self.term_sums = 0.0, 0, {}
+        return stats
 
     def evaluate_all(self) -> dict[str, float]:
         if self.info.enabled:

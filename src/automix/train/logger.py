@@ -1,6 +1,9 @@
 """What a run writes: args.yaml, summary.csv (a row per epoch), metrics.json, optional TensorBoard,
 and a progress bar (tqdm when available and on a terminal, else a log line every few steps).
 
+summary.csv has the fixed ``COLUMNS`` and, after them, the epoch means of whatever else the method logs
+(``train_loss_one``, ``train_loss_mb``, ``train_mask_std``, ... for AutoMix), in the order they first appear.
+
 Only rank 0 writes; other ranks get a disabled logger.
 """
 
@@ -61,9 +64,10 @@ class RunLogger:
         self._write_rows(rows)
 
     def _write_rows(self, rows: list[dict[str, Any]]) -> None:
+        extra = list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS))
         tmp = self.summary.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, COLUMNS + extra, restval="")
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(self.summary)
@@ -103,13 +107,14 @@ class RunLogger:
         if self.summary.exists():
             with self.summary.open() as f:
                 rows = list(csv.DictReader(f))
-        rows.append({k: stats.get(k, "") for k in COLUMNS})
+        rows.append({**{k: stats.get(k, "") for k in COLUMNS}, **{k: v for k, v in stats.items() if k not in COLUMNS}})
         self._write_rows(rows)
         if self.tb is not None:
             for key, value in stats.items():
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, stats["epoch"])
-        parts = [f"{k} {stats[k]:.4g}" for k in COLUMNS[1:] if isinstance(stats.get(k), float)]
+        keys = COLUMNS[1:] + [k for k in stats if k not in COLUMNS]
+        parts = [f"{k} {stats[k]:.4g}" for k in keys if isinstance(stats.get(k), float)]
         print(f"epoch {stats['epoch']}: " + ", ".join(parts), file=sys.stderr)
 
     def finish(self, run: Any, seconds: float) -> dict[str, Any]:
