@@ -75,6 +75,8 @@ def test_extends_reuses_runs_and_derives_methods(tmp_path, capsys):
     assert proto.base["epochs"] == 2 and proto.base["width"] == 4
     assert proto.methods["vanilla"] == {"method": "none"}
     assert proto.methods["cutmix_a1_b"] == {"method": "cutmix", "alpha": 1.0, "batch_size": 8}
+    assert proto.notes == "" and "a note" in bench.markdown(
+        bench.Protocol(**{**vars(proto), "notes": "a note"}), bench.collect(proto, tmp_path / "none"), "cmd", None)
     # The same name shares the run directory: a run recorded with other settings is refused, not reused.
     root = tmp_path / "runs"
     assert main(["bench", str(parent), "--root", str(root), "--methods", "vanilla", "--seeds", "0",
@@ -102,6 +104,7 @@ def test_bad_protocols_name_the_problem(tmp_path):
              ({"extends": "p.yaml", "methods": {"x": [1]}}, "method x must be a dict"),
              ({"extends": "p.yaml", "section": "", "methods": {}}, "section must be"),
              ({"extends": "c.yaml", "methods": {}}, "cycle"),
+             ({"extends": "p.yaml", "notes": ["x"], "methods": {}}, "notes must be text"),
              ({"name": "t", "base": {}, "methods": {}, "seeds": [0], "bogus": 1}, "unknown key")]
     for data, message in cases:
         path = tmp_path / "c.yaml"

@@ -47,6 +47,7 @@ class Protocol:
     seeds: list[int]
     path: str
     section: str = ""
+    notes: str = ""
 
     def __post_init__(self) -> None:
         self.section = self.section or self.name
@@ -99,7 +100,11 @@ def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
         if entry is not None and not isinstance(entry, dict):
             raise TypeError(f"protocol {path}: method {name} must be a dict of config keys, got {entry!r}")
         methods[name] = entry or {}
-    proto = Protocol(data["name"], data["base"], methods, [int(s) for s in data["seeds"]], str(path), section)
+    notes = data.get("notes", "") or ""
+    if not isinstance(notes, str):
+        raise TypeError(f"protocol {path}: notes must be text, got {notes!r}")
+    proto = Protocol(data["name"], data["base"], methods, [int(s) for s in data["seeds"]], str(path), section,
+                     notes.strip())
     for method in proto.methods:  # every cell must make a valid config before anything runs
         run_config(proto, method, proto.seeds[0], Path("."))
     return proto
@@ -229,6 +234,8 @@ def markdown(proto: Protocol, rows: list[dict[str, Any]], command: str, plot_nam
         lines.append(f"| {r['method']} | {n}/{r['seeds']} | {_fmt(r['val_top1'], n)} | {_fmt(r['val_top1_online'], n)} "
                      f"| {_fmt(r['val_top1_ema'], n)} | {_num(r['img_per_s'], '.0f')} | {_num(r['epoch_s'], '.1f')} "
                      f"| {cost} |")
+    if proto.notes:
+        lines += ["", proto.notes]
     if plot_name:
         lines += ["", f"![accuracy against training cost]({plot_name})"]
     return "\n".join(lines) + "\n"

@@ -52,7 +52,8 @@ def _cmd_show(ns: argparse.Namespace) -> int:
 
     if ns.checkpoint:
         cfg, data, _, method, _ = load_trained(ns.checkpoint)
-        train_idx = torch.arange(len(data))
+        # Evenly spaced over the dataset, so a class-sorted folder still shows several classes.
+        train_idx = torch.linspace(0, len(data) - 1, max(ns.n, 1)).long()
     else:
         cfg = config_from_args(ns)
         data, train_idx, _, _ = load_data(cfg)
