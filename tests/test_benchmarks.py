@@ -79,3 +79,22 @@ def test_step_time_quick():
     assert "Where AutoMix's time goes" in out and "**sum of pieces**" in rows
     assert "- width 8: two passes of 8 " in out and "The floor on this machine" in out
     assert "Raw per-step times" not in out  # no JSON named: --quick --no-write writes nothing
+
+
+def test_mask_stats_on_a_trained_run(tmp_path):
+    from automix.cli import main
+
+    run_dir = tmp_path / "am"
+    base = ["train", "--dataset", "digits", "--subset", "64", "--epochs", "1", "--model", "preact_resnet18",
+            "--width", "4", "--batch-size", "16", "--no-progress", "--no-save-images", "--cache-dir", str(tmp_path)]
+    assert main([*base, "--method", "automix", "--output", str(run_dir)]) == 0
+    out = run("benchmarks/mask_stats.py", str(run_dir), "--images", "40", "--passes", "2")
+    cells = table_rows(out)[str(run_dir)]
+    assert cells[1] == "80"  # 40 images, two passes
+    std, gap, whole = float(cells[2]), float(cells[3]), float(cells[4].rstrip("%"))
+    assert 0 <= std <= 0.5 and 0 <= gap <= 1 and 0 <= whole <= 100
+    assert main([*base, "--method", "mixup", "--output", str(tmp_path / "mx")]) == 0
+    env = {**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "benchmarks/mask_stats.py", str(tmp_path / "mx")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0 and "has no Mix Block" in proc.stderr
