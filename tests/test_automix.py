@@ -269,3 +269,20 @@ def test_torchvision_backbone_if_installed():
     method = automix.AutoMix(model, feature_layer="layer3", num_classes=4, total_steps=5, input_size=64)
     loss, _ = method.training_step(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_saturated_masks_are_reported(cls):
+    method = make(cls)
+    assert method.check_epoch({"loss": 3.0, "mask_mean": 0.4}) == []
+    assert method.check_epoch({"loss": 3.0}) == []
+    for saturated in (1e-7, 0.9999):
+        (text,) = method.check_epoch({"loss": 3.0, "mask_mean": saturated})
+        assert "saturated" in text and f"{saturated:.2g}" in text
+    if cls is automix.AutoMix:  # a Mix Block pushed to saturation by hand: its logged mask mean trips the check
+        with torch.no_grad():
+            method.mix_block.value.bias.fill_(-40.0)
+        _, logs = method.training_step(*batch(8))
+        assert float(logs["mask_mean"]) < 1e-3 and method.check_epoch({k: float(v) for k, v in logs.items()}) != []
+    assert automix.create_method("mixup", automix.create_model("preact_resnet18", num_classes=4, width=4),
+                                 num_classes=4).check_epoch({"loss": 1.0}) == []

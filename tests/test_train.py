@@ -204,3 +204,15 @@ def test_sync_bn_on_cpu_under_ddp_is_refused_before_joining(tmp_path, monkeypatc
     assert main(["train", *TINY, "--dataset", "digits", "--sync-bn", "--device", "cpu",
                  "--output", str(tmp_path / "r")]) == 2
     assert "sync_bn" in capsys.readouterr().err
+
+
+def test_method_warnings_are_printed_kept_and_resumed(tmp_path, monkeypatch, capsys):
+    from automix.methods.automix import AutoMix
+
+    monkeypatch.setattr(AutoMix, "check_epoch", lambda self, means: ["masks odd"] if means["loss"] > 0 else [])
+    args = ["--dataset", "digits", "--subset", "64", "--method", "automix", "--no-save-images"]
+    run = train(tmp_path, *args, "--epochs", "1")
+    assert "warning: epoch 0: masks odd" in capsys.readouterr().err
+    assert json.loads((run / "metrics.json").read_text())["warnings"] == ["from epoch 0: masks odd"]
+    train(tmp_path, *args, "--epochs", "2", "--resume", "auto")  # the warning keeps its first epoch
+    assert json.loads((run / "metrics.json").read_text())["warnings"] == ["from epoch 0: masks odd"]

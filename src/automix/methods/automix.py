@@ -204,6 +204,17 @@ class AutoMix(Method):
                          "lam_bb": lam_bb}
         return {"one": loss_one, "mix": loss_mix, "mb": loss_mb, "mask": loss_mask}
 
+    def check_epoch(self, means: dict[str, float]) -> list[str]:
+        """Warn when the Mix Block's masks are saturated: a sigmoid at 0 or 1 passes almost no gradient, so
+        it rarely recovers, and every "mixed" image is then one of its two images under a mixed label."""
+        mean = means.get("mask_mean")
+        if mean is None or 1e-3 < mean < 1.0 - 1e-3:
+            return []
+        return [f"Mix Block masks are saturated (epoch mean of the partner mask {mean:.2g}): the mixed images are "
+                f"unmixed, the labels still mixed, and the Mix Block gets almost no gradient. A smaller Mix Block "
+                f"step (mix_block_lr, mix_block_momentum) may avoid it; see 'Why AutoMix is not ahead' in "
+                f"docs/benchmarks.md"]
+
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         terms = self.compute_losses(x, y)
         w = self.loss_weights

@@ -81,6 +81,14 @@ class Method(nn.Module):
             else:
                 torch.distributed.broadcast(buf, 0)
 
+    def check_epoch(self, means: dict[str, float]) -> list[str]:
+        """Warnings about an epoch of training, from the epoch means of ``training_step``'s logs.
+
+        The trainer calls it after every epoch with ``{"loss": ..., "loss_mb": ..., ...}`` and prints what
+        it returns (and keeps the first epoch of each warning in metrics.json). Nothing to say here.
+        """
+        return []
+
     def eval_model(self) -> nn.Module:
         """The network to evaluate (here the model itself)."""
         return self.model

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
         self.epoch, self.step_in_epoch, self.best, self.skipped = 0, 0, -1.0, 0
+        self.warnings: dict[str, int] = {}  # the method's epoch warnings -> first epoch they were raised
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
         self.term_sums: dict[str, float] = {}  # and the running sums of the method's other logs (loss terms, lam)
         self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
@@ -92,6 +94,7 @@ class Run:
     def state(self) -> dict[str, Any]:
         return {"format": FORMAT, "config": dataclasses.asdict(self.cfg), "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch, "best": self.best, "skipped": self.skipped,
+                "warnings": dict(self.warnings),
                 "epoch_loss": [self.loss_sum, self.loss_count], "epoch_terms": dict(self.term_sums),
                 "num_classes": self.data.num_classes, "method_name": self.cfg.method,
                 "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -118,6 +121,7 @@ class Run:
         ckpt.restore_rng(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.best, self.skipped = state["best"], state["skipped"]
+        self.warnings = dict(state.get("warnings", {}))
         self.loss_sum, self.loss_count = state["epoch_loss"]
         self.term_sums = dict(state.get("epoch_terms", {}))
         if self.info.rank > 0:
@@ -180,6 +184,15 @@ class Run:
         self.loss_sum, self.loss_count, self.term_sums = 0.0, 0, {}
         return stats
 
+    def check_epoch(self, stats: dict[str, Any]) -> None:
+        """Print the method's warnings about this epoch; remember the first epoch of each for metrics.json."""
+        means = {"loss": stats["train_loss"]}
+        means.update({k[len("train_"):]: v for k, v in stats.items() if k.startswith("train_") and k != "train_loss"})
+        for text in self.method.check_epoch(means):
+            if self.info.is_main:
+                print(f"warning: epoch {self.epoch}: {text}", file=sys.stderr)
+            self.warnings.setdefault(text, self.epoch)
+
     def evaluate_all(self) -> dict[str, float]:
         if self.info.enabled:
             self.method.sync_buffers("reduce")
@@ -217,6 +230,7 @@ def fit(cfg: Config) -> dict[str, Any]:
         t_start = time.perf_counter()
         while run.epoch < cfg.epochs:
             stats = run.train_epoch()
+            run.check_epoch(stats)
             last = run.epoch == cfg.epochs - 1
             if last or (run.epoch + 1) % cfg.eval_interval == 0:
                 stats.update(run.evaluate_all())

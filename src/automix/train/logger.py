@@ -120,6 +120,7 @@ class RunLogger:
     def finish(self, run: Any, seconds: float) -> dict[str, Any]:
         metrics = {"best_val_top1": run.best, "epochs": run.epoch, "train_seconds_this_session": seconds,
                    "skipped_steps": run.skipped, "skipped_images": len(run.data.skipped),
+                   "warnings": [f"from epoch {epoch}: {text}" for text, epoch in run.warnings.items()],
                    "method": self.cfg.method, "model": self.cfg.model,
                    "dataset": self.cfg.dataset}
         if self.enabled and self.summary.exists():
