@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,18 @@ def test_shipped_ablation_protocol_reuses_the_grid():
     for method in ("vanilla", "mixup", "automix"):
         assert bench.run_config(abl, method, 0, Path("x")) == bench.run_config(grid, method, 0, Path("x"))
     assert bench.run_config(abl, "automix_min_lr_0.05", 0, Path("x")).min_lr == 0.05
+
+
+def test_cost_is_robust_to_one_slowed_seed(tmp_path):
+    proto = bench.load_protocol(protocol(tmp_path))
+    proto.seeds = [0, 1, 2]
+    for method, scale in (("vanilla", 1.0), ("cutmix", 2.0)):
+        for seed, times in enumerate(([1.0, 1.0, 9.0], [1.1, 1.2, 1.1], [5.0, 6.0, 7.0])):  # seed 2: a busy machine
+            out = bench.run_dir(tmp_path / "runs", proto, method, seed)
+            out.mkdir(parents=True)
+            (out / "metrics.json").write_text(json.dumps({"val_top1": 50.0 + seed}))
+            rows = "".join(f"{e},{t * scale},{100 / (t * scale)}\n" for e, t in enumerate(times))
+            (out / "summary.csv").write_text("epoch,epoch_time,img_per_s\n" + rows)
+    rows = {r["method"]: r for r in bench.collect(proto, tmp_path / "runs")}
+    assert rows["vanilla"]["epoch_s"] == 1.1 and rows["cutmix"]["epoch_s"] == 2.2  # the middle seed's median
+    assert rows["cutmix"]["cost"] == 2.0 and rows["vanilla"]["val_top1"] == (51.0, 1.0)
