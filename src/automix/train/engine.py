@@ -168,9 +168,11 @@ class Run:
             if logs is not None:
                 self.loss_sum += float(logs["loss"])
                 self.loss_count += 1
-                for key, value in logs.items():
-                    if key != "loss":
-                        self.term_sums[key] = self.term_sums.get(key, 0.0) + float(value)
+                keys = [k for k in logs if k != "loss"]
+                if keys:  # one device-to-host copy for all terms, not one per term
+                    values = torch.stack([torch.as_tensor(logs[k], device=self.device).float().reshape(()) for k in keys]).tolist()
+                    for key, value in zip(keys, values):
+                        self.term_sums[key] = self.term_sums.get(key, 0.0) + value
             self.logger.progress(self.epoch, self.step_in_epoch, self.steps_per_epoch, logs,
                                  self.optimizer.param_groups[0]["lr"], x.shape[0] * self.info.world_size)
             interval = self.cfg.checkpoint_interval
