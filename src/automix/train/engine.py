@@ -170,7 +170,8 @@ class Run:
                 self.loss_count += 1
                 keys = [k for k in logs if k != "loss"]
                 if keys:  # one device-to-host copy for all terms, not one per term
-                    values = torch.stack([torch.as_tensor(logs[k], device=self.device).float().reshape(()) for k in keys]).tolist()
+                    terms = [torch.as_tensor(logs[k], device=self.device).float().reshape(()) for k in keys]
+                    values = torch.stack(terms).tolist()
                     for key, value in zip(keys, values):
                         self.term_sums[key] = self.term_sums.get(key, 0.0) + value
             self.logger.progress(self.epoch, self.step_in_epoch, self.steps_per_epoch, logs,
