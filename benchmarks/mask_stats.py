@@ -33,6 +33,7 @@ try:
     import automix  # noqa: F401
 except ImportError:  # run without PYTHONPATH=src
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from automix.methods.mixblock import whole_image_share  # noqa: E402
 from automix.train.inference import load_trained  # noqa: E402
 from automix.train.loader import eval_batches  # noqa: E402
 
@@ -53,7 +54,7 @@ def mask_stats(path: str, images: int, passes: int, seed: int) -> dict[str, floa
                 mean = mask.mean(1)
                 std += float(mask.std(1).sum())
                 gap += float((mean - (1.0 - method.last_mix["lam_mb"])).abs().sum())
-                whole += float(((mean < 0.05) | (mean > 0.95)).sum())
+                whole += float(whole_image_share(mask)) * x.shape[0]
                 n += x.shape[0]
     return {"std": std / n, "gap": gap / n, "whole": whole / n, "n": int(n)}
 

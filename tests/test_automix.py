@@ -271,18 +271,30 @@ def test_torchvision_backbone_if_installed():
     assert torch.isfinite(loss)
 
 
+def test_whole_image_share():
+    from automix.methods.mixblock import whole_image_share
+
+    masks = torch.stack([torch.full((1, 4, 4), v) for v in (0.01, 0.99, 0.5, 0.3)])
+    masks[3, 0, :2] = 1.0  # a cut with mean 0.65: mixed
+    assert float(whole_image_share(masks)) == 0.5
+    assert float(whole_image_share(masks, edge=0.4)) == 0.75
+
+
 @pytest.mark.parametrize("cls", METHODS)
-def test_saturated_masks_are_reported(cls):
+def test_saturated_masks_are_reported(cls):  # and collapsed ones
     method = make(cls)
     assert method.check_epoch({"loss": 3.0, "mask_mean": 0.4}) == []
     assert method.check_epoch({"loss": 3.0}) == []
     for saturated in (1e-7, 0.9999):
         (text,) = method.check_epoch({"loss": 3.0, "mask_mean": saturated})
         assert "saturated" in text and f"{saturated:.2g}" in text
+    (text,) = method.check_epoch({"loss": 3.0, "mask_mean": 0.5, "mask_whole": 0.8})
+    assert "80% of samples" in text and method.check_epoch({"mask_mean": 0.5, "mask_whole": 0.1}) == []
     if cls is automix.AutoMix:  # a Mix Block pushed to saturation by hand: its logged mask mean trips the check
         with torch.no_grad():
             method.mix_block.value.bias.fill_(-40.0)
         _, logs = method.training_step(*batch(8))
         assert float(logs["mask_mean"]) < 1e-3 and method.check_epoch({k: float(v) for k, v in logs.items()}) != []
+        assert float(logs["mask_whole"]) == 1.0
     assert automix.create_method("mixup", automix.create_model("preact_resnet18", num_classes=4, width=4),
                                  num_classes=4).check_epoch({"loss": 1.0}) == []

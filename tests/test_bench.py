@@ -44,6 +44,14 @@ def test_grid_runs_caches_and_reports(tmp_path, capsys):
     assert text.count("accuracy-tiny:start") == 1 and report.read_text().count("accuracy-tiny:start") == 1
 
 
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    report = tmp_path / "bench.md"
+    assert main(["bench", str(protocol(tmp_path)), "--root", str(tmp_path / "runs"), "--report", str(report),
+                 "--dry-run"]) == 0
+    assert capsys.readouterr().err.count("bench: ") == 4  # 2 methods x 2 seeds listed
+    assert not (tmp_path / "runs").exists() and not report.exists() and not (tmp_path / "tiny-cost.png").exists()
+
+
 def test_unfinished_cell_is_resumed(tmp_path, capsys):
     proto = bench.load_protocol(protocol(tmp_path))
     out = bench.run_dir(tmp_path / "runs", proto, "vanilla", 0)
@@ -121,6 +129,26 @@ def test_shipped_ablation_protocol_reuses_the_grid():
     for method in ("vanilla", "mixup", "automix"):
         assert bench.run_config(abl, method, 0, Path("x")) == bench.run_config(grid, method, 0, Path("x"))
     assert bench.run_config(abl, "automix_min_lr_0.05", 0, Path("x")).min_lr == 0.05
+    floor = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu_min_lr.yaml")
+    assert floor.name == grid.name and floor.seeds == [0, 1, 2]
+    for method in ("vanilla", "mixup", "fmix", "automix", "samix"):  # the min_lr 0 rows are the grid's runs
+        assert bench.run_config(floor, method, 0, Path("x")) == bench.run_config(grid, method, 0, Path("x"))
+        variant = f"{method}_min_lr_0.05" + ("_ema_sched" if method == "vanilla" else "")
+        assert bench.run_config(floor, variant, 0, Path("x")).min_lr == 0.05
+    cell = bench.run_config(floor, "automix_min_lr_0.05", 1, Path("x"))
+    assert cell == bench.run_config(abl, "automix_min_lr_0.05", 1, Path("x"))  # seeds 0, 1 ran in the ablation
+
+
+def test_cpu_automix_recipe_is_the_benchmark_cell():
+    from dataclasses import asdict
+
+    from automix.train.config import from_dict, load_yaml
+
+    floor = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu_min_lr.yaml")
+    cell = asdict(bench.run_config(floor, "automix_min_lr_0.05", 0, Path("x")))
+    recipe = asdict(from_dict(load_yaml(ROOT / "configs" / "cpu" / "cifar10_automix_w16.yaml")))
+    cosmetic = {"output", "seed", "eval_batch_size", "progress", "save_images"}
+    assert {k: v for k, v in cell.items() if k not in cosmetic} == {k: v for k, v in recipe.items() if k not in cosmetic}
 
 
 def test_cost_is_robust_to_one_slowed_seed(tmp_path):

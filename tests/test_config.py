@@ -90,6 +90,7 @@ BAD_FLAGS = [
     (["--method", "mixup_cutmix"], "method"),
     (["--on-nan", "ignore"], "on_nan"),
     (["--model-ema-decay", "1.0"], "model_ema_decay"),
+    (["--model-ema-end-decay", "0"], "model_ema_end_decay"),
     (["--weight-decay", "-1"], "weight_decay"),
 ]
 

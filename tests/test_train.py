@@ -87,7 +87,8 @@ class Boom(Exception):
 @pytest.mark.parametrize("method", ["automix", "cutmix"])
 def test_resume_continues_exactly(tmp_path, monkeypatch, method):
     args = ["--dataset", "digits", "--subset", "160", "--epochs", "3", "--checkpoint-interval", "4",
-            "--method", method, "--seed", "3", "--no-save-images"]
+            "--method", method, "--seed", "3", "--no-save-images",
+            "--model-ema", "--model-ema-decay", "0.5", "--model-ema-end-decay", "0.99"]  # a scheduled EMA too
     straight = train(tmp_path, *args, name="straight")
 
     calls = {"n": 0}
@@ -108,7 +109,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, method):
     train(tmp_path, *args, "--resume", "auto", name="resumed")
 
     a, b = rows(straight), rows(tmp_path / "resumed")
-    keys = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_loss", "lr"]
+    keys = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_top1_ema", "val_loss", "lr"]
     keys += [k for k in a[0] if k.startswith("train_") and k != "train_loss"]  # the method's own terms too
     assert list(a[0]) == list(b[0])
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
@@ -116,6 +117,9 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, method):
     wb = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["method"]
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa if isinstance(wa[k], torch.Tensor))
+    ea = torch.load(straight / "last.pt", weights_only=True)["model_ema"]
+    eb = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["model_ema"]
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
 
 
 def test_eval_show_plot_list(tmp_path, capsys):
@@ -187,6 +191,24 @@ def test_model_ema_averages_weights_and_bn_statistics():
         ema.update(net)
     torch.testing.assert_close(ema.module[0].weight, net[0].weight)
     assert ema.module[1].num_batches_tracked == net[1].num_batches_tracked
+
+
+def test_model_ema_end_decay_follows_the_encoder_schedule():
+    from automix.methods.ema import ema_momentum
+    from automix.train.build import ModelEma
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = ModelEma(net, decay=0.5, end_decay=0.9, total_steps=100)
+    assert [ema.decay_at(s) for s in (0, 9, 100, 500)] == [0.5, 0.5, 0.9, 0.9]
+    assert ema.decay_at(50) == ema_momentum(50, 100, 0.5, 0.9) and 0.5 < ema.decay_at(50) < 0.9
+    assert ModelEma(net, decay=0.5).decay_at(100) == 0.5
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        ema.module.weight.fill_(0.0)
+    ema.update(net, step=100)  # 0.9 * 0 + 0.1 * 1
+    torch.testing.assert_close(ema.module.weight, torch.full((1, 1), 0.1))
+    with pytest.raises(ValueError, match="total_steps"):
+        ModelEma(net, decay=0.5, end_decay=0.9)
 
 
 @pytest.mark.parametrize("method", ["automix", "cutmix"])

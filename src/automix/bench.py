@@ -140,7 +140,10 @@ def is_done(out: Path) -> bool:
 
 def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seeds: list[int] | None = None,
              dry_run: bool = False) -> list[Path]:
-    """Run every missing (method, seed) of the grid in turn; returns the run dirs."""
+    """Run every missing (method, seed) of the grid in turn; returns the run dirs.
+
+    dry_run lists the runs that would start and writes nothing.
+    """
     methods = methods or list(proto.methods)
     bad = [m for m in methods if m not in proto.methods]
     if bad:
@@ -154,14 +157,14 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             check_recorded(out, cfg)
             if is_done(out):
                 continue
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "bench.yaml").write_text(to_yaml(cfg))
             cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
             if (out / "last.pt").is_file():
                 cmd += ["--resume", "auto"]
             print(f"bench: {method} seed {seed}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-            if dry_run:
+            if dry_run:  # list only: no run directory, no report
                 continue
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench.yaml").write_text(to_yaml(cfg))
             t0 = time.time()
             with (out / "train.log").open("a") as log:
                 code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -82,6 +82,8 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     root = Path(ns.root)
     if not ns.report_only:
         bench.run_grid(proto, root, ns.methods, ns.seeds, dry_run=ns.dry_run)
+    if ns.dry_run:
+        return 0
     rows = bench.collect(proto, root)
     report = Path(ns.report)
     plot_path = report.parent / f"{proto.section}-cost.png"
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds")
     p.add_argument("--report", default="docs/benchmarks.md", help="markdown file whose section is rewritten")
     p.add_argument("--report-only", action="store_true", help="do not train; report the finished runs")
-    p.add_argument("--dry-run", action="store_true", help="print the runs that would start")
+    p.add_argument("--dry-run", action="store_true", help="print the runs that would start; write nothing")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("list", help="methods, models and datasets")

@@ -36,7 +36,7 @@ from ..models import FeatureTap, default_feature_layer
 from .base import Method
 from .ema import ema_momentum, ema_update
 from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
-from .mixblock import PixelMixBlock, adjust_mask, mask_loss
+from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
 
 
 class AutoMix(Method):
@@ -207,13 +207,17 @@ class AutoMix(Method):
     def check_epoch(self, means: dict[str, float]) -> list[str]:
         """Warn when the Mix Block's masks are saturated: a sigmoid at 0 or 1 passes almost no gradient, so
         it rarely recovers, and every "mixed" image is then one of its two images under a mixed label."""
-        mean = means.get("mask_mean")
-        if mean is None or 1e-3 < mean < 1.0 - 1e-3:
-            return []
-        return [f"Mix Block masks are saturated (epoch mean of the partner mask {mean:.2g}): the mixed images are "
-                f"unmixed, the labels still mixed, and the Mix Block gets almost no gradient. A smaller Mix Block "
-                f"step (mix_block_lr, mix_block_momentum) may avoid it; see 'Why AutoMix is not ahead' in "
-                f"docs/benchmarks.md"]
+        mean, whole = means.get("mask_mean"), means.get("mask_whole")
+        if mean is not None and not 1e-3 < mean < 1.0 - 1e-3:
+            return [f"Mix Block masks are saturated (epoch mean of the partner mask {mean:.2g}): the mixed images "
+                    f"are unmixed, the labels still mixed, and the Mix Block gets almost no gradient. A smaller Mix "
+                    f"Block step (mix_block_lr, mix_block_momentum) may avoid it; see 'Why AutoMix is not ahead' in "
+                    f"docs/benchmarks.md"]
+        if whole is not None and whole > 0.5:  # a mask that follows lam ~ Beta(2, 2) does it ~1.5% of the time
+            return [f"Mix Block masks show one image almost alone for {100 * whole:.0f}% of samples (mask mean "
+                    f"below 0.05 or above 0.95) while the labels say lam: the masks have collapsed to whole-image "
+                    f"choices; see 'Why AutoMix is not ahead' in docs/benchmarks.md"]
+        return []
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         terms = self.compute_losses(x, y)
@@ -222,7 +226,8 @@ class AutoMix(Method):
         logs = {"loss": loss.detach(), **{f"loss_{k}": v.detach() for k, v in terms.items()},
                 "lam_mb": torch.tensor(self.last_mix["lam_mb"]), "lam_bb": torch.tensor(self.last_mix["lam_bb"]),
                 "mask_mean": self.last_mix["mask_mb"].mean(),
-                "mask_std": self.last_mix["mask_mb"].flatten(1).std(1).mean()}  # 0: a constant mask, i.e. mixup
+                "mask_std": self.last_mix["mask_mb"].flatten(1).std(1).mean(),  # 0: a constant mask, i.e. mixup
+                "mask_whole": whole_image_share(self.last_mix["mask_mb"])}
         return loss, logs
 
     @torch.no_grad()

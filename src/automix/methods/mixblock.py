@@ -159,3 +159,11 @@ def adjust_mask(mask: Tensor, lam: float) -> Tensor:
     shrink_partner = mask * (target / mean.clamp_min(1e-8))
     shrink_self = 1.0 - (1.0 - mask) * (lam / (1.0 - mean).clamp_min(1e-8))
     return torch.where(mean > target, shrink_partner, shrink_self).clamp(0.0, 1.0)
+
+
+def whole_image_share(mask: Tensor, edge: float = 0.05) -> Tensor:
+    """The share of samples whose mask mean is below ``edge`` or above ``1 - edge``: samples that show one
+    of their two images almost alone. Logged per step as ``mask_whole``; near 1 means the Mix Block has
+    collapsed to whole-image choices (with lam ~ Beta(2, 2) a mask that follows lam gives about 0.015)."""
+    mean = mask.flatten(1).mean(1)
+    return ((mean < edge) | (mean > 1.0 - edge)).float().mean()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..methods import LEARNED, Method, MixerMethod
+from ..methods.ema import ema_momentum
 from ..mixers import create_mixer, list_mixers
 from ..models import create_model
 from .config import Config
@@ -107,16 +108,28 @@ class ModelEma(nn.Module):
 
     Parameters and floating buffers (BN running statistics) are both averaged, as timm's ModelEma
     does: averaged weights with the live model's statistics would not match each other.
+    With ``end_decay`` the decay follows AutoMix's EMA-encoder schedule instead of staying constant:
+    ``decay`` for the first 10% of ``total_steps``, then a cosine to ``end_decay`` (``ema_momentum``).
     """
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, end_decay: float | None = None,
+                 total_steps: int | None = None) -> None:
         super().__init__()
+        if end_decay is not None and total_steps is None:
+            raise ValueError(f"ModelEma: end_decay={end_decay} needs total_steps")
         # Hooks copied along (AutoMix's head switch) check module identity, so they stay inert here.
         self.module = copy.deepcopy(model).requires_grad_(False)
-        self.decay = decay
+        self.decay, self.end_decay, self.total_steps = decay, end_decay, total_steps
+
+    def decay_at(self, step: int) -> float:
+        """The decay applied by the update after optimiser step ``step`` (0-based)."""
+        if self.end_decay is None:
+            return self.decay
+        return ema_momentum(step, self.total_steps, self.decay, self.end_decay)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int = 0) -> None:
+        """Average ``model`` in; ``step`` (the optimiser steps before this one) sets a scheduled decay."""
         dst, src = [], []
         for d, s in zip(self.module.parameters(), model.parameters()):
             dst.append(d)
@@ -127,7 +140,7 @@ class ModelEma(nn.Module):
                 src.append(s)
             else:
                 d.copy_(s)  # counters such as num_batches_tracked
-        torch._foreach_lerp_(dst, src, 1.0 - self.decay)
+        torch._foreach_lerp_(dst, src, 1.0 - self.decay_at(step))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)

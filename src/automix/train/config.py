@@ -27,8 +27,8 @@ SECTIONS = {
     "optimiser": ("opt", "lr", "momentum", "nesterov", "weight_decay", "sched", "min_lr", "warmup_epochs",
                   "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
     "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
-            "model_ema_decay", "eval_interval", "checkpoint_interval", "log_interval", "save_images", "tensorboard", "progress",
-            "deterministic", "on_nan", "device", "dist_timeout"),
+            "model_ema_decay", "model_ema_end_decay", "eval_interval", "checkpoint_interval", "log_interval",
+            "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "dist_timeout"),
 }
 
 
@@ -93,6 +93,8 @@ class Config:
     amp: str | None = field(default=None, metadata={"help": "autocast dtype: bf16 or fp16"})
     model_ema: bool = field(default=False, metadata={"help": "keep a weight-EMA copy of the evaluated net"})
     model_ema_decay: float = field(default=0.999, metadata={"help": "weight-EMA decay per step"})
+    model_ema_end_decay: float | None = field(default=None, metadata={
+        "help": "weight-EMA decay at the end, cosine from --model-ema-decay as AutoMix's EMA encoder (default: constant)"})
     eval_interval: int = field(default=1, metadata={"help": "evaluate every N epochs (and always after the last)"})
     checkpoint_interval: int = field(default=0, metadata={"help": "also checkpoint every N steps (0 = per epoch)"})
     log_interval: int = field(default=20, metadata={"help": "steps between progress updates"})
@@ -189,6 +191,8 @@ def validate(cfg: Config) -> Config:
     need(cfg.cutmix_minmax is None or (len(cfg.cutmix_minmax) == 2 and 0 < cfg.cutmix_minmax[0]
                                        <= cfg.cutmix_minmax[1] <= 1), "cutmix_minmax", "two ratios 0 < min <= max <= 1")
     need(0.0 < cfg.model_ema_decay < 1.0, "model_ema_decay", "in (0, 1)")
+    need(cfg.model_ema_end_decay is None or 0.0 < cfg.model_ema_end_decay < 1.0, "model_ema_end_decay",
+         "in (0, 1) (or unset)")
     need(cfg.workers >= 0, "workers", ">= 0")
     need(cfg.pad >= 0, "pad", ">= 0")
     need(cfg.subset is None or cfg.subset >= 1, "subset", ">= 1 (or unset)")

@@ -77,7 +77,8 @@ class Run:
         self.optimizer = build_optimizer(cfg, self.method)
         self.schedule = build_schedule(cfg, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
-        self.model_ema = ModelEma(self.method.model, cfg.model_ema_decay) if cfg.model_ema else None
+        self.model_ema = ModelEma(self.method.model, cfg.model_ema_decay, cfg.model_ema_end_decay,
+                                  cfg.epochs * self.steps_per_epoch) if cfg.model_ema else None
         self.step_fn = self.method
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -154,7 +155,7 @@ class Run:
         self.scaler.update()
         self.method.after_step()
         if self.model_ema is not None:
-            self.model_ema.update(self.method.model)
+            self.model_ema.update(self.method.model, int(self.method.step) - 1)
         return logs
 
     def train_epoch(self) -> dict[str, float]:
