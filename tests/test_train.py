@@ -231,10 +231,13 @@ def test_sync_bn_on_cpu_under_ddp_is_refused_before_joining(tmp_path, monkeypatc
 def test_method_warnings_are_printed_kept_and_resumed(tmp_path, monkeypatch, capsys):
     from automix.methods.automix import AutoMix
 
-    monkeypatch.setattr(AutoMix, "check_epoch", lambda self, means: ["masks odd"] if means["loss"] > 0 else [])
+    monkeypatch.setattr(AutoMix, "check_epoch",
+                        lambda self, means: [f"masks odd ({means['loss']:.4f})"] if means["loss"] > 0 else [])
     args = ["--dataset", "digits", "--subset", "64", "--method", "automix", "--no-save-images"]
     run = train(tmp_path, *args, "--epochs", "1")
-    assert "warning: epoch 0: masks odd" in capsys.readouterr().err
-    assert json.loads((run / "metrics.json").read_text())["warnings"] == ["from epoch 0: masks odd"]
-    train(tmp_path, *args, "--epochs", "2", "--resume", "auto")  # the warning keeps its first epoch
-    assert json.loads((run / "metrics.json").read_text())["warnings"] == ["from epoch 0: masks odd"]
+    assert "warning: epoch 0: masks odd (" in capsys.readouterr().err
+    (first,) = json.loads((run / "metrics.json").read_text())["warnings"]
+    assert first.startswith("from epoch 0: masks odd (")
+    train(tmp_path, *args, "--epochs", "3", "--resume", "auto")  # the warning keeps its first epoch
+    assert "warning: epoch 2: masks odd (" in capsys.readouterr().err  # printed every epoch, kept once
+    assert json.loads((run / "metrics.json").read_text())["warnings"] == [first]

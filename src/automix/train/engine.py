@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from .config import Config, to_yaml
 from .logger import RunLogger
 from .loader import TrainBatches, eval_batches
 from .setup import load_data, resume_state, seed_everything
+
+_NUMBER = re.compile(r"\d+(\.\d+)?(e-?\d+)?")  # a warning's numbers, ignored when telling warnings apart
 
 FORMAT = "automix-checkpoint-1"
 
@@ -189,13 +192,19 @@ class Run:
         return stats
 
     def check_epoch(self, stats: dict[str, Any]) -> None:
-        """Print the method's warnings about this epoch; remember the first epoch of each for metrics.json."""
+        """Print the method's warnings about this epoch; remember the first epoch of each for metrics.json.
+
+        Warnings that differ only in their numbers (one per epoch, say) are one warning: the first is kept.
+        """
         means = {"loss": stats["train_loss"]}
         means.update({k[len("train_"):]: v for k, v in stats.items() if k.startswith("train_") and k != "train_loss"})
+        seen = {_NUMBER.sub("#", t) for t in self.warnings}
         for text in self.method.check_epoch(means):
             if self.info.is_main:
                 print(f"warning: epoch {self.epoch}: {text}", file=sys.stderr)
-            self.warnings.setdefault(text, self.epoch)
+            if _NUMBER.sub("#", text) not in seen:
+                self.warnings[text] = self.epoch
+                seen.add(_NUMBER.sub("#", text))
 
     def evaluate_all(self) -> dict[str, float]:
         if self.info.enabled:
@@ -248,7 +257,9 @@ def fit(cfg: Config) -> dict[str, Any]:
             run.save("last.pt")
             if improved:
                 run.save("best.pt")
-        return run.logger.finish(run, time.perf_counter() - t_start)
+        result = run.logger.finish(run, time.perf_counter() - t_start)
+        dist_util.barrier()  # the ranks leave together: a gloo rank torn down while rank 0 still writes can abort
+        return result
     finally:
         run.logger.close()
         dist_util.cleanup()
