@@ -202,9 +202,10 @@ class Run:
         for text in self.method.check_epoch(means):
             if self.info.is_main:
                 print(f"warning: epoch {self.epoch}: {text}", file=sys.stderr)
-            if _NUMBER.sub("#", text) not in seen:
+            kind = _NUMBER.sub("#", text)
+            if kind not in seen:
                 self.warnings[text] = self.epoch
-                seen.add(_NUMBER.sub("#", text))
+                seen.add(kind)
 
     def evaluate_all(self) -> dict[str, float]:
         if self.info.enabled:
