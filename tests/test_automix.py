@@ -291,10 +291,100 @@ def test_saturated_masks_are_reported(cls):  # and collapsed ones
     (text,) = method.check_epoch({"loss": 3.0, "mask_mean": 0.5, "mask_whole": 0.8})
     assert "80% of samples" in text and method.check_epoch({"mask_mean": 0.5, "mask_whole": 0.1}) == []
     if cls is automix.AutoMix:  # a Mix Block pushed to saturation by hand: its logged mask mean trips the check
+        ref = make(cls, reference=True)
+        with torch.no_grad():
+            ref.mix_block.value.bias.fill_(-40.0)
+        _, logs = ref.training_step(*batch(8))
+        assert float(logs["mask_mean"]) < 1e-3 and ref.check_epoch({k: float(v) for k, v in logs.items()}) != []
+        assert float(logs["mask_whole"]) == 1.0
+        # the same push on the fitted mask (the default) moves nothing: each mask keeps the mean 1 - lam
         with torch.no_grad():
             method.mix_block.value.bias.fill_(-40.0)
         _, logs = method.training_step(*batch(8))
-        assert float(logs["mask_mean"]) < 1e-3 and method.check_epoch({k: float(v) for k, v in logs.items()}) != []
-        assert float(logs["mask_whole"]) == 1.0
+        assert float(logs["mask_mean"]) == pytest.approx(1 - float(logs["lam_mb"]), abs=1e-4)
+        assert method.check_epoch({k: float(v) for k, v in logs.items()}) == []
     assert automix.create_method("mixup", automix.create_model("preact_resnet18", num_classes=4, width=4),
                                  num_classes=4).check_epoch({"loss": 1.0}) == []
+
+
+# ---------------------------------------------------------------- issue 11: the Mix Block keeps mixing
+@pytest.mark.parametrize("cls", METHODS)
+def test_any_loop_evaluation_does_not_change_training(cls):
+    """A user's evaluate() on eval_model() (.eval(), a no_grad forward, no .train() after) every 5 steps
+    leaves the training losses bit for bit as in a run that never evaluates."""
+
+    def run(evaluate_every):
+        method = make(cls, seed=3, total_steps=20)
+        opt = sgd(method)
+        gen = torch.Generator().manual_seed(5)
+        losses = []
+        for i in range(20):
+            x, y = batch(8, seed=100 + i)
+            method.model.train()  # the user's loop trains its own model only
+            losses.append(step(method, opt, x, y)[0])
+            if evaluate_every and (i + 1) % evaluate_every == 0:
+                net = method.eval_model()
+                net.eval()
+                with torch.no_grad():
+                    net(torch.randn(16, 3, 32, 32, generator=gen) * 2.0)
+        return torch.stack(losses)
+
+    assert torch.equal(run(0), run(5))
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_eval_model_is_in_eval_mode_and_training_restores_train_mode(cls):
+    method = make(cls)
+    x, y = batch()
+    net = method.eval_model()
+    assert not net.training, "an evaluate() that forgets .eval() must not update the encoder's BN statistics"
+    before = [b.clone() for b in method.model_k.buffers()]
+    with torch.no_grad():
+        net(torch.randn(8, 3, 32, 32) * 3)
+    assert all(torch.equal(a, b) for a, b in zip(before, method.model_k.buffers()))
+    method.training_step(x, y)
+    assert method.model_k.training and method.mix_block.training
+
+
+@pytest.mark.parametrize("cls", METHODS)
+@pytest.mark.parametrize("lam", [0.1, 0.35, 0.5, 0.8])
+def test_mask_fit_gives_each_mask_the_mean_of_its_label(cls, lam):
+    method = make(cls)
+    x, _ = batch()
+    with torch.no_grad():  # logits far from 0 (a trained, even saturated, block) must still fit
+        method.mix_block.value.weight.normal_(0, 3.0) if isinstance(method.mix_block.value, torch.nn.Conv2d) \
+            else method.mix_block.value.conv2.weight.normal_(0, 3.0)
+    mask = method.mix_preview(x, lam=lam)["mask"]
+    means = mask.flatten(1).mean(1)
+    assert torch.allclose(means, torch.full_like(means, 1 - lam), atol=1e-4)
+
+
+def test_mask_fit_gradient_is_the_implicit_one():
+    from automix.methods.mixblock import fit_mask_mean
+    gen = torch.Generator().manual_seed(0)
+    s = (torch.randn(3, 1, 4, 4, generator=gen, dtype=torch.float64) * 2).requires_grad_(True)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda v: fit_mask_mean(v, t, iters=60), (s,), atol=1e-6)
+    # no gradient moves a sample's mean: the mean is fixed whatever the logits
+    m = fit_mask_mean(s, t, iters=60)
+    g, = torch.autograd.grad(m.flatten(1).mean(1).sum(), s)
+    assert g.abs().max() < 1e-9
+
+
+def test_reference_mode_keeps_the_free_mask_and_momenta():
+    ref = make(automix.AutoMix, reference=True, total_steps=2000)
+    assert not ref.mix_block.mask_fit and (ref.momentum, ref.end_momentum) == (0.999, 0.999999)
+    ours = make(automix.AutoMix, total_steps=2000)
+    assert ours.mix_block.mask_fit
+    assert ours.momentum == pytest.approx(0.9) and ours.end_momentum == pytest.approx(0.9999)
+
+
+@pytest.mark.parametrize("total,expected", [(200_000, (0.999, 0.999999)), (2000, (0.9, 0.9999)),
+                                            (100, (0.5, 0.998))])
+def test_momentum_follows_total_steps(total, expected):
+    method = make(automix.AutoMix, total_steps=total)
+    assert (method.momentum, method.end_momentum) == pytest.approx(expected)
+    method.set_total_steps(2 * total)  # the trainer may tell it later; the schedule follows
+    assert method.end_momentum == pytest.approx(1 - (1 - 0.999999) * 200_000 / (2 * total))
+    explicit = make(automix.AutoMix, total_steps=total, momentum=0.99, end_momentum=0.995)
+    assert (explicit.momentum, explicit.end_momentum) == (0.99, 0.995)

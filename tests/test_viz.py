@@ -16,7 +16,7 @@ def test_grid_for_every_mixer(tmp_path, mixer_name):
     y = torch.randint(0, 5, (6,))
     path = viz.save_mix_grid(tmp_path / f"{mixer_name}.png", build_mixer(mixer_name, mode="elem"), x, y, n=4, scale=2)
     img = Image.open(path)
-    assert img.size == (4 * 16 * 2 + 64, 4 * 16 * 2 + viz.HEADER)
+    assert img.size[0] >= 4 * 16 * 2 + 64 and img.size[1] == 4 * 16 * 2 + viz.HEADER + viz.FOOTER
 
 
 def test_preview_mask_matches_the_mix():
@@ -34,7 +34,9 @@ def test_grid_for_learned_methods(tmp_path, cls):
     method = cls(model, num_classes=4, total_steps=5)
     path = viz.save_mix_grid(tmp_path / "m.png", method, torch.rand(4, 3, 32, 32), n=4, scale=1,
                              mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    assert Image.open(path).size == (4 * 32 + 64, 4 * 32 + viz.HEADER)
+    assert Image.open(path).size[1] == 4 * 32 + viz.HEADER + viz.FOOTER
+    titled = viz.save_mix_grid(tmp_path / "t.png", method, torch.rand(4, 3, 32, 32), n=4, scale=1, title="epoch 3")
+    assert Image.open(titled).size[1] == Image.open(path).size[1] + viz.LINE, "the title takes one more line"
 
 
 def test_preview_rejects_other_objects():

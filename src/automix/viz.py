@@ -57,8 +57,22 @@ def _to_uint8(img: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return (img[:3].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
 
 
-def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None):
-    """A ``PIL.Image`` grid from ``preview``'s output; ``mean``/``std`` undo input normalisation."""
+LEGEND = ("original: label weight lam",
+          "partner: label weight 1 - lam",
+          "mask: partner's share per pixel",
+          "  (white = partner, black = original)",
+          "mixed = (1-mask)*original + mask*partner",
+          "right: lam | mean of the mask")
+LINE = 11  # pixels per text line
+FOOTER = LINE * len(LEGEND) + 6  # the legend's height under the grid
+
+
+def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, title: str | None = None):
+    """A ``PIL.Image`` grid from ``preview``'s output; ``mean``/``std`` undo input normalisation.
+
+    One row per sample (original | partner | mask | mixed), each row's lam and mask mean at its right,
+    ``title`` (e.g. the run and epoch) above and a legend below saying which side is which.
+    """
     from PIL import Image, ImageDraw
 
     x, partner, mask, mixed, lam = (parts[k] for k in ("x", "partner", "mask", "mixed", "lam"))
@@ -71,11 +85,15 @@ def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None):
         both = torch.cat([x.float(), mixed.float()])
         lo, hi = both.min(), both.max()
     n, _, h, w = x.shape
-    label_w, head = 64, HEADER
-    grid = Image.new("RGB", (4 * w * scale + label_w, n * h * scale + head), "white")
+    label_w, line = 64, LINE
+    head = HEADER + (line if title else 0)
+    width = max(4 * w * scale + label_w, 6 * max(len(t) for t in LEGEND) + 8)
+    grid = Image.new("RGB", (width, n * h * scale + head + FOOTER), "white")
     draw = ImageDraw.Draw(grid)
-    for j, title in enumerate(("original", "partner", "mask", "mixed")):
-        draw.text((j * w * scale + 2, 1), title, fill="black")
+    if title:
+        draw.text((2, 1), title, fill="black")
+    for j, name in enumerate(("original", "partner", "mask", "mixed")):
+        draw.text((j * w * scale + 2, head - HEADER + 1), name, fill="black")
     for i in range(n):
         cells = [_to_uint8(x[i], lo, hi), _to_uint8(partner[i], lo, hi),
                  _to_uint8(mask[i], torch.tensor(0.0), torch.tensor(1.0)), _to_uint8(mixed[i], lo, hi)]
@@ -83,7 +101,10 @@ def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None):
             tile = Image.frombytes("RGB", (w, h), bytes(cell.contiguous().flatten().tolist()))
             tile = tile.resize((w * scale, h * scale), Image.NEAREST)
             grid.paste(tile, (j * w * scale, head + i * h * scale))
-        draw.text((4 * w * scale + 4, head + i * h * scale + 4), f"lam\n{float(lam[i]):.2f}", fill="black")
+        draw.text((4 * w * scale + 4, head + i * h * scale + 4),
+                  f"lam {float(lam[i]):.2f}\nmask {float(mask[i].mean()):.2f}", fill="black")
+    for k, text in enumerate(LEGEND):
+        draw.text((2, head + n * h * scale + 3 + k * line), text, fill="black")
     return grid
 
 

@@ -14,6 +14,20 @@ One training step, exactly as the reference runs it (spec 1.2):
 6. one backward of the sum; after the optimiser step, ``after_step()`` moves the EMA encoder
    (parameters only) with the constant-then-cosine momentum schedule.
 
+Defaults that differ from the reference, and why (``reference=True`` restores the reference's):
+* ``mask_fit=True``: each sample's mask mean is fitted to ``1 - lam`` by one logit offset per sample
+  (``mixblock.fit_mask_mean``), for both branches. The reference's mask is free in level and tied to
+  lam only by a batch-level hinge, while the Mix Block is not told lam (CIFAR configs): at small scale
+  every step pushes the level of the whole batch's masks one way, the sigmoid saturates, no gradient
+  comes back, and the masks stay whole-image choices (every seed of our CPU benchmark, and the
+  quickstart from its second epoch; docs/benchmarks.md, "Why the Mix Block collapsed"). With the fit,
+  the L1 mask loss is identically 0 (SAMix's variance term still acts) and ``mask_adjust`` has nothing
+  left to adjust.
+* ``momentum=None, end_momentum=None``: the EMA schedule follows ``total_steps``, keeping the
+  reference's averaging horizons as fractions of the run (``ema.scaled_momentum``: 200,000 steps give
+  its 0.999 -> 0.999999; 2,000 steps 0.9 -> 0.9999). The reference's fixed values make the EMA encoder
+  lag far behind a short run (it is what ``eval_model()`` returns and what the run reports).
+
 Deliberate differences from the reference code (spec 1.4, 1.8), documented, not copied:
 * ``mask_adjust`` rescales the backbone mask toward ``lam_bb`` (the reference uses ``lam_mb``);
 * no mask-loss decay schedule here (CIFAR/Tiny configs use a constant weight; the reference's
@@ -34,7 +48,7 @@ from ..losses import soft_target_cross_entropy
 from ..mixers._sampling import sample_beta
 from ..models import FeatureTap, default_feature_layer
 from .base import Method
-from .ema import ema_momentum, ema_update
+from .ema import REFERENCE_MOMENTUM, ema_momentum, ema_update, scaled_momentum
 from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
 from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
 
@@ -48,8 +62,13 @@ class AutoMix(Method):
             e.g. ``"layer3"`` for the CIFAR ResNets).
         num_classes: number of classes, needed when ``y`` holds class indices.
         alpha: Beta(alpha, alpha) for both lambdas (2.0 in every reference config).
-        momentum, end_momentum, momentum_warmup: EMA schedule (0.999 -> 0.999999 on CIFAR, constant
-            for the first 10% of steps).
+        momentum, end_momentum, momentum_warmup: EMA schedule, constant for the first 10% of steps then
+            a cosine; ``None`` (default) scales the reference's 0.999 -> 0.999999 to ``total_steps``
+            (``ema.scaled_momentum``); a float is used as given.
+        mask_fit: fit each sample's mask mean to ``1 - lam`` (default; see the module docstring). ``False``
+            is the reference's free mask.
+        reference: the reference's behaviour: ``mask_fit=False`` and, unless given, momenta 0.999 ->
+            0.999999 whatever the run's length (spec 1.5).
         mask_loss, mask_loss_margin: weight and margin of the mask hinge (0.1, 0.1).
         lam_margin: the backbone falls back to plain mixup when ``min(lam, 1 - lam) <= lam_margin``.
         mask_adjust: probability of rescaling the backbone mask to mean ``1 - lam_bb`` (0).
@@ -79,18 +98,26 @@ class AutoMix(Method):
     mask_loss_mode = "L1"
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None, num_classes: int | None = None, *,
-                 alpha: float = 2.0, momentum: float = 0.999, end_momentum: float = 0.999999,
+                 alpha: float = 2.0, momentum: float | None = None, end_momentum: float | None = None,
                  momentum_warmup: float = 0.1, mask_loss: float = 0.1, mask_loss_margin: float = 0.1,
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
-                 upsample: str = "nearest", separate_heads: bool = True, head_layer: str | None = None,
+                 upsample: str = "nearest", mask_fit: bool = True, separate_heads: bool = True, head_layer: str | None = None,
                  eval_net: str = "ema", eval_head: str = "one", label_smoothing: float = 0.0,
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
                  input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
-                 mix_block_kwargs: dict[str, Any] | None = None) -> None:
+                 mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
+        check_type("reference", reference, bool, "a bool")
+        self.reference = reference
+        if reference:
+            mask_fit = False
+            momentum = REFERENCE_MOMENTUM[0] if momentum is None else momentum
+            end_momentum = REFERENCE_MOMENTUM[1] if end_momentum is None else end_momentum
         self.alpha = check_positive("alpha", alpha)
-        self.momentum = check_range("momentum", momentum, 0.0, 1.0)
-        self.end_momentum = check_range("end_momentum", end_momentum, 0.0, 1.0)
+        # None: follow the run's length (scaled_momentum), re-derived whenever total_steps is set.
+        self._momentum_arg = None if momentum is None else check_range("momentum", momentum, 0.0, 1.0)
+        self._end_momentum_arg = None if end_momentum is None else check_range("end_momentum", end_momentum, 0.0, 1.0)
+        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
         self.momentum_warmup = check_range("momentum_warmup", momentum_warmup, 0.0, 1.0)
         self.mask_loss_weight = check_range("mask_loss", mask_loss, 0.0, float("inf"))
         self.mask_loss_margin = check_range("mask_loss_margin", mask_loss_margin, 0.0, 1.0)
@@ -120,7 +147,8 @@ class AutoMix(Method):
         self._tap = FeatureTap(self.model_k, self.feature_layer, detach=True)
 
         channels = feature_channels or self._infer_channels(input_size)
-        block_kw = {"lam_concat": lam_concat, "upsample": upsample, **(mix_block_kwargs or {})}
+        check_type("mask_fit", mask_fit, bool, "a bool")
+        block_kw = {"lam_concat": lam_concat, "upsample": upsample, "mask_fit": mask_fit, **(mix_block_kwargs or {})}
         self.mix_block = PixelMixBlock(channels, **block_kw)
         self.last_mix: dict[str, Any] = {}
 
@@ -166,8 +194,20 @@ class AutoMix(Method):
                 return model(x)
         return model(x)
 
+    def _own_modes(self) -> None:
+        """Put the parts this method owns into the modes its step needs, whatever happened to them since.
+
+        A user's ``evaluate(method.eval_model())`` calls ``.eval()`` on the EMA encoder and nothing puts it
+        back; the reference runs the encoder with train-mode BN (its statistics come from the clean and
+        the mixed batch), so every step sets it again. The online model's mode stays the user's.
+        """
+        for part in (self.model_k, self.mix_block, self.head_mix, self.head_mix_k):
+            if part is not None and not part.training:
+                part.train()
+
     def compute_losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """The step's loss terms, with their graphs: ``one``, ``mix``, ``mb`` and ``mask``."""
+        self._own_modes()
         n = x.shape[0]
         target = self._targets(y)
         lam_mb, lam_bb = sample_beta(self.alpha, 2, self.generator).tolist()
@@ -211,12 +251,13 @@ class AutoMix(Method):
         if mean is not None and not 1e-3 < mean < 1.0 - 1e-3:
             return [f"Mix Block masks are saturated (epoch mean of the partner mask {mean:.2g}): the mixed images "
                     f"are unmixed, the labels still mixed, and the Mix Block gets almost no gradient. A smaller Mix "
-                    f"Block step (mix_block_lr, mix_block_momentum) may avoid it; see 'Why AutoMix is not ahead' in "
-                    f"docs/benchmarks.md"]
+                    f"Block step cannot bring it back; the fitted mask (mask_fit=True, the default) prevents it; see "
+                    f"'Why the Mix Block collapsed' in docs/benchmarks.md"]
         if whole is not None and whole > 0.5:  # a mask that follows lam ~ Beta(2, 2) does it ~1.5% of the time
             return [f"Mix Block masks show one image almost alone for {100 * whole:.0f}% of samples (mask mean "
                     f"below 0.05 or above 0.95) while the labels say lam: the masks have collapsed to whole-image "
-                    f"choices; see 'Why AutoMix is not ahead' in docs/benchmarks.md"]
+                    f"choices; the fitted mask (mask_fit=True, the default) prevents it; see 'Why the Mix Block "
+                    f"collapsed' in docs/benchmarks.md"]
         return []
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -237,6 +278,14 @@ class AutoMix(Method):
                    [self.model] + ([self.head_mix] if self.head_mix is not None else []), m)
         super().after_step()
 
+    def set_total_steps(self, total_steps: int) -> None:
+        super().set_total_steps(total_steps)
+        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)  # total_steps comes back with it, and the momenta follow it
+        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
+
     def current_momentum(self) -> float:
         """The EMA momentum the next ``after_step()`` will use."""
         return ema_momentum(int(self.step), self.total_steps, self.momentum, self.end_momentum, self.momentum_warmup)
@@ -247,13 +296,21 @@ class AutoMix(Method):
 
         ``net="online"`` gives the online network; ``head="mix"`` the mix head instead of the clean one.
         The ``"one"`` head network is the user's own model class, loadable like any checkpoint.
+
+        The EMA encoder is returned in eval mode, so an ``evaluate()`` that forgets ``.eval()`` does not
+        update its BN statistics from evaluation data; the next ``training_step`` puts it back in train
+        mode (``.eval()`` by the user is as harmless). The online network is the user's model: its mode
+        is left as it is.
         """
         net = check_choice("net", net or self.eval_net, ("ema", "online"))
         head = check_choice("head", head or self.eval_head, ("one", "mix"))
         model, switch = (self.model_k, self._switch_k) if net == "ema" else (self.model, self._switch_q)
-        if head == "mix" and switch is not None:
-            return HeadView(model, switch)
-        return model
+        out = HeadView(model, switch) if head == "mix" and switch is not None else model
+        if net == "ema":
+            out.eval()
+            if self.head_mix_k is not None:
+                self.head_mix_k.eval()
+        return out
 
     @torch.no_grad()
     def mix_preview(self, x: Tensor, lam: float | None = None, generator: torch.Generator | None = None

@@ -14,6 +14,30 @@ import torch
 from torch import nn
 
 
+# The reference's CIFAR schedule, 0.999 -> 0.999999, was set for its 400-epoch runs (200,000 steps): an
+# averaging horizon 1 / (1 - m) of 0.5% of the run at the start and 5x the run at the end.
+REFERENCE_STEPS = 200_000
+REFERENCE_MOMENTUM = (0.999, 0.999999)
+
+
+def scaled_momentum(total_steps: int | None, base: float | None = None, end: float | None = None,
+                    ) -> tuple[float, float]:
+    """EMA ``(base, end)`` momenta with the reference's horizons as fractions of a ``total_steps`` run.
+
+    ``1 - m`` scales as ``1 / total_steps``: 200,000 steps give the reference's ``(0.999, 0.999999)``,
+    2,000 steps ``(0.9, 0.9999)``, 660 steps ``(0.697, 0.9997)``. ``base`` is floored at 0.5 (an average
+    over at least two steps). A momentum given explicitly is kept; without ``total_steps`` the
+    reference's values are used.
+    """
+    if total_steps is None:
+        scaled = REFERENCE_MOMENTUM
+    else:
+        ratio = REFERENCE_STEPS / total_steps
+        scaled = (max(0.5, 1.0 - (1.0 - REFERENCE_MOMENTUM[0]) * ratio),
+                  max(0.5, 1.0 - (1.0 - REFERENCE_MOMENTUM[1]) * ratio))
+    return (scaled[0] if base is None else base, scaled[1] if end is None else end)
+
+
 def ema_momentum(step: int, total_steps: int | None, base: float, end: float, warmup: float = 0.1) -> float:
     """EMA momentum at optimiser step ``step`` of ``total_steps`` (constant ``base`` if total is None)."""
     if total_steps is None or step < warmup * total_steps:

@@ -12,9 +12,20 @@ partner at each pixel (the sample itself gets ``1 - mask``). Spec sections 1.3 (
 * query/key: one shared 1x1 conv on z_a and z_b (AutoMix), or separate convs on ``[z_a; z_b]``
   (SAMix, ``qk_concat``);
 * ``P = softmax(q k / sqrt(d))`` over the partner's positions, in float32 (also under autocast);
-* ``s = P v`` -> [N, 1, h, w] -> upsampled (nearest for AutoMix, bilinear for SAMix) -> sigmoid.
+* ``s = P v`` -> [N, 1, h, w] -> upsampled (nearest for AutoMix, bilinear for SAMix) -> sigmoid;
+* with ``mask_fit`` (automix's default, not the reference's): before the sigmoid each sample's logit
+  map is shifted by the one offset that makes its mask mean exactly ``1 - lam`` (``fit_mask_mean``).
 
 Convolutions start from Normal(0, 0.01) and zero bias, so the first masks are about 0.5 everywhere.
+
+Why ``mask_fit``: the reference's mask is free in level and only a batch-level hinge (``mask_loss``)
+ties its mean to lam, while the Mix Block is not told lam (CIFAR configs). Each step's gradient then
+pushes the level of every mask of the batch one way (toward the sample when lam > 0.5, toward the
+partner when lam < 0.5), at a step size that grows with the feature scale, and a sigmoid pushed into
+saturation passes no gradient back: the masks collapse to whole-image choices and stay there
+(measured in docs/benchmarks.md, "Why the Mix Block collapsed"). With the level fitted per sample,
+lam decides how much of each image is shown and the Mix Block only where: its gradient has no level
+component, every mask's mean equals its label weight, and a mask can be sharp but never whole.
 """
 
 from __future__ import annotations
@@ -64,20 +75,24 @@ class PixelMixBlock(nn.Module):
         qk_concat: SAMix separate query/key convs over the concatenated pair.
         value_neck: ``"conv"`` (1x1 conv) or ``"convneck"`` (SAMix ConvNeck); ``value_dropout`` for it.
         upsample: ``"nearest"`` (AutoMix) or ``"bilinear"`` (SAMix).
+        mask_fit: shift each sample's logits so its mask mean is exactly ``1 - lam`` (``fit_mask_mean``);
+            ``False`` is the reference's free mask.
     """
 
     def __init__(self, in_channels: int, *, reduction: int = 2, use_scale: bool = True, lam_concat: bool = False,
                  lam_mul: bool = False, lam_mul_k: float = -1.0, qk_concat: bool = False, value_neck: str = "conv",
-                 value_dropout: float = 0.0, upsample: str = "nearest") -> None:
+                 value_dropout: float = 0.0, upsample: str = "nearest", mask_fit: bool = False,
+                 init_std: float = 0.01) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("reduction", reduction)
         for name, flag in (("use_scale", use_scale), ("lam_concat", lam_concat), ("lam_mul", lam_mul),
-                           ("qk_concat", qk_concat)):
+                           ("qk_concat", qk_concat), ("mask_fit", mask_fit)):
             check_type(name, flag, bool, "a bool")
         if lam_concat and lam_mul:
             raise ValueError("lam_concat and lam_mul are alternative lam encodings; set at most one (got both True)")
         self.use_scale, self.lam_concat, self.lam_mul, self.qk_concat = use_scale, lam_concat, lam_mul, qk_concat
+        self.mask_fit = mask_fit
         self.lam_mul_k = float(lam_mul_k)
         self.upsample = check_choice("upsample", upsample, ("nearest", "bilinear"))
         check_choice("value_neck", value_neck, ("conv", "convneck"))
@@ -88,12 +103,13 @@ class PixelMixBlock(nn.Module):
         self.query = nn.Conv2d(qk_in, self.inter_channels, 1)
         self.key = nn.Conv2d(qk_in, self.inter_channels, 1) if qk_concat else None
         self.value = nn.Conv2d(c, 1, 1) if value_neck == "conv" else ConvNeck(c, value_dropout)
+        self.init_std = float(init_std)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.normal_(m.weight, 0.0, self.init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
@@ -130,7 +146,51 @@ class PixelMixBlock(nn.Module):
         if (h, w) != tuple(size):
             kw = {"align_corners": False} if self.upsample == "bilinear" else {}
             s = F.interpolate(s, size=tuple(size), mode=self.upsample, **kw)
+        if self.mask_fit:
+            return fit_mask_mean(s, 1.0 - lam)
         return torch.sigmoid(s)
+
+
+def fit_mask_mean(logits: Tensor, target: float | Tensor, iters: int = 30) -> Tensor:
+    """``sigmoid(logits + delta)`` with one offset ``delta`` per sample so that each mask's mean is ``target``.
+
+    Args:
+        logits: float tensor ``[N, 1, H, W]`` (any ``[N, ...]``): the Mix Block's partner logits.
+        target: the wanted mean of each sample's mask, a float in (0, 1) or a float tensor ``[N]``.
+        iters: bisection steps; the offset's bracket shrinks by 2**-iters (30: below float32 precision).
+
+    Returns:
+        The mask, same shape and dtype as ``logits``, each sample's mean equal to ``target`` (to float
+        precision; exactly 0 or 1 when the target is).
+
+    The offset is found by bisection (the mask mean rises monotonically with it) inside the bracket
+    ``[logit(target) - max(logits), logit(target) - min(logits)]``, which always holds the solution. Its
+    gradient is the implicit one, ``d delta / d s_j = -sigmoid'(s_j + delta) / sum_k sigmoid'(s_k + delta)``:
+    the gradient reaching the logits has no component that moves a sample's mean, so training shapes where
+    the partner shows, never how much of it.
+    """
+    n = logits.shape[0]
+    flat = logits.reshape(n, -1)
+    t = torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
+    edge = (t <= 0) | (t >= 1)
+    tc = t.clamp(1e-6, 1 - 1e-6)
+    with torch.no_grad():
+        base = torch.logit(tc)
+        lo = base - flat.max(1, keepdim=True).values
+        hi = base - flat.min(1, keepdim=True).values
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            above = torch.sigmoid(flat + mid).mean(1, keepdim=True) > tc
+            hi = torch.where(above, mid, hi)
+            lo = torch.where(above, lo, mid)
+        delta = 0.5 * (lo + hi)
+        slope = torch.sigmoid(flat + delta)
+        slope = slope * (1 - slope)
+        weight = slope / slope.sum(1, keepdim=True).clamp_min(1e-12)
+    moved = flat - flat.detach()
+    mask = torch.sigmoid(flat + delta - (weight * moved).sum(1, keepdim=True))
+    mask = torch.where(edge, t.expand_as(mask), mask)
+    return mask.reshape(logits.shape)
 
 
 def mask_loss(mask: Tensor, lam: float, margin: float, mode: str = "L1") -> Tensor:

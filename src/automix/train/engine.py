@@ -231,7 +231,8 @@ class Run:
             return
         viz.save_mix_grid(self.out / "mixes" / f"epoch{self.epoch:03d}.png", source, self.preview_x,
                           torch.zeros(self.preview_x.shape[0], dtype=torch.long, device=self.device),
-                          mean=self.data.mean, std=self.data.std)
+                          mean=self.data.mean, std=self.data.std,
+                          title=f"{self.cfg.method}, epoch {self.epoch} of {self.cfg.epochs}")
 
 
 def fit(cfg: Config) -> dict[str, Any]:
