@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_number, check_positive, check_range, check_type
+from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
 from ..losses import soft_target_cross_entropy
 from ..mixers._sampling import sample_beta
 from ..models import FeatureTap, default_feature_layer
@@ -97,7 +97,7 @@ class AutoMix(Method):
         self.lam_margin = check_range("lam_margin", lam_margin, -1.0, 0.5)
         self.mask_adjust = check_range("mask_adjust", mask_adjust, 0.0, 1.0)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
-        self.num_classes = num_classes
+        self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
         self.eval_net = check_choice("eval_net", eval_net, ("ema", "online"))
         self.eval_head = check_choice("eval_head", eval_head, ("one", "mix"))
         check_type("separate_heads", separate_heads, bool, "a bool")
@@ -167,7 +167,12 @@ class AutoMix(Method):
         return model(x)
 
     def compute_losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """The step's loss terms, with their graphs: ``one``, ``mix``, ``mb`` and ``mask``."""
+        """The step's loss terms, with their graphs: ``one``, ``mix``, ``mb`` and ``mask``.
+
+        ``x`` is a float batch [B, C, H, W], ``y`` class ids [B] or float targets [B, C]; anything else
+        raises the mixers' ``TypeError`` / ``ValueError`` (``Method.check_batch``).
+        """
+        self.check_batch(x, y, type(self).__name__, num_classes=self.num_classes, spatial_dims=(2,))
         n = x.shape[0]
         target = self._targets(y)
         lam_mb, lam_bb = sample_beta(self.alpha, 2, self.generator).tolist()

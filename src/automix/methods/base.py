@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_positive_int, check_range, check_type
+from .._checks import check_batch, check_choice, check_positive_int, check_range, check_targets, check_type
 from ..losses import soft_target_bce, soft_target_cross_entropy
 from ..mixers import BaseMixer
 
@@ -56,6 +56,21 @@ class Method(nn.Module):
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
+
+    def check_batch(self, x: Any, y: Any, who: str, *, num_classes: int | None = None,
+                    label_smoothing: float = 0.0, spatial_dims: tuple[int, ...] | None = None) -> None:
+        """The input check every ``training_step`` starts with, shared with the mixers.
+
+        ``x`` must be a floating-point batch (``[B, C, *spatial]`` when ``spatial_dims`` is given) and ``y``
+        class ids ``[B]`` in ``[0, num_classes)`` or float targets ``[B, ...]``; see ``automix._checks``.
+
+        Raises:
+            TypeError: ``x`` or ``y`` is not a tensor, ``x`` is not floating point (e.g. uint8 images),
+                ``y`` is bool or complex.
+            ValueError: a shape or batch-size mismatch, or class ids out of range.
+        """
+        check_batch("x", x, who, spatial_dims)
+        check_targets("y", y, x.shape[0], num_classes, label_smoothing)
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -130,6 +145,10 @@ class MixerMethod(Method):
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        mixer = self.mixer
+        self.check_batch(x, y, mixer.name if mixer is not None else "vanilla training",
+                         num_classes=self.num_classes or (mixer.num_classes if mixer is not None else None),
+                         spatial_dims=mixer.spatial_dims if mixer is not None and mixer.spatial else None)
         if self.mixer is not None:
             out = self.mixer(x, y, self.generator)
             x, target = out.x, out.y

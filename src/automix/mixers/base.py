@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import (check_choice, check_generator, check_positive, check_positive_int, check_range,
-                       check_tensor, check_type)
+from .._checks import (check_batch, check_choice, check_generator, check_positive, check_positive_int,
+                       check_range, check_targets, check_tensor, check_type)
 from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 
 MODES = ("batch", "pair", "elem")
@@ -96,7 +96,8 @@ class BaseMixer:
     """
 
     name: ClassVar[str] = "base"
-    spatial: ClassVar[bool] = True  # needs [B, C, H, W] input
+    spatial: ClassVar[bool] = True  # needs [B, C, *spatial] input
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)  # how many spatial dims it is defined for (2: images)
     hard: ClassVar[bool] = True  # masks are 0/1, so integer segmentation maps can be mixed
 
     def __init__(self, alpha: float = 1.0, *, prob: float = 1.0, mode: str = "batch", pairing: str = "perm",
@@ -218,32 +219,11 @@ class BaseMixer:
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: Any) -> None:
-        check_tensor("x", x)
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor (convert uint8 images first), got dtype {x.dtype}")
-        if self.spatial and x.ndim != 4:
-            raise ValueError(f"x must be a [B, C, H, W] batch for {self.name}, got shape {tuple(x.shape)}")
-        if x.ndim < 2 or x.shape[0] < 1:
-            raise ValueError(f"x must be a batch [B, ...] with B >= 1 and at least 2 dims, got shape {tuple(x.shape)}")
+        """``x`` must be a float batch, ``[B, C, *spatial]`` for spatial mixers (``automix._checks.check_batch``)."""
+        check_batch("x", x, self.name, self.spatial_dims if self.spatial else None)
 
     def check_targets(self, y: Any, batch: int) -> None:
-        check_tensor("y", y)
-        if y.ndim == 0 or y.shape[0] != batch:
-            raise ValueError(f"y must have the batch size of x ({batch}) in dim 0, got shape {tuple(y.shape)}")
-        if y.dtype == torch.bool or y.is_complex():
-            raise TypeError(f"y must be class indices (integer) or float targets, got dtype {y.dtype}")
-        if y.is_floating_point():
-            if self.label_smoothing > 0 and y.ndim != 2:
-                raise ValueError(f"label_smoothing applies to class targets [B, C]; y has shape {tuple(y.shape)}")
-            return
-        if y.ndim != 1:
-            raise ValueError(f"y as class indices must have shape [B], got {tuple(y.shape)}")
-        if self.num_classes is None:
-            raise ValueError("num_classes is required when y holds class indices (build the mixer with "
-                             "num_classes=...), got num_classes=None")
-        if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"y holds class ids outside [0, num_classes={self.num_classes}): "
-                             f"min {int(y.min())}, max {int(y.max())}")
+        check_targets("y", y, batch, self.num_classes, self.label_smoothing)
 
     # ------------------------------------------------------------------ for subclasses
     def _generator(self, generator: torch.Generator | None) -> torch.Generator:
