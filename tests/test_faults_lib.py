@@ -50,3 +50,65 @@ def test_every_method_checks_its_batch_like_the_mixers(name):
         method.training_step(x, torch.tensor([0, 1, 2]))
     with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
         method.training_step(x.numpy(), LABELS)
+
+
+# ---------------------------------------------------------------- item 1: the loss option in every method
+MULTI_HOT = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1]]).float()
+
+
+def test_automix_honours_loss_bce_on_multi_hot_targets():
+    """Issue 13.1: create_method("automix", ..., loss="bce") gave the CE loss (8.3488) and took any string."""
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for loss in ("ce", "bce"):
+        method = automix.create_method("automix", tiny_model(), num_classes=4, loss=loss, seed=0)
+        losses[loss], logs = method.training_step(x, MULTI_HOT)
+        # The clean-head term is the named loss of the online network on the unmixed batch (train-mode BN
+        # normalises by the batch, so a second forward gives the same logits).
+        with torch.no_grad():
+            expected = automix.losses.target_loss(loss, method.model(x), MULTI_HOT)
+        torch.testing.assert_close(logs["loss_one"], expected)
+    assert not torch.isclose(losses["ce"], losses["bce"])
+    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce'\], got 'focal'"):
+        automix.create_method("automix", tiny_model(), num_classes=4, loss="focal")
+
+
+def _zero_logits(method: automix.Method) -> None:
+    """Every classifier head of the method outputs 0, so any target gives BCE = log 2 per class."""
+    heads = [method.model.get_submodule("fc")]
+    if isinstance(method, automix.AutoMix):
+        heads += [method.model_k.get_submodule("fc"), method.head_mix, method.head_mix_k]
+    with torch.no_grad():
+        for head in heads:
+            head.weight.zero_()
+            head.bias.zero_()
+
+
+@pytest.mark.parametrize("name", automix.list_methods())
+def test_every_method_honours_the_same_loss_options(name):
+    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce'\]"):
+        build_method(name, tiny_model(), loss="focal")
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    log2 = torch.log(torch.tensor(2.0))
+    for y in (MULTI_HOT, LABELS):
+        method = build_method(name, tiny_model(), loss="bce")
+        _zero_logits(method)
+        _, logs = method.training_step(x, y)
+        # Zero logits give BCE = log 2 whatever the (mixed) target; cross-entropy would give log 4 per unit
+        # of target mass.
+        terms = ["loss_one", "loss_mix", "loss_mb"] if name in ("automix", "samix") else ["loss"]
+        for term in terms:
+            torch.testing.assert_close(logs[term], log2, msg=f"{name} {term} with y {y.dtype}")
+
+
+@pytest.mark.parametrize("name", ["none", "automix"])
+def test_label_smoothing_means_the_same_for_class_ids_and_one_hot_rows(name):
+    """label_smoothing was dropped for float targets in vanilla training and AutoMix (the mixers apply it)."""
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    one_hot = torch.nn.functional.one_hot(LABELS, 4).float()
+    key = "loss_one" if name == "automix" else "loss"
+    values = [build_method(name, tiny_model(), label_smoothing=0.2).training_step(x, y)[1][key]
+              for y in (LABELS, one_hot)]
+    torch.testing.assert_close(values[0], values[1])
+    unsmoothed = build_method(name, tiny_model()).training_step(x, one_hot)[1][key]
+    assert not torch.isclose(values[1], unsmoothed)

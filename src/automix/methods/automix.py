@@ -26,11 +26,10 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
-from ..losses import soft_target_cross_entropy
+from ..losses import TARGET_LOSSES, soft_targets, target_loss
 from ..mixers._sampling import sample_beta
 from ..models import FeatureTap, default_feature_layer
 from .base import Method
@@ -58,7 +57,9 @@ class AutoMix(Method):
         head_layer: module path of the model's classifier (found automatically).
         eval_net, eval_head: what ``eval_model()`` returns by default: ``"ema"`` or ``"online"``,
             with the ``"one"`` (clean) or ``"mix"`` head.
-        label_smoothing: smoothing of class-index targets.
+        label_smoothing: smoothing of class-index targets and float [B, C] targets (as the mixers do).
+        loss: ``"ce"`` (soft-target cross-entropy, the reference) or ``"bce"`` (multi-label), for all three
+            classification terms; the same names as every other Method (``automix.losses.target_loss``).
         loss_weights: weights of ``one``, ``mix``, ``mb`` losses (all 1 in the reference).
         feature_channels: channels at ``feature_layer`` (inferred by a dry run if None).
         input_size: image side for that dry run (32).
@@ -83,7 +84,7 @@ class AutoMix(Method):
                  momentum_warmup: float = 0.1, mask_loss: float = 0.1, mask_loss_margin: float = 0.1,
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
                  upsample: str = "nearest", separate_heads: bool = True, head_layer: str | None = None,
-                 eval_net: str = "ema", eval_head: str = "one", label_smoothing: float = 0.0,
+                 eval_net: str = "ema", eval_head: str = "one", label_smoothing: float = 0.0, loss: str = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
                  input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
                  mix_block_kwargs: dict[str, Any] | None = None) -> None:
@@ -97,6 +98,7 @@ class AutoMix(Method):
         self.lam_margin = check_range("lam_margin", lam_margin, -1.0, 0.5)
         self.mask_adjust = check_range("mask_adjust", mask_adjust, 0.0, 1.0)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+        self.loss = check_choice("loss", loss, TARGET_LOSSES)
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
         self.eval_net = check_choice("eval_net", eval_net, ("ema", "online"))
         self.eval_head = check_choice("eval_head", eval_head, ("one", "mix"))
@@ -153,12 +155,7 @@ class AutoMix(Method):
 
     # ------------------------------------------------------------------ training
     def _targets(self, y: Tensor) -> Tensor:
-        if y.is_floating_point():
-            return y.float()
-        if self.num_classes is None:
-            raise ValueError("num_classes is required when y holds class indices, got num_classes=None")
-        return F.one_hot(y.long(), self.num_classes).float().mul_(1.0 - self.label_smoothing).add_(
-            self.label_smoothing / self.num_classes)
+        return soft_targets(y, self.num_classes, self.label_smoothing)
 
     def _logits(self, model: nn.Module, switch: HeadSwitch | None, x: Tensor, mix_head: bool) -> Tensor:
         if mix_head and switch is not None:
@@ -172,7 +169,8 @@ class AutoMix(Method):
         ``x`` is a float batch [B, C, H, W], ``y`` class ids [B] or float targets [B, C]; anything else
         raises the mixers' ``TypeError`` / ``ValueError`` (``Method.check_batch``).
         """
-        self.check_batch(x, y, type(self).__name__, num_classes=self.num_classes, spatial_dims=(2,))
+        self.check_batch(x, y, type(self).__name__, num_classes=self.num_classes,
+                         label_smoothing=self.label_smoothing, spatial_dims=(2,))
         n = x.shape[0]
         target = self._targets(y)
         lam_mb, lam_bb = sample_beta(self.alpha, 2, self.generator).tolist()
@@ -199,10 +197,10 @@ class AutoMix(Method):
         x_bb = torch.lerp(x, x[perm_bb], m_bb.to(x.dtype))
         logits_k = self._logits(self.model_k, self._switch_k, x_mb, mix_head=True)
         self._tap.clear()  # the hook stored features of x_mb; drop them now
-        loss_mb = soft_target_cross_entropy(logits_k, torch.lerp(target[perm_mb], target, lam_mb))
-        loss_one = soft_target_cross_entropy(self.model(x), target)
+        loss_mb = target_loss(self.loss, logits_k, torch.lerp(target[perm_mb], target, lam_mb))
+        loss_one = target_loss(self.loss, self.model(x), target)
         logits_mix = self._logits(self.model, self._switch_q, x_bb, mix_head=True)
-        loss_mix = soft_target_cross_entropy(logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
+        loss_mix = target_loss(self.loss, logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
         # What was mixed this step, for pictures and checks (detached, small).
         self.last_mix = {"x": x.detach(), "x_mb": x_mb.detach(), "mask_mb": m_mb.detach(), "perm_mb": perm_mb,
                          "lam_mb": lam_mb, "x_bb": x_bb.detach(), "mask_bb": m_bb, "perm_bb": perm_bb,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_batch, check_choice, check_positive_int, check_range, check_targets, check_type
-from ..losses import soft_target_bce, soft_target_cross_entropy
+from ..losses import TARGET_LOSSES, soft_targets, target_loss
 from ..mixers import BaseMixer
 
 
@@ -128,8 +128,9 @@ class MixerMethod(Method):
         model: the classifier.
         mixer: a mixer from ``create_mixer``, or ``None`` for vanilla training.
         num_classes: needed when ``y`` holds class indices and no mixer knows it.
-        loss: ``"ce"`` (soft-target cross-entropy) or ``"bce"`` (multi-label).
-        label_smoothing: for vanilla training (mixers carry their own).
+        loss: ``"ce"`` (soft-target cross-entropy) or ``"bce"`` (multi-label: class ids become one-hot rows);
+            the same names and meaning in every Method (``automix.losses.target_loss``).
+        label_smoothing: for vanilla training, on class ids or float [B, C] targets (mixers carry their own).
         total_steps, seed: see ``Method``.
     """
 
@@ -141,28 +142,25 @@ class MixerMethod(Method):
             check_type("mixer", mixer, BaseMixer, "a mixer (automix.create_mixer) or None")
         self.mixer = mixer
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
-        self.loss = check_choice("loss", loss, ("ce", "bce"))
+        self.loss = check_choice("loss", loss, TARGET_LOSSES)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mixer = self.mixer
         self.check_batch(x, y, mixer.name if mixer is not None else "vanilla training",
                          num_classes=self.num_classes or (mixer.num_classes if mixer is not None else None),
+                         label_smoothing=0.0 if mixer is not None else self.label_smoothing,
                          spatial_dims=mixer.spatial_dims if mixer is not None and mixer.spatial else None)
-        if self.mixer is not None:
-            out = self.mixer(x, y, self.generator)
+        if mixer is not None:
+            out = mixer(x, y, self.generator)
             x, target = out.x, out.y
-        elif y.is_floating_point():
-            target = y
+        elif y.is_floating_point() or self.loss == "bce":
+            target = soft_targets(y, self.num_classes, self.label_smoothing)
         else:
             target = None
         logits = self.model(x)
-        if target is None:
-            if self.loss == "bce":
-                raise ValueError("loss='bce' needs float multi-label targets y [B, C], got class indices")
+        if target is None:  # class ids with CE: the fused kernel, same value as the soft-target form
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        elif self.loss == "bce":
-            loss = soft_target_bce(logits, target)
         else:
-            loss = soft_target_cross_entropy(logits, target)
+            loss = target_loss(self.loss, logits, target)
         return loss, {"loss": loss.detach()}
