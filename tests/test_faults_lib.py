@@ -112,3 +112,50 @@ def test_label_smoothing_means_the_same_for_class_ids_and_one_hot_rows(name):
     torch.testing.assert_close(values[0], values[1])
     unsmoothed = build_method(name, tiny_model()).training_step(x, one_hot)[1][key]
     assert not torch.isclose(values[1], unsmoothed)
+
+
+# ---------------------------------------------------------------- item 3: half-precision weights
+def _train_one_step(method: automix.Method, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    opt = torch.optim.SGD(method.param_groups(), lr=0.05)
+    loss, _ = method.training_step(x, y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+@pytest.mark.parametrize("cls", [automix.AutoMix, automix.SAMix])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_learned_methods_work_in_the_dtype_of_their_model(cls, dtype):
+    """Issue 13.3: a bf16 model failed at construction (a float32 dry run), and a method moved to bf16 failed
+    inside the Mix Block (float32 features, bf16 weights)."""
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # float32, as loaders give
+    y = torch.tensor([0, 1, 2, 3])
+    built_on = cls(tiny_model(10).to(dtype), feature_layer="layer3", num_classes=10, seed=0)
+    moved = cls(tiny_model(10), feature_layer="layer3", num_classes=10, seed=0).to(dtype)
+    for method in (built_on, moved):
+        assert {p.dtype for p in method.mix_block.parameters()} == {dtype}
+        before = [p.detach().clone() for p in method.mix_block.parameters()]
+        loss = _train_one_step(method, x, y)
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        assert method.last_mix["mask_mb"].dtype == torch.float32, "the Mix Block's attention stays float32"
+        assert method.last_mix["x_mb"].dtype == dtype
+        assert any(not torch.equal(a, p) for a, p in zip(before, method.mix_block.parameters())), \
+            "the 16-bit Mix Block is trained"
+        # A 16-bit EMA encoder cannot follow momentum 0.999: said, not silent.
+        with pytest.warns(UserWarning, match=rf"EMA weights in {dtype} cannot follow momentum 0.999"):
+            method.after_step()
+        assert method.mix_preview(x)["mask"].dtype == torch.float32
+
+
+def test_float32_methods_do_not_warn_about_the_ema(recwarn):
+    method = automix.AutoMix(tiny_model(10), feature_layer="layer3", num_classes=10, seed=0)
+    _train_one_step(method, torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    method.after_step()
+    assert not [w for w in recwarn if "EMA" in str(w.message)]
+
+
+@pytest.mark.parametrize("name", ["none", "cutmix", "fmix"])
+def test_mixer_methods_work_in_the_dtype_of_their_model(name):
+    method = build_method(name, tiny_model().to(torch.bfloat16))
+    loss = _train_one_step(method, torch.randn(4, 3, 32, 32), LABELS)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)

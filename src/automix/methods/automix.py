@@ -32,7 +32,7 @@ from .._checks import check_choice, check_number, check_positive, check_positive
 from ..losses import TARGET_LOSSES, soft_targets, target_loss
 from ..mixers._sampling import sample_beta
 from ..models import FeatureTap, default_feature_layer
-from .base import Method
+from .base import Method, weight_dtype
 from .ema import ema_momentum, ema_update
 from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
 from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
@@ -123,7 +123,8 @@ class AutoMix(Method):
 
         channels = feature_channels or self._infer_channels(input_size)
         block_kw = {"lam_concat": lam_concat, "upsample": upsample, **(mix_block_kwargs or {})}
-        self.mix_block = PixelMixBlock(channels, **block_kw)
+        # In the model's dtype, as `method.to(dtype)` would leave it; the block's attention runs in float32.
+        self.mix_block = PixelMixBlock(channels, **block_kw).to(dtype=weight_dtype(model) or torch.float32)
         self.last_mix: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup helpers
@@ -136,7 +137,9 @@ class AutoMix(Method):
             device = first.device if first is not None else torch.device("cpu")
             first_conv = next((m for m in self.model_k.modules() if isinstance(m, nn.Conv2d)), None)
             in_chans = getattr(self.model_k, "in_chans", first_conv.in_channels if first_conv is not None else 3)
-            self.model_k(torch.zeros(2, in_chans, input_size, input_size, device=device))
+            # In the weights' dtype: a bf16 / fp16 model refuses a float32 batch.
+            dtype = weight_dtype(self.model_k) or torch.float32
+            self.model_k(torch.zeros(2, in_chans, input_size, input_size, device=device, dtype=dtype))
             feats = self._tap.pop()
         finally:
             self.model_k.train(was_training)
@@ -171,6 +174,7 @@ class AutoMix(Method):
         """
         self.check_batch(x, y, type(self).__name__, num_classes=self.num_classes,
                          label_smoothing=self.label_smoothing, spatial_dims=(2,))
+        x = self.cast_input(x)
         n = x.shape[0]
         target = self._targets(y)
         lam_mb, lam_bb = sample_beta(self.alpha, 2, self.generator).tolist()
@@ -269,6 +273,7 @@ class AutoMix(Method):
         perm = torch.empty_like(order)
         perm[order] = order.roll(-1)
         perm = perm.to(x.device)
+        x = self.cast_input(x)
         was_training = self.model_k.training
         self.model_k.eval()
         try:

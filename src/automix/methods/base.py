@@ -26,6 +26,14 @@ from ..losses import TARGET_LOSSES, soft_targets, target_loss
 from ..mixers import BaseMixer
 
 
+def weight_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of ``module``'s first floating-point parameter (or buffer); None when it has none."""
+    for t in module.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return next((b.dtype for b in module.buffers() if b.is_floating_point()), None)
+
+
 class Method(nn.Module):
     """Base class: a step counter, a total step count for schedules, and an owned generator.
 
@@ -71,6 +79,14 @@ class Method(nn.Module):
         """
         check_batch("x", x, who, spatial_dims)
         check_targets("y", y, x.shape[0], num_classes, label_smoothing)
+
+    def cast_input(self, x: Tensor) -> Tensor:
+        """``x`` in the dtype of the model's weights, so a bf16 / fp16 model trains on a float32 batch.
+
+        A float32 model (under ``torch.autocast`` or not) gets ``x`` unchanged.
+        """
+        dtype = weight_dtype(self.model)
+        return x if dtype is None or x.dtype == dtype else x.to(dtype)
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -124,6 +140,9 @@ class Method(nn.Module):
 class MixerMethod(Method):
     """Any input-space mixer (or none) as a Method: mixed batch -> model -> soft-target loss.
 
+    ``training_step(x, y)`` takes a float batch (cast to the model's weight dtype, so a bf16 model takes
+    float32 batches) and targets as the mixers do; it returns a float32 loss.
+
     Args:
         model: the classifier.
         mixer: a mixer from ``create_mixer``, or ``None`` for vanilla training.
@@ -151,6 +170,7 @@ class MixerMethod(Method):
                          num_classes=self.num_classes or (mixer.num_classes if mixer is not None else None),
                          label_smoothing=0.0 if mixer is not None else self.label_smoothing,
                          spatial_dims=mixer.spatial_dims if mixer is not None and mixer.spatial else None)
+        x = self.cast_input(x)
         if mixer is not None:
             out = mixer(x, y, self.generator)
             x, target = out.x, out.y
