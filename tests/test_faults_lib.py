@@ -159,3 +159,53 @@ def test_mixer_methods_work_in_the_dtype_of_their_model(name):
     method = build_method(name, tiny_model().to(torch.bfloat16))
     loss = _train_one_step(method, torch.randn(4, 3, 32, 32), LABELS)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------- item 2: timm's per-sample switch
+def _kinds(mixer: automix.BaseMixer, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: 1 = a box (weights 0/1), 0 = a blend (one weight strictly inside (0, 1)), -1 = unmixed.
+
+    Read from the pixels, not from the draw: channel i of sample i of the probe is the weight sample i keeps.
+    """
+    size = 8
+    probe = torch.eye(batch).view(batch, batch, 1, 1).expand(batch, batch, size, size).contiguous()
+    out = mixer(probe, torch.rand(batch, 3), gen)
+    own = out.x[torch.arange(batch), torch.arange(batch)].flatten(1)  # [B, H * W]
+    hard = ((own == 0) | (own == 1)).all(1) & (own == 0).any(1)
+    blend = (own == own[:, :1]).all(1) & (own[:, 0] > 0) & (own[:, 0] < 1)
+    kinds = torch.where(hard, 1, torch.where(blend, 0, -1))
+    assert not (hard & blend).any()
+    return kinds, out.index
+
+
+def test_mixup_cutmix_switch_is_per_sample_in_elem_mode():
+    """Issue 13.2: over 200 batches of 16 no batch held both kinds; timm chooses per element."""
+    mixer = automix.create_mixer("mixup_cutmix", mixup_alpha=1, cutmix_alpha=1, switch_prob=0.3, mode="elem")
+    gen = torch.Generator().manual_seed(0)
+    both, cut, classified = 0, 0, 0
+    for _ in range(200):
+        kinds, _ = _kinds(mixer, 16, gen)
+        both += int((kinds == 0).any() and (kinds == 1).any())
+        cut += int((kinds == 1).sum())
+        classified += int((kinds >= 0).sum())
+    # A batch of 16 lacks one kind with probability 0.7**16 + 0.3**16 (0.3%).
+    assert both >= 190, f"only {both} of 200 batches mix with both mixup and cutmix"
+    assert classified > 0.9 * 200 * 16
+    assert 0.26 < cut / classified < 0.34, "CutMix is chosen for switch_prob of the samples"
+
+
+def test_mixup_cutmix_switch_is_per_pair_in_pair_mode():
+    mixer = automix.create_mixer("mixup_cutmix", mixup_alpha=1, cutmix_alpha=1, switch_prob=0.5, mode="pair")
+    gen = torch.Generator().manual_seed(1)
+    both = 0
+    for _ in range(50):
+        kinds, index = _kinds(mixer, 16, gen)
+        moved = index != torch.arange(16)
+        assert torch.equal(kinds[moved], kinds[index][moved]), "both members of a pair get the same mixer"
+        both += int((kinds == 0).any() and (kinds == 1).any())
+    assert both >= 45
+
+
+def test_mix_choice_per_sample_needs_mixers_of_its_mode():
+    with pytest.raises(ValueError, match=r"mixers\[1\] has mode 'batch' but the switch has mode 'elem'"):
+        automix.create_mixer("mix_choice", mixers=["mixup", automix.create_mixer("cutmix")], mode="elem")
