@@ -209,3 +209,50 @@ def test_mixup_cutmix_switch_is_per_pair_in_pair_mode():
 def test_mix_choice_per_sample_needs_mixers_of_its_mode():
     with pytest.raises(ValueError, match=r"mixers\[1\] has mode 'batch' but the switch has mode 'elem'"):
         automix.create_mixer("mix_choice", mixers=["mixup", automix.create_mixer("cutmix")], mode="elem")
+
+
+# ---------------------------------------------------------------- item 4: mixers in DataLoader workers
+class MixCollate:
+    """A collate_fn that mixes in the worker: returns the batch's lambdas and the worker id."""
+
+    def __init__(self, mixer: automix.BaseMixer) -> None:
+        self.mixer = mixer
+
+    def __call__(self, samples):
+        x, y = torch.utils.data.default_collate(samples)
+        out = self.mixer(x, y)
+        return out.lam, torch.tensor(torch.utils.data.get_worker_info().id)
+
+
+def _worker_draws(persistent: bool, epochs: int = 3) -> list[list[tuple[int, torch.Tensor]]]:
+    data = torch.utils.data.TensorDataset(torch.rand(32, 3, 8, 8), torch.randint(0, 4, (32,)))
+    mixer = automix.create_mixer("cutmix", num_classes=4, mode="elem", generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(data, batch_size=4, num_workers=2, collate_fn=MixCollate(mixer),
+                                         persistent_workers=persistent, generator=torch.Generator().manual_seed(7))
+    return [[(int(worker), lam) for lam, worker in loader] for _ in range(epochs)]
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["fresh-workers", "persistent-workers"])
+def test_seeded_mixer_draws_differ_per_worker_and_epoch_and_repeat_under_the_seed(persistent):
+    """Issue 13.4: a mixer with its own seeded generator drew the same lambdas in both workers, every epoch."""
+    run = _worker_draws(persistent)
+    assert all({w for w, _ in epoch} == {0, 1} for epoch in run)
+    # lam ~ Beta(1, 1) corrected to box areas on an 8x8 image: a shared stream repeats whole batches.
+    batches = [tuple(lam.tolist()) for epoch in run for _, lam in epoch]
+    assert len(set(batches)) == len(batches), "no batch of draws repeats across workers or epochs"
+    first = {(e, w): lam for e, epoch in enumerate(run) for w, lam in reversed(epoch)}  # each worker's first
+    assert not torch.equal(first[0, 0], first[0, 1]), "the two workers draw differently"
+    assert not torch.equal(first[0, 0], first[1, 0]) and not torch.equal(first[1, 0], first[2, 0]), \
+        "a worker draws differently each epoch"
+    again = _worker_draws(persistent)
+    assert all(torch.equal(a, b) and wa == wb for ea, eb in zip(run, again) for (wa, a), (wb, b) in zip(ea, eb)), \
+        "two identical seeded runs draw identically"
+
+
+def test_seeded_mixer_in_the_main_process_is_unchanged():
+    x, y = torch.rand(6, 3, 8, 8), torch.randint(0, 4, (6,))
+    mixer = automix.create_mixer("cutmix", num_classes=4, mode="elem", generator=torch.Generator().manual_seed(0))
+    own = [mixer(x, y).lam for _ in range(3)]
+    gen = torch.Generator().manual_seed(0)
+    explicit = [automix.create_mixer("cutmix", num_classes=4, mode="elem")(x, y, gen).lam for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(own, explicit))

@@ -20,11 +20,14 @@ A mixer turns a batch ``(x, y)`` into a mixed batch in two steps, kept apart on 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from .._checks import (check_batch, check_choice, check_generator, check_positive, check_positive_int,
                        check_range, check_targets, check_tensor, check_type)
@@ -92,7 +95,10 @@ class BaseMixer:
         pairing: ``"perm"`` (random permutation, as the reference) or ``"flip"`` (i with B-1-i).
         num_classes: needed when targets are given as class indices.
         label_smoothing: smoothing applied to class targets (indices or [B, C]) before mixing.
-        generator: default generator for the draws; ``None`` uses torch's global generator.
+        generator: default generator for the draws; ``None`` uses torch's global generator. Inside a
+            DataLoader worker (a mixer in ``collate_fn``), each worker re-seeds its copy once from this
+            generator's seed, the worker id and the worker's per-epoch seed, so workers and epochs draw
+            differently and a seeded run repeats exactly; the main process uses it as given.
     """
 
     name: ClassVar[str] = "base"
@@ -110,6 +116,7 @@ class BaseMixer:
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
         self.generator = check_generator("generator", generator)
+        self._worker_key: tuple[int, int, int] | None = None  # the DataLoader worker the generator was seeded for
 
     def __repr__(self) -> str:
         keys = ("alpha", "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
@@ -228,7 +235,30 @@ class BaseMixer:
     # ------------------------------------------------------------------ for subclasses
     def _generator(self, generator: torch.Generator | None) -> torch.Generator:
         check_generator("generator", generator)
-        return generator or self.generator or torch.default_generator
+        if generator is not None:
+            return generator
+        if self.generator is None:
+            return torch.default_generator  # torch already seeds it per worker and per epoch
+        if get_worker_info() is not None:
+            self._seed_for_worker()
+        return self.generator
+
+    def _seed_for_worker(self) -> None:
+        """Give this DataLoader worker's copy of the mixer its own stream, once per worker process.
+
+        Every worker starts from a copy of the main process's generator, so without this all workers draw
+        the same lambdas, and draw them again every epoch (non-persistent workers are new copies each
+        epoch). The state is derived from the mixer's seed, the worker id and the worker's seed (which torch
+        draws per epoch from the loader's generator), so a seeded run is reproducible. Persistent workers
+        keep their process and so their stream, which advances from epoch to epoch.
+        """
+        info = get_worker_info()
+        key = (os.getpid(), info.id, info.seed)
+        if self._worker_key == key:
+            return
+        text = f"{self.generator.initial_seed()}/{info.id}/{info.seed}".encode()
+        self.generator.manual_seed(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1)
+        self._worker_key = key
 
     def _draw_lam(self, n: int, gen: torch.Generator) -> Tensor:
         return sample_beta(self.alpha, n, gen)
