@@ -5,6 +5,8 @@ Each test names the row of docs/reliability.md it proves.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -256,3 +258,79 @@ def test_seeded_mixer_in_the_main_process_is_unchanged():
     gen = torch.Generator().manual_seed(0)
     explicit = [automix.create_mixer("cutmix", num_classes=4, mode="elem")(x, y, gen).lam for _ in range(3)]
     assert all(torch.equal(a, b) for a, b in zip(own, explicit))
+
+
+# ---------------------------------------------------------------- item 5: signals and volumes
+SHAPES = {"signal": (6, 6, 40), "volume": (6, 6, 6, 8, 10)}  # channels = batch: the sample-id probe
+
+
+def _probe(shape: tuple[int, ...]) -> torch.Tensor:
+    """Sample i is 1 in channel i, 0 elsewhere: after mixing, channel i of sample i is the weight it keeps."""
+    batch, spatial = shape[0], shape[2:]
+    return torch.eye(batch).view((batch, batch) + (1,) * len(spatial)).expand(shape).contiguous()
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+@pytest.mark.parametrize("name", ["cutmix", "fmix"])
+def test_box_and_mask_mixers_take_signals_and_volumes(name, mode, kind):
+    """Issue 13.5: cutmix and fmix rejected [B, C, T] signals and [B, C, D, H, W] volumes."""
+    shape = SHAPES[kind]
+    batch = shape[0]
+    mixer = automix.create_mixer(name, num_classes=3, mode=mode)
+    out = mixer(_probe(shape), torch.randint(0, 3, (batch,)), torch.Generator().manual_seed(0))
+    assert out.x.shape == shape and out.lam.shape == (batch,)
+    own = out.x[torch.arange(batch), torch.arange(batch)]  # [B, *spatial]
+    moved = out.index != torch.arange(batch)
+    # lam is the realised share each sample keeps, not the Beta draw.
+    torch.testing.assert_close(own.flatten(1).mean(1)[moved], out.lam[moved])
+    assert ((own == 0) | (own == 1)).all(), "hard masks: each element comes from one of the two samples"
+    if name == "cutmix":  # the partner's region is one interval / cuboid: it fills its bounding box
+        for i in torch.nonzero(moved).flatten().tolist():
+            taken = torch.nonzero(own[i] == 0)
+            if len(taken):
+                sides = taken.max(0).values - taken.min(0).values + 1
+                assert int(sides.prod()) == len(taken)
+    # An integer map (here: each element holds its sample's id) follows the input through the same draw.
+    ids = torch.arange(batch).view((batch,) + (1,) * (len(shape) - 2))
+    mixed_seg = mixer.apply_seg(ids.expand((batch,) + shape[2:]), out.params, out.x)
+    torch.testing.assert_close((mixed_seg == ids).float(), own)
+
+
+def test_cutmix_box_sides_follow_lam_in_every_dimension():
+    """Each side is floor(side * (1 - lam) ** (1 / d)), so an unclipped box has volume about 1 - lam in any d."""
+    for shape in [(2000, 1, 64), (2000, 1, 16, 16), (2000, 1, 8, 12, 16)]:
+        spatial = torch.tensor(shape[2:])
+        dims = len(spatial)
+        params = automix.create_mixer("cutmix", mode="elem", correct_lam=False).sample(
+            torch.empty(shape), torch.Generator().manual_seed(0))
+        lo, hi = params.box[:, 0::2], params.box[:, 1::2]
+        assert params.box.shape == (2000, 2 * dims) and (lo >= 0).all() and (hi <= spatial).all()
+        inside = ((lo > 0) & (hi < spatial)).all(1)  # not clipped at the border
+        assert inside.sum() > 50
+        want = spatial * (1 - params.lam[inside, None].double()) ** (1 / dims)
+        sides = (hi - lo)[inside].double()
+        assert ((sides <= want + 1e-4) & (sides > want - 1 - 1e-4)).all()
+
+
+@pytest.mark.parametrize("name", ["gridmix", "smoothmix", "resizemix", "saliencymix"])
+@pytest.mark.parametrize("shape", [(4, 3, 16), (4, 3, 4, 8, 8)], ids=["signal", "volume"])
+def test_image_only_mixers_reject_signals_and_volumes_clearly(name, shape):
+    mixer = automix.create_mixer(name, num_classes=3)
+    with pytest.raises(ValueError, match=re.escape(f"x must be a [B, C, H, W] batch for {name}, got shape {shape}")):
+        mixer(torch.rand(shape), torch.tensor([0, 1, 2, 0]))
+
+
+def test_mixup_cutmix_and_methods_on_signals():
+    x, y = torch.rand(32, 2, 50), torch.randint(0, 4, (32,))
+    out = automix.create_mixer("mixup_cutmix", cutmix_alpha=1.0, mode="elem", num_classes=4)(
+        x, y, torch.Generator().manual_seed(0))
+    assert out.x.shape == x.shape and set(out.params.extra["choice"].tolist()) == {0, 1}
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 8, 5), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 4))
+    for name in ("cutmix", "fmix"):
+        loss, _ = automix.create_method(name, model, num_classes=4, seed=0).training_step(x, y)
+        assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match=r"x must be a \[B, C, H, W\] batch for AutoMix, got shape \(32, 2, 50\)"):
+        automix.AutoMix(tiny_model(), feature_layer="layer3", num_classes=4).training_step(x, y)

@@ -45,9 +45,11 @@ class MixParams:
         lam: float32 [B] weight of each sample itself (after any correction to the realised area).
         mode: the granularity the draw was made for.
         mixed: False when ``prob`` decided not to mix this batch at all (batch mode).
-        size: the (H, W) the draw was made for, or None for non-spatial mixers.
-        box: long [N, 4] (y1, y2, x1, x2) boxes on the CPU, N = 1 in batch mode, else B.
-        mask: weight of the partner, [N, 1, H, W] float32 or bool, N = 1 in batch mode, else B.
+        size: the spatial size the draw was made for ((H, W) for images, (T,) for signals, (D, H, W) for
+            volumes), or None for non-spatial mixers.
+        box: long [N, 2d] boxes on the CPU, (lo, hi) per spatial dim: (y1, y2, x1, x2) for images;
+            N = 1 in batch mode, else B.
+        mask: weight of the partner, [N, 1, *size] float32 or bool, N = 1 in batch mode, else B.
         extra: mixer-specific values (e.g. the chosen sub-mixer of a switch).
     """
 
@@ -55,7 +57,7 @@ class MixParams:
     lam: Tensor
     mode: str
     mixed: bool = True
-    size: tuple[int, int] | None = None
+    size: tuple[int, ...] | None = None
     box: Tensor | None = None
     mask: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -148,7 +150,7 @@ class BaseMixer:
 
     def _draw(self, x: Tensor, gen: torch.Generator, prob: float) -> MixParams:
         batch = x.shape[0]
-        size = tuple(x.shape[-2:]) if self.spatial else None
+        size = tuple(x.shape[2:]) if self.spatial else None
         index = pair_index(batch, self.pairing, self.mode == "pair", gen)
         if self.mode == "batch":
             mixed = prob >= 1.0 or bool(torch.rand(1, generator=gen, device=gen.device) < prob)
@@ -173,25 +175,28 @@ class BaseMixer:
         check_tensor("t", t)
         if t.shape[0] != params.index.shape[0]:
             raise ValueError(f"t has batch size {t.shape[0]} but params were drawn for {params.index.shape[0]}")
-        if self.spatial:
-            check_spatial_size("t", t.shape[-2:], params)
+        if self.spatial and params.size is not None:
+            check_spatial_size("t", t.shape[max(t.ndim - len(params.size), 0):], params)
         if not params.mixed:
             return t
         return self._apply(t, params)
 
     def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
-        """Mix a segmentation target: an integer map [B, H, W] (hard mixers) or float [B, C, H, W]."""
+        """Mix a segmentation target like ``x`` [B, C, *spatial]: an integer map [B, *spatial] (hard mixers)
+        or a float map [B, K, *spatial]."""
         check_tensor("seg", seg)
-        if seg.shape[0] != x.shape[0] or tuple(seg.shape[-2:]) != tuple(x.shape[-2:]):
-            raise ValueError(f"seg must have shape [B, H, W] or [B, C, H, W] matching x {tuple(x.shape)}, "
+        spatial = tuple(x.shape[2:])
+        if not spatial or seg.shape[0] != x.shape[0] or tuple(seg.shape[seg.ndim - len(spatial):]) != spatial:
+            raise ValueError(f"seg must have shape [B, *spatial] or [B, C, *spatial] matching x {tuple(x.shape)}, "
                              f"got {tuple(seg.shape)}")
         if seg.is_floating_point():
-            return self.apply(seg if seg.ndim == 4 else seg.unsqueeze(1), params).reshape(seg.shape)
+            return self.apply(seg if seg.ndim == x.ndim else seg.unsqueeze(1), params).reshape(seg.shape)
         if not self.hard:
             raise TypeError(f"seg must be a float one-hot/soft map for {self.name}, whose mask is soft; got an "
                             f"integer map of dtype {seg.dtype} (one-hot it first)")
-        if seg.ndim != 3:
-            raise ValueError(f"seg as class indices must be [B, H, W], got shape {tuple(seg.shape)}")
+        if seg.ndim != x.ndim - 1:
+            shape = {1: "[B, T]", 2: "[B, H, W]", 3: "[B, D, H, W]"}.get(len(spatial), "[B, *spatial]")
+            raise ValueError(f"seg as class indices must be {shape}, got shape {tuple(seg.shape)}")
         return self.apply(seg.unsqueeze(1), params).squeeze(1)
 
     def mix_targets(self, y: Tensor, params: MixParams) -> Tensor:
@@ -265,7 +270,7 @@ class BaseMixer:
 
     def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
         """Build the draw from partner ``index`` and ``lam`` ([B], or expanded from one value in batch mode)."""
-        return MixParams(index, lam, self.mode, True, tuple(x.shape[-2:]) if self.spatial else None)
+        return MixParams(index, lam, self.mode, True, tuple(x.shape[2:]) if self.spatial else None)
 
     def _finish(self, params: MixParams, active: Tensor | None, device: torch.device) -> MixParams:
         """Share draws inside pairs, blank inactive samples and move tensors to the data's device."""
@@ -280,7 +285,7 @@ class BaseMixer:
             if box is not None:
                 box = box * active.to(box.device).unsqueeze(1)
             if mask is not None:
-                keep = active.to(mask.device).view(-1, 1, 1, 1)
+                keep = active.to(mask.device).view((-1,) + (1,) * (mask.ndim - 1))
                 mask = mask & keep if mask.dtype == torch.bool else mask * keep
         return replace(params, index=index.to(device), lam=lam.to(device=device, dtype=torch.float32),
                        box=None if box is None else box.cpu(),
@@ -318,21 +323,23 @@ def _blend(t: Tensor, index: Tensor, mask: Tensor) -> Tensor:
 
 def _paste_box(t: Tensor, index: Tensor, box: Tensor) -> Tensor:
     """Paste each partner's box region: one slice copy in batch mode, a masked blend otherwise."""
+    dims = box.shape[1] // 2
     if box.shape[0] == 1:
-        y1, y2, x1, x2 = box[0].tolist()
+        bounds = box[0].tolist()
+        region = (Ellipsis,) + tuple(slice(bounds[2 * i], bounds[2 * i + 1]) for i in range(dims))
         out = t.clone()
-        if y2 > y1 and x2 > x1:
-            out[..., y1:y2, x1:x2] = t[..., y1:y2, x1:x2][index]
+        if all(bounds[2 * i + 1] > bounds[2 * i] for i in range(dims)):
+            out[region] = t[region][index]
         return out
-    return _blend(t, index, box_mask(box, t.shape[-2], t.shape[-1], t.device))
+    return _blend(t, index, box_mask(box, t.shape[t.ndim - dims:], t.device))
 
 
 def lam_from_mask(mask: Tensor) -> Tensor:
-    """Weight of the sample itself implied by a partner mask [N, 1, H, W]: ``1 - mean(mask)``."""
-    return 1.0 - mask.float().mean(dim=(1, 2, 3))
+    """Weight of the sample itself implied by a partner mask [N, 1, *spatial]: ``1 - mean(mask)``."""
+    return 1.0 - mask.float().mean(dim=tuple(range(1, mask.ndim)))
 
 
-def check_spatial_size(name: str, size: tuple[int, int], params: MixParams) -> None:
+def check_spatial_size(name: str, size: tuple[int, ...], params: MixParams) -> None:
     if params.size is not None and tuple(size) != tuple(params.size):
         raise ValueError(f"{name} has spatial size {tuple(size)} but params were drawn for {params.size}")
 

@@ -86,6 +86,9 @@ class MixChoice(BaseMixer):
             raise ValueError(f"probs must be >= 0 with a positive sum, got {list(probs)!r}")
         self.probs = torch.tensor(weights, dtype=torch.float32) / sum(weights)
         self.spatial = any(m.spatial for m in self.mixers)
+        # Shapes every spatial candidate takes (mixup takes any): what the switch accepts.
+        dims = [set(m.spatial_dims) for m in self.mixers if m.spatial]
+        self.spatial_dims = tuple(sorted(set.intersection(*dims))) if dims else ()
         self.hard = all(m.hard for m in self.mixers)
 
     @staticmethod
@@ -136,7 +139,7 @@ class MixChoice(BaseMixer):
             parts.append(mixer._finish(mixer._sample(x, index, lam, gen), mine, x.device))
         choice = choice.to(x.device)
         lam = torch.stack([p.lam for p in parts]).gather(0, choice.unsqueeze(0)).squeeze(0)
-        size = tuple(x.shape[-2:]) if self.spatial else None
+        size = tuple(x.shape[2:]) if self.spatial else None
         return MixParams(index.to(x.device), lam, self.mode, True, size, extra={"choice": choice, "parts": parts})
 
     def check_input(self, x: Any) -> None:
