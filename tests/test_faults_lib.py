@@ -208,6 +208,20 @@ def test_mixup_cutmix_switch_is_per_pair_in_pair_mode():
     assert both >= 45
 
 
+@pytest.mark.parametrize("mixers", [["mixup", "fmix"], ["cutmix", "resizemix"]], ids=["blends", "resizemix"])
+def test_mix_choice_per_sample_keeps_each_sample_from_its_own_mixer(mixers):
+    """Both ways of applying a per-sample choice (one merged weight map; one output per candidate for
+    resizemix, which resamples) give each sample the share of itself that its lam says."""
+    batch = 12
+    mixer = automix.create_mixer("mix_choice", mixers=mixers, mode="elem")
+    probe = torch.eye(batch).view(batch, batch, 1, 1).expand(batch, batch, 16, 16).contiguous()
+    params = mixer.sample(probe, torch.Generator().manual_seed(3))
+    own = mixer.apply(probe, params)[torch.arange(batch), torch.arange(batch)].mean(dim=(1, 2))
+    moved = params.index != torch.arange(batch)
+    torch.testing.assert_close(own[moved], params.lam[moved], atol=2e-3, rtol=0)
+    assert set(params.extra["choice"].tolist()) == {0, 1}
+
+
 def test_mix_choice_per_sample_needs_mixers_of_its_mode():
     with pytest.raises(ValueError, match=r"mixers\[1\] has mode 'batch' but the switch has mode 'elem'"):
         automix.create_mixer("mix_choice", mixers=["mixup", automix.create_mixer("cutmix")], mode="elem")

@@ -9,8 +9,10 @@ per sample in elem mode (each sample then gets its own mixer, lambda and box or 
 semantics on top of it, which is what the trainer's ``--mixup/--cutmix`` flags create.
 
 In pair / elem mode every candidate mixer draws for the whole batch and samples it did not get are
-left unmixed by it; the result takes each sample from its own mixer's output. That costs one output
-tensor per candidate (two for mixup_cutmix) instead of a Python loop over samples.
+left unmixed by it. When every candidate is a plain blend (mixup, boxes, masks) their partner weights
+are merged per sample into one map and blended once (mixup_cutmix costs about one elem-mode CutMix);
+otherwise (resizemix) each candidate mixes the batch and each sample is taken from its own mixer's
+output. No Python loop over samples either way.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_number, check_range
-from ._sampling import pair_index, pair_leader
-from .base import BaseMixer, MixParams
+from ._sampling import box_mask, pair_index, pair_leader
+from .base import BaseMixer, MixParams, _blend
 from .registry import create_mixer, register_mixer
 
 
@@ -150,10 +152,19 @@ class MixChoice(BaseMixer):
         choice = params.extra["choice"]
         if isinstance(choice, int):
             return self.mixers[choice]._apply(t, params)
-        # Each mixer leaves the samples it did not get unchanged; keep every sample from its own mixer.
         choice = choice.to(t.device).view((-1,) + (1,) * (t.ndim - 1))
+        parts = params.extra["parts"]
+        if self.spatial and all(type(m)._apply is BaseMixer._apply for m in self.mixers):
+            # Plain blends (mixup, boxes, masks): one partner-weight map and one blend, so the cost is one
+            # output tensor as for a single mixer, not one per candidate.
+            weight = None
+            for k, part in enumerate(parts):
+                w = _partner_weight(part, tuple(t.shape[2:]), t.device)
+                weight = w if weight is None else torch.where(choice == k, w, weight)
+            return _blend(t, params.index.to(t.device), weight)
+        # Each mixer leaves the samples it did not get unchanged; keep every sample from its own mixer.
         out = None
-        for k, (mixer, part) in enumerate(zip(self.mixers, params.extra["parts"])):
+        for k, (mixer, part) in enumerate(zip(self.mixers, parts)):
             mixed = mixer._apply(t, part)
             out = mixed if out is None else torch.where(choice == k, mixed, out)
         if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
@@ -165,6 +176,15 @@ class MixChoice(BaseMixer):
         if isinstance(choice, int):
             return self.mixers[choice].apply_seg(seg, params, x)
         return super().apply_seg(seg, params, x)
+
+
+def _partner_weight(part: MixParams, spatial: tuple[int, ...], device: torch.device) -> Tensor:
+    """The partner's weight in a plain-blend draw: [B, 1, *spatial] for a box or mask, [B, 1, 1, ...] for a lam."""
+    if part.box is not None:
+        return box_mask(part.box, spatial, device)
+    if part.mask is not None:
+        return part.mask.to(device)
+    return (1.0 - part.lam.to(device)).view((-1,) + (1,) * (len(spatial) + 1))
 
 
 @register_mixer("mixup_cutmix")
