@@ -59,7 +59,9 @@ def _cutmix(**kw):
 
 
 CALLS = [
-    (ValueError, "x", lambda: _cutmix()(torch.rand(4, 3, 8), Y)),  # no spatial dims
+    (ValueError, "x", lambda: _cutmix()(torch.rand(4, 8), Y)),  # no spatial dims
+    (ValueError, "x", lambda: _cutmix()(torch.rand(4, 3, 2, 2, 2, 2), Y)),  # 4 spatial dims
+    (ValueError, "x", lambda: automix.create_mixer("gridmix", num_classes=3)(torch.rand(4, 3, 8), Y)),
     (ValueError, "x", lambda: automix.create_mixer("mixup", num_classes=3)(torch.rand(4), Y)),
     (TypeError, "x", lambda: _cutmix()(torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8), Y)),
     (TypeError, "x", lambda: _cutmix()(X.numpy(), Y)),

@@ -6,6 +6,8 @@
 * ``soft_target_bce``: BCE-with-logits against (mixed) multi-label targets.
 * ``mixed_mse``: MSE against mixed regression targets of any trailing shape.
 * ``interpolate_loss``: the same interpolation for any per-sample loss function.
+* ``soft_targets`` and ``target_loss``: what every Method uses to honour its ``loss`` and
+  ``label_smoothing`` options the same way (``TARGET_LOSSES`` lists the names).
 
 All are computed in float32 whatever the logits' dtype (bf16/fp16 log-softmax loses mass), and
 ``reduction`` is ``"mean"``, ``"sum"`` or ``"none"`` (per sample).
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 from ._checks import check_choice, check_range, check_tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
+TARGET_LOSSES = ("ce", "bce")
 
 
 def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
@@ -101,6 +104,44 @@ def mixed_mse(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     _check_pair(pred, target, "prediction")
     per = (pred.float() - target.float()).pow(2)
     return _reduce(per.flatten(1).mean(dim=1) if per.ndim > 1 else per, reduction)
+
+
+def soft_targets(y: Tensor, num_classes: int | None = None, label_smoothing: float = 0.0) -> Tensor:
+    """Targets as float32 rows: class ids [B] -> (smoothed) one-hot [B, num_classes]; float [B, C] -> smoothed
+    copy; float targets of other shapes -> float32 copy (smoothing needs class rows).
+
+    Raises:
+        ValueError: class ids without ``num_classes``, or ``label_smoothing > 0`` on targets that are not [B, C].
+    """
+    check_tensor("y", y)
+    check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+    eps = label_smoothing
+    if not y.is_floating_point():
+        if num_classes is None:
+            raise ValueError("num_classes is required when y holds class indices, got num_classes=None")
+        target = torch.full((y.shape[0], num_classes), eps / num_classes, dtype=torch.float32, device=y.device)
+        return target.scatter_(1, y.long().unsqueeze(1), 1.0 - eps + eps / num_classes)
+    target = y.float()
+    if eps > 0:
+        if target.ndim != 2:
+            raise ValueError(f"label_smoothing applies to class targets [B, C]; y has shape {tuple(y.shape)}")
+        target = target * (1.0 - eps) + eps / target.shape[1]
+    return target
+
+
+def target_loss(loss: str, logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """The loss a Method's ``loss`` option names, against (mixed) float targets [B, C].
+
+    ``"ce"``: ``soft_target_cross_entropy`` (rows summing to 1); ``"bce"``: ``soft_target_bce``
+    (multi-label, each class its own yes/no).
+
+    Raises:
+        ValueError: ``loss`` not in ``TARGET_LOSSES``, or shapes that differ.
+    """
+    check_choice("loss", loss, TARGET_LOSSES)
+    if loss == "bce":
+        return soft_target_bce(logits, target, reduction=reduction)
+    return soft_target_cross_entropy(logits, target, reduction)
 
 
 class SoftTargetCrossEntropy(nn.Module):

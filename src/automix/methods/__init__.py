@@ -26,12 +26,16 @@ def list_methods() -> list[str]:
 
 def create_method(name: str, model: nn.Module, *, num_classes: int | None = None, total_steps: int | None = None,
                   seed: int | None = None, loss: str = "ce", **options: Any) -> Method:
-    """Build the Method called ``name`` around ``model``; ``options`` go to the method or mixer."""
+    """Build the Method called ``name`` around ``model``; ``options`` go to the method or mixer.
+
+    ``loss`` (``"ce"`` or ``"bce"``) means the same for every method, AutoMix and SAMix included; any
+    other name raises ``ValueError``.
+    """
     if name in ("none", "vanilla"):
         return MixerMethod(model, None, num_classes=num_classes, loss=loss, total_steps=total_steps, seed=seed,
                            **options)
     if name in LEARNED:
-        return LEARNED[name](model, num_classes=num_classes, total_steps=total_steps, seed=seed, **options)
+        return LEARNED[name](model, num_classes=num_classes, total_steps=total_steps, seed=seed, loss=loss, **options)
     if name in list_mixers():
         mixer = create_mixer(name, num_classes=num_classes, **options)
         return MixerMethod(model, mixer, num_classes=num_classes, loss=loss, total_steps=total_steps, seed=seed)

@@ -40,14 +40,13 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_number, check_positive, check_range, check_type
-from ..losses import soft_target_cross_entropy
+from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
+from ..losses import TARGET_LOSSES, soft_targets, target_loss
 from ..mixers._sampling import sample_beta
 from ..models import FeatureTap, default_feature_layer
-from .base import Method
+from .base import Method, weight_dtype
 from .ema import REFERENCE_MOMENTUM, ema_momentum, ema_update, scaled_momentum
 from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
 from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
@@ -77,7 +76,9 @@ class AutoMix(Method):
         head_layer: module path of the model's classifier (found automatically).
         eval_net, eval_head: what ``eval_model()`` returns by default: ``"ema"`` or ``"online"``,
             with the ``"one"`` (clean) or ``"mix"`` head.
-        label_smoothing: smoothing of class-index targets.
+        label_smoothing: smoothing of class-index targets and float [B, C] targets (as the mixers do).
+        loss: ``"ce"`` (soft-target cross-entropy, the reference) or ``"bce"`` (multi-label), for all three
+            classification terms; the same names as every other Method (``automix.losses.target_loss``).
         loss_weights: weights of ``one``, ``mix``, ``mb`` losses (all 1 in the reference).
         feature_channels: channels at ``feature_layer`` (inferred by a dry run if None).
         input_size: image side for that dry run (32).
@@ -101,8 +102,9 @@ class AutoMix(Method):
                  alpha: float = 2.0, momentum: float | None = None, end_momentum: float | None = None,
                  momentum_warmup: float = 0.1, mask_loss: float = 0.1, mask_loss_margin: float = 0.1,
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
-                 upsample: str = "nearest", mask_fit: bool = True, separate_heads: bool = True, head_layer: str | None = None,
-                 eval_net: str = "ema", eval_head: str = "one", label_smoothing: float = 0.0,
+                 upsample: str = "nearest", mask_fit: bool = True, separate_heads: bool = True,
+                 head_layer: str | None = None, eval_net: str = "ema", eval_head: str = "one",
+                 label_smoothing: float = 0.0, loss: str = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
                  input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
                  mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False) -> None:
@@ -124,7 +126,8 @@ class AutoMix(Method):
         self.lam_margin = check_range("lam_margin", lam_margin, -1.0, 0.5)
         self.mask_adjust = check_range("mask_adjust", mask_adjust, 0.0, 1.0)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
-        self.num_classes = num_classes
+        self.loss = check_choice("loss", loss, TARGET_LOSSES)
+        self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
         self.eval_net = check_choice("eval_net", eval_net, ("ema", "online"))
         self.eval_head = check_choice("eval_head", eval_head, ("one", "mix"))
         check_type("separate_heads", separate_heads, bool, "a bool")
@@ -149,7 +152,8 @@ class AutoMix(Method):
         channels = feature_channels or self._infer_channels(input_size)
         check_type("mask_fit", mask_fit, bool, "a bool")
         block_kw = {"lam_concat": lam_concat, "upsample": upsample, "mask_fit": mask_fit, **(mix_block_kwargs or {})}
-        self.mix_block = PixelMixBlock(channels, **block_kw)
+        # In the model's dtype, as `method.to(dtype)` would leave it; the block's attention runs in float32.
+        self.mix_block = PixelMixBlock(channels, **block_kw).to(dtype=weight_dtype(model) or torch.float32)
         self.last_mix: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup helpers
@@ -162,7 +166,9 @@ class AutoMix(Method):
             device = first.device if first is not None else torch.device("cpu")
             first_conv = next((m for m in self.model_k.modules() if isinstance(m, nn.Conv2d)), None)
             in_chans = getattr(self.model_k, "in_chans", first_conv.in_channels if first_conv is not None else 3)
-            self.model_k(torch.zeros(2, in_chans, input_size, input_size, device=device))
+            # In the weights' dtype: a bf16 / fp16 model refuses a float32 batch.
+            dtype = weight_dtype(self.model_k) or torch.float32
+            self.model_k(torch.zeros(2, in_chans, input_size, input_size, device=device, dtype=dtype))
             feats = self._tap.pop()
         finally:
             self.model_k.train(was_training)
@@ -181,12 +187,7 @@ class AutoMix(Method):
 
     # ------------------------------------------------------------------ training
     def _targets(self, y: Tensor) -> Tensor:
-        if y.is_floating_point():
-            return y.float()
-        if self.num_classes is None:
-            raise ValueError("num_classes is required when y holds class indices, got num_classes=None")
-        return F.one_hot(y.long(), self.num_classes).float().mul_(1.0 - self.label_smoothing).add_(
-            self.label_smoothing / self.num_classes)
+        return soft_targets(y, self.num_classes, self.label_smoothing)
 
     def _logits(self, model: nn.Module, switch: HeadSwitch | None, x: Tensor, mix_head: bool) -> Tensor:
         if mix_head and switch is not None:
@@ -206,7 +207,14 @@ class AutoMix(Method):
                 part.train()
 
     def compute_losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """The step's loss terms, with their graphs: ``one``, ``mix``, ``mb`` and ``mask``."""
+        """The step's loss terms, with their graphs: ``one``, ``mix``, ``mb`` and ``mask``.
+
+        ``x`` is a float batch [B, C, H, W], ``y`` class ids [B] or float targets [B, C]; anything else
+        raises the mixers' ``TypeError`` / ``ValueError`` (``Method.check_batch``).
+        """
+        self.check_batch(x, y, type(self).__name__, num_classes=self.num_classes,
+                         label_smoothing=self.label_smoothing, spatial_dims=(2,))
+        x = self.cast_input(x)
         self._own_modes()
         n = x.shape[0]
         target = self._targets(y)
@@ -234,10 +242,10 @@ class AutoMix(Method):
         x_bb = torch.lerp(x, x[perm_bb], m_bb.to(x.dtype))
         logits_k = self._logits(self.model_k, self._switch_k, x_mb, mix_head=True)
         self._tap.clear()  # the hook stored features of x_mb; drop them now
-        loss_mb = soft_target_cross_entropy(logits_k, torch.lerp(target[perm_mb], target, lam_mb))
-        loss_one = soft_target_cross_entropy(self.model(x), target)
+        loss_mb = target_loss(self.loss, logits_k, torch.lerp(target[perm_mb], target, lam_mb))
+        loss_one = target_loss(self.loss, self.model(x), target)
         logits_mix = self._logits(self.model, self._switch_q, x_bb, mix_head=True)
-        loss_mix = soft_target_cross_entropy(logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
+        loss_mix = target_loss(self.loss, logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
         # What was mixed this step, for pictures and checks (detached, small).
         self.last_mix = {"x": x.detach(), "x_mb": x_mb.detach(), "mask_mb": m_mb.detach(), "perm_mb": perm_mb,
                          "lam_mb": lam_mb, "x_bb": x_bb.detach(), "mask_bb": m_bb, "perm_bb": perm_bb,
@@ -323,6 +331,7 @@ class AutoMix(Method):
         perm = torch.empty_like(order)
         perm[order] = order.roll(-1)
         perm = perm.to(x.device)
+        x = self.cast_input(x)
         was_training = self.model_k.training
         self.model_k.eval()
         try:

@@ -21,9 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_positive_int, check_range, check_type
-from ..losses import soft_target_bce, soft_target_cross_entropy
+from .._checks import check_batch, check_choice, check_positive_int, check_range, check_targets, check_type
+from ..losses import TARGET_LOSSES, soft_targets, target_loss
 from ..mixers import BaseMixer
+
+
+def weight_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of ``module``'s first floating-point parameter (or buffer); None when it has none."""
+    for t in module.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return next((b.dtype for b in module.buffers() if b.is_floating_point()), None)
 
 
 class Method(nn.Module):
@@ -56,6 +64,29 @@ class Method(nn.Module):
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
+
+    def check_batch(self, x: Any, y: Any, who: str, *, num_classes: int | None = None,
+                    label_smoothing: float = 0.0, spatial_dims: tuple[int, ...] | None = None) -> None:
+        """The input check every ``training_step`` starts with, shared with the mixers.
+
+        ``x`` must be a floating-point batch (``[B, C, *spatial]`` when ``spatial_dims`` is given) and ``y``
+        class ids ``[B]`` in ``[0, num_classes)`` or float targets ``[B, ...]``; see ``automix._checks``.
+
+        Raises:
+            TypeError: ``x`` or ``y`` is not a tensor, ``x`` is not floating point (e.g. uint8 images),
+                ``y`` is bool or complex.
+            ValueError: a shape or batch-size mismatch, or class ids out of range.
+        """
+        check_batch("x", x, who, spatial_dims)
+        check_targets("y", y, x.shape[0], num_classes, label_smoothing)
+
+    def cast_input(self, x: Tensor) -> Tensor:
+        """``x`` in the dtype of the model's weights, so a bf16 / fp16 model trains on a float32 batch.
+
+        A float32 model (under ``torch.autocast`` or not) gets ``x`` unchanged.
+        """
+        dtype = weight_dtype(self.model)
+        return x if dtype is None or x.dtype == dtype else x.to(dtype)
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -109,12 +140,16 @@ class Method(nn.Module):
 class MixerMethod(Method):
     """Any input-space mixer (or none) as a Method: mixed batch -> model -> soft-target loss.
 
+    ``training_step(x, y)`` takes a float batch (cast to the model's weight dtype, so a bf16 model takes
+    float32 batches) and targets as the mixers do; it returns a float32 loss.
+
     Args:
         model: the classifier.
         mixer: a mixer from ``create_mixer``, or ``None`` for vanilla training.
         num_classes: needed when ``y`` holds class indices and no mixer knows it.
-        loss: ``"ce"`` (soft-target cross-entropy) or ``"bce"`` (multi-label).
-        label_smoothing: for vanilla training (mixers carry their own).
+        loss: ``"ce"`` (soft-target cross-entropy) or ``"bce"`` (multi-label: class ids become one-hot rows);
+            the same names and meaning in every Method (``automix.losses.target_loss``).
+        label_smoothing: for vanilla training, on class ids or float [B, C] targets (mixers carry their own).
         total_steps, seed: see ``Method``.
     """
 
@@ -126,24 +161,26 @@ class MixerMethod(Method):
             check_type("mixer", mixer, BaseMixer, "a mixer (automix.create_mixer) or None")
         self.mixer = mixer
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
-        self.loss = check_choice("loss", loss, ("ce", "bce"))
+        self.loss = check_choice("loss", loss, TARGET_LOSSES)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.mixer is not None:
-            out = self.mixer(x, y, self.generator)
+        mixer = self.mixer
+        self.check_batch(x, y, mixer.name if mixer is not None else "vanilla training",
+                         num_classes=self.num_classes or (mixer.num_classes if mixer is not None else None),
+                         label_smoothing=0.0 if mixer is not None else self.label_smoothing,
+                         spatial_dims=mixer.spatial_dims if mixer is not None and mixer.spatial else None)
+        x = self.cast_input(x)
+        if mixer is not None:
+            out = mixer(x, y, self.generator)
             x, target = out.x, out.y
-        elif y.is_floating_point():
-            target = y
+        elif y.is_floating_point() or self.loss == "bce":
+            target = soft_targets(y, self.num_classes, self.label_smoothing)
         else:
             target = None
         logits = self.model(x)
-        if target is None:
-            if self.loss == "bce":
-                raise ValueError("loss='bce' needs float multi-label targets y [B, C], got class indices")
+        if target is None:  # class ids with CE: the fused kernel, same value as the soft-target form
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        elif self.loss == "bce":
-            loss = soft_target_bce(logits, target)
         else:
-            loss = soft_target_cross_entropy(logits, target)
+            loss = target_loss(self.loss, logits, target)
         return loss, {"loss": loss.detach()}

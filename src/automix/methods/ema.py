@@ -8,6 +8,7 @@ Schedule (spec 1.5, ``CosineScheduleHook`` with ``warming_up="constant"``): ``m 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -55,4 +56,17 @@ def ema_update(targets: Iterable[nn.Module], sources: Iterable[nn.Module], momen
             dst.append(t)
             src.append(s.detach())
     if dst:
+        _warn_if_rounded_away(dst[0].dtype, momentum)
         torch._foreach_lerp_(dst, src, 1.0 - momentum)
+
+
+def _warn_if_rounded_away(dtype: torch.dtype, momentum: float) -> None:
+    """Warn when the EMA weights' dtype cannot hold this update: ``w += (1 - m) * (s - w)`` moves a weight by
+    (1 - m) times its gap to the source, a few percent of the weight; below half an ulp (eps / 2 of the weight)
+    the addition rounds to nothing, which for 1 - m < 16 eps is most updates (bf16 at m = 0.999 keeps ~1%)."""
+    if not dtype.is_floating_point or torch.finfo(dtype).bits > 16 or 1.0 - momentum >= 16 * torch.finfo(dtype).eps:
+        return
+    warnings.warn(f"EMA weights in {dtype} cannot follow momentum {momentum}: an update of weight {1.0 - momentum:.2g} "
+                  f"is below the precision of {dtype} (eps {torch.finfo(dtype).eps:.2g}) and rounds away, so the EMA "
+                  f"encoder stays near its first weights. Keep the method in float32 and train under torch.autocast "
+                  f"for 16-bit speed", UserWarning, stacklevel=4)

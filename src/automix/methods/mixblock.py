@@ -117,9 +117,13 @@ class PixelMixBlock(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, z: Tensor, lam: float, perm: Tensor, size: tuple[int, int]) -> Tensor:
-        """Partner-weight mask [N, 1, H, W] (float32) for features ``z`` [N, C, h, w] and image ``size``."""
+        """Partner-weight mask [N, 1, H, W] (float32) for features ``z`` [N, C, h, w] and image ``size``.
+
+        ``z`` may have any float dtype: the convolutions run in the block's own dtype (float32, or bf16 /
+        fp16 when the method was built on or moved to such a model), the attention and sigmoid in float32.
+        """
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return self._forward(z.float(), float(lam), perm, size)
+            return self._forward(z.to(self.query.weight.dtype), float(lam), perm, size)
 
     def _forward(self, z: Tensor, lam: float, perm: Tensor, size: tuple[int, int]) -> Tensor:
         n, _, h, w = z.shape
@@ -130,14 +134,15 @@ class PixelMixBlock(nn.Module):
         if self.lam_concat:
             z_a = torch.cat([z_a, z_a.new_full((n, 1, h, w), lam)], dim=1)
             z_b = torch.cat([z_b, z_b.new_full((n, 1, h, w), 1.0 - lam)], dim=1)
-        v = self.value(z_b).reshape(n, h * w, 1)
+        # From here on float32 (a no-op for a float32 block): a bf16 softmax over hw positions loses the mask.
+        v = self.value(z_b).float().reshape(n, h * w, 1)
         if self.qk_concat:
             pair = torch.cat([z_a, z_b], dim=1)
             q, k = self.query(pair), self.key(pair)
         else:
             q, k = self.query(z_a), self.query(z_b)
-        q = q.reshape(n, self.inter_channels, h * w).transpose(1, 2)  # [N, hw, d]
-        k = k.reshape(n, self.inter_channels, h * w)  # [N, d, hw]
+        q = q.float().reshape(n, self.inter_channels, h * w).transpose(1, 2)  # [N, hw, d]
+        k = k.float().reshape(n, self.inter_channels, h * w)  # [N, d, hw]
         logits = torch.bmm(q, k)
         if self.use_scale:
             logits = logits / self.inter_channels**0.5

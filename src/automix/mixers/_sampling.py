@@ -1,11 +1,16 @@
 """Random draws shared by the mixers: Beta ratios, partner indices and boxes.
 
+Boxes work for any number ``d`` of spatial dims (signals [B, C, T], images, volumes [B, C, D, H, W]): a box
+is a long row of ``2d`` values, (lo, hi) per spatial dim, i.e. ``(y1, y2, x1, x2)`` for images.
+
 Every function takes an explicit ``torch.Generator`` and draws on that generator's device
 (the CPU for the default generator), so a seeded generator reproduces a draw exactly and the
 hot path never reads a value back from an accelerator.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -61,47 +66,57 @@ def rand_int(high: Tensor, generator: torch.Generator) -> Tensor:
     return (u * high).floor().long().clamp_max(high.long() - 1).clamp_min(0)
 
 
-def box_from_lam(lam: Tensor, height: int, width: int, generator: torch.Generator) -> Tensor:
-    """CutMix boxes whose area is about ``1 - lam``, centred uniformly and clipped to the image.
+def box_from_lam(lam: Tensor, size: Sequence[int], generator: torch.Generator) -> Tensor:
+    """CutMix boxes whose volume is about ``1 - lam``, centred uniformly and clipped to the input.
 
-    Returns a long tensor [N, 4] of (y1, y2, x1, x2). Clipping at the border makes the realised
-    area smaller than ``1 - lam``; callers correct lam from the box when asked to.
+    ``size`` is the spatial size: ``(T,)``, ``(H, W)`` or ``(D, H, W)``; each side is ``(1 - lam) ** (1 / d)``
+    of the input's. Returns a long tensor [N, 2d] of (lo, hi) per spatial dim, ``(y1, y2, x1, x2)`` for
+    images. Clipping at the border makes the realised volume smaller than ``1 - lam``; callers correct
+    lam from the box when asked to.
     """
-    sides = torch.tensor([height, width], device=lam.device)
-    cut = (sides * (1.0 - lam).clamp(0, 1).sqrt().unsqueeze(1)).floor().long()  # [n, 2]: (h, w)
-    centre = rand_int(sides.expand(lam.numel(), 2), generator).to(cut.device)
-    return box_around(centre, cut, height, width)
+    dims = len(size)
+    sides = torch.tensor(tuple(size), device=lam.device)
+    share = (1.0 - lam).clamp(0, 1)
+    share = share.sqrt() if dims == 2 else share.pow(1.0 / dims)  # sqrt keeps the image draws bit-identical
+    cut = (sides * share.unsqueeze(1)).floor().long()  # [n, d]
+    centre = rand_int(sides.expand(lam.numel(), dims), generator).to(cut.device)
+    return box_around(centre, cut, size)
 
 
-def box_around(centre: Tensor, cut: Tensor, height: int, width: int) -> Tensor:
-    """Boxes [n, 4] (y1, y2, x1, x2) of sizes ``cut`` [n, 2] centred at ``centre`` [n, 2], clipped."""
+def box_around(centre: Tensor, cut: Tensor, size: Sequence[int]) -> Tensor:
+    """Boxes [n, 2d] (lo, hi per dim) of sides ``cut`` [n, d] centred at ``centre`` [n, d], clipped to ``size``."""
     start = centre - cut // 2
-    limit = torch.tensor([height, width], device=cut.device)
+    limit = torch.tensor(tuple(size), device=cut.device)
     lo = torch.minimum(start.clamp_min(0), limit)
     hi = torch.minimum((start + cut).clamp_min(0), limit)
-    return torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], dim=1)
+    return torch.stack([lo, hi], dim=2).flatten(1)
 
 
-def box_inside(cut_h: Tensor, cut_w: Tensor, height: int, width: int, generator: torch.Generator) -> Tensor:
-    """Boxes of the given sizes placed fully inside the image, every valid origin equally likely.
+def box_inside(cut: Tensor, size: Sequence[int], generator: torch.Generator) -> Tensor:
+    """Boxes of sides ``cut`` [n, d] placed fully inside ``size``, every valid origin equally likely.
 
-    Returns a long tensor [N, 4] of (y1, y2, x1, x2).
+    Returns a long tensor [n, 2d] of (lo, hi) per spatial dim. Origins are drawn one dim at a time (rows,
+    then columns for images).
     """
-    y1 = rand_int(height - cut_h + 1, generator)
-    x1 = rand_int(width - cut_w + 1, generator)
-    return torch.stack([y1, y1 + cut_h, x1, x1 + cut_w], dim=1)
+    lo = torch.stack([rand_int(side - cut[:, i] + 1, generator) for i, side in enumerate(size)], dim=1)
+    return torch.stack([lo, lo + cut.to(lo.device)], dim=2).flatten(1)
 
 
-def box_mask(box: Tensor, height: int, width: int, device: torch.device) -> Tensor:
-    """Boolean masks [N, 1, H, W] that are True inside each (y1, y2, x1, x2) box."""
+def box_mask(box: Tensor, size: Sequence[int], device: torch.device) -> Tensor:
+    """Boolean masks [N, 1, *size] that are True inside each (lo, hi per dim) box."""
     box = box.to(device)
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    in_rows = (rows >= box[:, 0:1]) & (rows < box[:, 1:2])
-    in_cols = (cols >= box[:, 2:3]) & (cols < box[:, 3:4])
-    return (in_rows[:, None, :, None] & in_cols[:, None, None, :])
+    dims = len(size)
+    mask = None
+    for i, side in enumerate(size):
+        pos = torch.arange(side, device=device)
+        inside = (pos >= box[:, 2 * i : 2 * i + 1]) & (pos < box[:, 2 * i + 1 : 2 * i + 2])  # [N, side]
+        shape = [box.shape[0]] + [1] * dims
+        shape[1 + i] = side
+        inside = inside.view(shape)
+        mask = inside if mask is None else mask & inside
+    return mask.unsqueeze(1)
 
 
 def box_area(box: Tensor) -> Tensor:
-    """Area of each (y1, y2, x1, x2) box, as float32."""
-    return ((box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])).float()
+    """Volume of each (lo, hi per dim) box [N, 2d] in elements (area for images), as float32."""
+    return (box[:, 1::2] - box[:, 0::2]).prod(dim=1).float()

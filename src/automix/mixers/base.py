@@ -20,14 +20,17 @@ A mixer turns a batch ``(x, y)`` into a mixed batch in two steps, kept apart on 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
-from .._checks import (check_choice, check_generator, check_positive, check_positive_int, check_range,
-                       check_tensor, check_type)
+from .._checks import (check_batch, check_choice, check_generator, check_positive, check_positive_int,
+                       check_range, check_targets, check_tensor, check_type)
 from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 
 MODES = ("batch", "pair", "elem")
@@ -42,9 +45,11 @@ class MixParams:
         lam: float32 [B] weight of each sample itself (after any correction to the realised area).
         mode: the granularity the draw was made for.
         mixed: False when ``prob`` decided not to mix this batch at all (batch mode).
-        size: the (H, W) the draw was made for, or None for non-spatial mixers.
-        box: long [N, 4] (y1, y2, x1, x2) boxes on the CPU, N = 1 in batch mode, else B.
-        mask: weight of the partner, [N, 1, H, W] float32 or bool, N = 1 in batch mode, else B.
+        size: the spatial size the draw was made for ((H, W) for images, (T,) for signals, (D, H, W) for
+            volumes), or None for non-spatial mixers.
+        box: long [N, 2d] boxes on the CPU, (lo, hi) per spatial dim: (y1, y2, x1, x2) for images;
+            N = 1 in batch mode, else B.
+        mask: weight of the partner, [N, 1, *size] float32 or bool, N = 1 in batch mode, else B.
         extra: mixer-specific values (e.g. the chosen sub-mixer of a switch).
     """
 
@@ -52,7 +57,7 @@ class MixParams:
     lam: Tensor
     mode: str
     mixed: bool = True
-    size: tuple[int, int] | None = None
+    size: tuple[int, ...] | None = None
     box: Tensor | None = None
     mask: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,11 +97,15 @@ class BaseMixer:
         pairing: ``"perm"`` (random permutation, as the reference) or ``"flip"`` (i with B-1-i).
         num_classes: needed when targets are given as class indices.
         label_smoothing: smoothing applied to class targets (indices or [B, C]) before mixing.
-        generator: default generator for the draws; ``None`` uses torch's global generator.
+        generator: default generator for the draws; ``None`` uses torch's global generator. Inside a
+            DataLoader worker (a mixer in ``collate_fn``), each worker re-seeds its copy once from this
+            generator's seed, the worker id and the worker's per-epoch seed, so workers and epochs draw
+            differently and a seeded run repeats exactly; the main process uses it as given.
     """
 
     name: ClassVar[str] = "base"
-    spatial: ClassVar[bool] = True  # needs [B, C, H, W] input
+    spatial: ClassVar[bool] = True  # needs [B, C, *spatial] input
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)  # how many spatial dims it is defined for (2: images)
     hard: ClassVar[bool] = True  # masks are 0/1, so integer segmentation maps can be mixed
 
     def __init__(self, alpha: float = 1.0, *, prob: float = 1.0, mode: str = "batch", pairing: str = "perm",
@@ -109,6 +118,7 @@ class BaseMixer:
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
         self.generator = check_generator("generator", generator)
+        self._worker_key: tuple[int, int, int] | None = None  # the DataLoader worker the generator was seeded for
 
     def __repr__(self) -> str:
         keys = ("alpha", "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
@@ -140,7 +150,7 @@ class BaseMixer:
 
     def _draw(self, x: Tensor, gen: torch.Generator, prob: float) -> MixParams:
         batch = x.shape[0]
-        size = tuple(x.shape[-2:]) if self.spatial else None
+        size = tuple(x.shape[2:]) if self.spatial else None
         index = pair_index(batch, self.pairing, self.mode == "pair", gen)
         if self.mode == "batch":
             mixed = prob >= 1.0 or bool(torch.rand(1, generator=gen, device=gen.device) < prob)
@@ -165,25 +175,28 @@ class BaseMixer:
         check_tensor("t", t)
         if t.shape[0] != params.index.shape[0]:
             raise ValueError(f"t has batch size {t.shape[0]} but params were drawn for {params.index.shape[0]}")
-        if self.spatial:
-            check_spatial_size("t", t.shape[-2:], params)
+        if self.spatial and params.size is not None:
+            check_spatial_size("t", t.shape[max(t.ndim - len(params.size), 0):], params)
         if not params.mixed:
             return t
         return self._apply(t, params)
 
     def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
-        """Mix a segmentation target: an integer map [B, H, W] (hard mixers) or float [B, C, H, W]."""
+        """Mix a segmentation target like ``x`` [B, C, *spatial]: an integer map [B, *spatial] (hard mixers)
+        or a float map [B, K, *spatial]."""
         check_tensor("seg", seg)
-        if seg.shape[0] != x.shape[0] or tuple(seg.shape[-2:]) != tuple(x.shape[-2:]):
-            raise ValueError(f"seg must have shape [B, H, W] or [B, C, H, W] matching x {tuple(x.shape)}, "
+        spatial = tuple(x.shape[2:])
+        if not spatial or seg.shape[0] != x.shape[0] or tuple(seg.shape[seg.ndim - len(spatial):]) != spatial:
+            raise ValueError(f"seg must have shape [B, *spatial] or [B, C, *spatial] matching x {tuple(x.shape)}, "
                              f"got {tuple(seg.shape)}")
         if seg.is_floating_point():
-            return self.apply(seg if seg.ndim == 4 else seg.unsqueeze(1), params).reshape(seg.shape)
+            return self.apply(seg if seg.ndim == x.ndim else seg.unsqueeze(1), params).reshape(seg.shape)
         if not self.hard:
             raise TypeError(f"seg must be a float one-hot/soft map for {self.name}, whose mask is soft; got an "
                             f"integer map of dtype {seg.dtype} (one-hot it first)")
-        if seg.ndim != 3:
-            raise ValueError(f"seg as class indices must be [B, H, W], got shape {tuple(seg.shape)}")
+        if seg.ndim != x.ndim - 1:
+            shape = {1: "[B, T]", 2: "[B, H, W]", 3: "[B, D, H, W]"}.get(len(spatial), "[B, *spatial]")
+            raise ValueError(f"seg as class indices must be {shape}, got shape {tuple(seg.shape)}")
         return self.apply(seg.unsqueeze(1), params).squeeze(1)
 
     def mix_targets(self, y: Tensor, params: MixParams) -> Tensor:
@@ -218,44 +231,46 @@ class BaseMixer:
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: Any) -> None:
-        check_tensor("x", x)
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor (convert uint8 images first), got dtype {x.dtype}")
-        if self.spatial and x.ndim != 4:
-            raise ValueError(f"x must be a [B, C, H, W] batch for {self.name}, got shape {tuple(x.shape)}")
-        if x.ndim < 2 or x.shape[0] < 1:
-            raise ValueError(f"x must be a batch [B, ...] with B >= 1 and at least 2 dims, got shape {tuple(x.shape)}")
+        """``x`` must be a float batch, ``[B, C, *spatial]`` for spatial mixers (``automix._checks.check_batch``)."""
+        check_batch("x", x, self.name, self.spatial_dims if self.spatial else None)
 
     def check_targets(self, y: Any, batch: int) -> None:
-        check_tensor("y", y)
-        if y.ndim == 0 or y.shape[0] != batch:
-            raise ValueError(f"y must have the batch size of x ({batch}) in dim 0, got shape {tuple(y.shape)}")
-        if y.dtype == torch.bool or y.is_complex():
-            raise TypeError(f"y must be class indices (integer) or float targets, got dtype {y.dtype}")
-        if y.is_floating_point():
-            if self.label_smoothing > 0 and y.ndim != 2:
-                raise ValueError(f"label_smoothing applies to class targets [B, C]; y has shape {tuple(y.shape)}")
-            return
-        if y.ndim != 1:
-            raise ValueError(f"y as class indices must have shape [B], got {tuple(y.shape)}")
-        if self.num_classes is None:
-            raise ValueError("num_classes is required when y holds class indices (build the mixer with "
-                             "num_classes=...), got num_classes=None")
-        if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"y holds class ids outside [0, num_classes={self.num_classes}): "
-                             f"min {int(y.min())}, max {int(y.max())}")
+        check_targets("y", y, batch, self.num_classes, self.label_smoothing)
 
     # ------------------------------------------------------------------ for subclasses
     def _generator(self, generator: torch.Generator | None) -> torch.Generator:
         check_generator("generator", generator)
-        return generator or self.generator or torch.default_generator
+        if generator is not None:
+            return generator
+        if self.generator is None:
+            return torch.default_generator  # torch already seeds it per worker and per epoch
+        if get_worker_info() is not None:
+            self._seed_for_worker()
+        return self.generator
+
+    def _seed_for_worker(self) -> None:
+        """Give this DataLoader worker's copy of the mixer its own stream, once per worker process.
+
+        Every worker starts from a copy of the main process's generator, so without this all workers draw
+        the same lambdas, and draw them again every epoch (non-persistent workers are new copies each
+        epoch). The state is derived from the mixer's seed, the worker id and the worker's seed (which torch
+        draws per epoch from the loader's generator), so a seeded run is reproducible. Persistent workers
+        keep their process and so their stream, which advances from epoch to epoch.
+        """
+        info = get_worker_info()
+        key = (os.getpid(), info.id, info.seed)
+        if self._worker_key == key:
+            return
+        text = f"{self.generator.initial_seed()}/{info.id}/{info.seed}".encode()
+        self.generator.manual_seed(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1)
+        self._worker_key = key
 
     def _draw_lam(self, n: int, gen: torch.Generator) -> Tensor:
         return sample_beta(self.alpha, n, gen)
 
     def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
         """Build the draw from partner ``index`` and ``lam`` ([B], or expanded from one value in batch mode)."""
-        return MixParams(index, lam, self.mode, True, tuple(x.shape[-2:]) if self.spatial else None)
+        return MixParams(index, lam, self.mode, True, tuple(x.shape[2:]) if self.spatial else None)
 
     def _finish(self, params: MixParams, active: Tensor | None, device: torch.device) -> MixParams:
         """Share draws inside pairs, blank inactive samples and move tensors to the data's device."""
@@ -270,7 +285,7 @@ class BaseMixer:
             if box is not None:
                 box = box * active.to(box.device).unsqueeze(1)
             if mask is not None:
-                keep = active.to(mask.device).view(-1, 1, 1, 1)
+                keep = active.to(mask.device).view((-1,) + (1,) * (mask.ndim - 1))
                 mask = mask & keep if mask.dtype == torch.bool else mask * keep
         return replace(params, index=index.to(device), lam=lam.to(device=device, dtype=torch.float32),
                        box=None if box is None else box.cpu(),
@@ -308,21 +323,23 @@ def _blend(t: Tensor, index: Tensor, mask: Tensor) -> Tensor:
 
 def _paste_box(t: Tensor, index: Tensor, box: Tensor) -> Tensor:
     """Paste each partner's box region: one slice copy in batch mode, a masked blend otherwise."""
+    dims = box.shape[1] // 2
     if box.shape[0] == 1:
-        y1, y2, x1, x2 = box[0].tolist()
+        bounds = box[0].tolist()
+        region = (Ellipsis,) + tuple(slice(bounds[2 * i], bounds[2 * i + 1]) for i in range(dims))
         out = t.clone()
-        if y2 > y1 and x2 > x1:
-            out[..., y1:y2, x1:x2] = t[..., y1:y2, x1:x2][index]
+        if all(bounds[2 * i + 1] > bounds[2 * i] for i in range(dims)):
+            out[region] = t[region][index]
         return out
-    return _blend(t, index, box_mask(box, t.shape[-2], t.shape[-1], t.device))
+    return _blend(t, index, box_mask(box, t.shape[t.ndim - dims:], t.device))
 
 
 def lam_from_mask(mask: Tensor) -> Tensor:
-    """Weight of the sample itself implied by a partner mask [N, 1, H, W]: ``1 - mean(mask)``."""
-    return 1.0 - mask.float().mean(dim=(1, 2, 3))
+    """Weight of the sample itself implied by a partner mask [N, 1, *spatial]: ``1 - mean(mask)``."""
+    return 1.0 - mask.float().mean(dim=tuple(range(1, mask.ndim)))
 
 
-def check_spatial_size(name: str, size: tuple[int, int], params: MixParams) -> None:
+def check_spatial_size(name: str, size: tuple[int, ...], params: MixParams) -> None:
     if params.size is not None and tuple(size) != tuple(params.size):
         raise ValueError(f"{name} has spatial size {tuple(size)} but params were drawn for {params.size}")
 

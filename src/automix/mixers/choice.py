@@ -1,9 +1,18 @@
-"""Switching between mixers: one mixer per batch, picked with given probabilities.
+"""Switching between mixers, picked with given probabilities: per batch, per pair or per sample.
 
 ``MixChoice`` generalises timm's ``switch_prob``: give it mixers (objects, names, or
-``(name, kwargs)`` pairs) and their probabilities. ``mixup_cutmix`` builds exactly timm's
+``(name, kwargs)`` pairs) and their probabilities. As in timm, the choice has the granularity of
+``mode``: one mixer for the whole batch in batch mode, one per symmetric pair in pair mode and one
+per sample in elem mode (each sample then gets its own mixer, lambda and box or mask).
+``mixup_cutmix`` builds exactly timm's
 ``Mixup(mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, label_smoothing)``
 semantics on top of it, which is what the trainer's ``--mixup/--cutmix`` flags create.
+
+In pair / elem mode every candidate mixer draws for the whole batch and samples it did not get are
+left unmixed by it. When every candidate is a plain blend (mixup, boxes, masks) their partner weights
+are merged per sample into one map and blended once (mixup_cutmix costs about one elem-mode CutMix);
+otherwise (resizemix) each candidate mixes the batch and each sample is taken from its own mixer's
+output. No Python loop over samples either way.
 """
 
 from __future__ import annotations
@@ -15,20 +24,28 @@ import torch
 from torch import Tensor
 
 from .._checks import check_number, check_range
-from .base import BaseMixer, MixParams
+from ._sampling import box_mask, pair_index, pair_leader
+from .base import BaseMixer, MixParams, _blend
 from .registry import create_mixer, register_mixer
 
 
 @register_mixer("mix_choice")
 class MixChoice(BaseMixer):
-    """Pick one of several mixers for each batch.
+    """Pick one of several mixers for each batch (batch mode), each pair (pair mode) or each sample (elem mode).
 
     Args:
         mixers: mixer objects, registered names, or ``(name, kwargs)`` pairs. Names inherit this
-            switch's ``mode``, ``pairing``, ``num_classes`` and ``label_smoothing``.
+            switch's ``mode``, ``pairing``, ``num_classes`` and ``label_smoothing``; in pair and elem
+            mode, mixer objects must have the switch's ``mode``.
         probs: relative probabilities of the mixers (default uniform); normalised to sum to 1.
         prob: chance that the batch (or sample / pair) is mixed at all, applied once, here.
         **kwargs: ``mode``, ``pairing``, ``num_classes``, ``label_smoothing``, ``generator``.
+
+    ``params.extra["choice"]`` is the index of the chosen mixer: an int in batch mode, a long tensor [B]
+    in pair and elem modes (``extra["parts"]`` then holds each mixer's own draw).
+
+    Raises:
+        ValueError: empty ``mixers``, bad ``probs``, or (pair / elem mode) a mixer object whose mode differs.
 
     Example:
         >>> import torch
@@ -52,6 +69,12 @@ class MixChoice(BaseMixer):
         shared = {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
                   "label_smoothing": self.label_smoothing}
         self.mixers = [self._build(m, shared) for m in mixers]
+        if self.mode != "batch":
+            for i, m in enumerate(self.mixers):
+                if m.mode != self.mode:
+                    raise ValueError(f"mixers[{i}] has mode {m.mode!r} but the switch has mode {self.mode!r}; a "
+                                     f"per-{'pair' if self.mode == 'pair' else 'sample'} choice needs mixers "
+                                     f"drawing per {'pair' if self.mode == 'pair' else 'sample'} too")
         if self.num_classes is None:
             # Mixer objects built elsewhere may carry num_classes; the switch builds the targets.
             known = {m.num_classes for m in self.mixers} - {None}
@@ -65,6 +88,9 @@ class MixChoice(BaseMixer):
             raise ValueError(f"probs must be >= 0 with a positive sum, got {list(probs)!r}")
         self.probs = torch.tensor(weights, dtype=torch.float32) / sum(weights)
         self.spatial = any(m.spatial for m in self.mixers)
+        # Shapes every spatial candidate takes (mixup takes any): what the switch accepts.
+        dims = [set(m.spatial_dims) for m in self.mixers if m.spatial]
+        self.spatial_dims = tuple(sorted(set.intersection(*dims))) if dims else ()
         self.hard = all(m.hard for m in self.mixers)
 
     @staticmethod
@@ -83,34 +109,101 @@ class MixChoice(BaseMixer):
                 f"num_classes={self.num_classes})")
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> MixParams:
+        self.check_input(x)
         gen = self._generator(generator)
+        if self.mode != "batch":
+            return self._draw_per_sample(x, gen)
         choice = int(torch.multinomial(self.probs.to(gen.device), 1, generator=gen))
         chosen = self.mixers[choice]
-        chosen.check_input(x)
         # The switch's own prob gates mixing; the chosen mixer keeps its own prob too (1 by default).
         params = chosen._draw(x, gen, chosen.prob * self.prob)
         params.extra["choice"] = choice
         return params
+
+    def _draw_per_sample(self, x: Tensor, gen: torch.Generator) -> MixParams:
+        """timm's pair / elem switch: a mixer, a lambda and the mix-or-not coin for every sample (or pair)."""
+        batch, dev = x.shape[0], gen.device
+        index = pair_index(batch, self.pairing, self.mode == "pair", gen)
+        choice = torch.multinomial(self.probs.to(dev), batch, replacement=True, generator=gen)
+        prob = torch.tensor([m.prob * self.prob for m in self.mixers], device=dev)
+        active = torch.rand(batch, generator=gen, device=dev) < prob[choice]
+        leader = pair_leader(index) if self.mode == "pair" else None
+        if leader is not None:
+            choice, active = choice[leader], active[leader]
+        parts = []
+        for k, mixer in enumerate(self.mixers):
+            lam = mixer._draw_lam(batch, gen)
+            if leader is not None:
+                lam = lam[leader]
+            # Samples that did not get mixer k are inactive for it: lam 1, empty box, zero mask.
+            mine = active & (choice == k)
+            lam = torch.where(mine, lam, torch.ones_like(lam))
+            parts.append(mixer._finish(mixer._sample(x, index, lam, gen), mine, x.device))
+        choice = choice.to(x.device)
+        lam = torch.stack([p.lam for p in parts]).gather(0, choice.unsqueeze(0)).squeeze(0)
+        size = tuple(x.shape[2:]) if self.spatial else None
+        return MixParams(index.to(x.device), lam, self.mode, True, size, extra={"choice": choice, "parts": parts})
 
     def check_input(self, x: Any) -> None:
         for mixer in self.mixers:
             mixer.check_input(x)
 
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
-        return self.mixers[params.extra["choice"]]._apply(t, params)
+        choice = params.extra["choice"]
+        if isinstance(choice, int):
+            return self.mixers[choice]._apply(t, params)
+        choice = choice.to(t.device).view((-1,) + (1,) * (t.ndim - 1))
+        parts = params.extra["parts"]
+        if self.spatial and all(type(m)._apply is BaseMixer._apply for m in self.mixers):
+            # Plain blends (mixup, boxes, masks): one partner-weight map and one blend, so the cost is one
+            # output tensor as for a single mixer, not one per candidate.
+            weight = None
+            for k, part in enumerate(parts):
+                w = _partner_weight(part, tuple(t.shape[2:]), t.device)
+                weight = w if weight is None else torch.where(choice == k, w, weight)
+            return _blend(t, params.index.to(t.device), weight)
+        # Each mixer leaves the samples it did not get unchanged; keep every sample from its own mixer.
+        out = None
+        for k, (mixer, part) in enumerate(zip(self.mixers, parts)):
+            mixed = mixer._apply(t, part)
+            out = mixed if out is None else torch.where(choice == k, mixed, out)
+        if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
 
     def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
-        return self.mixers[params.extra["choice"]].apply_seg(seg, params, x)
+        choice = params.extra["choice"]
+        if isinstance(choice, int):
+            return self.mixers[choice].apply_seg(seg, params, x)
+        return super().apply_seg(seg, params, x)
+
+
+def _partner_weight(part: MixParams, spatial: tuple[int, ...], device: torch.device) -> Tensor:
+    """The partner's weight in a plain-blend draw: [B, 1, *spatial] for a box or mask, [B, 1, 1, ...] for a lam."""
+    if part.box is not None:
+        return box_mask(part.box, spatial, device)
+    if part.mask is not None:
+        return part.mask.to(device)
+    return (1.0 - part.lam.to(device)).view((-1,) + (1,) * (len(spatial) + 1))
 
 
 @register_mixer("mixup_cutmix")
 def mixup_cutmix(mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_minmax: tuple[float, float] | None = None,
                  prob: float = 1.0, switch_prob: float = 0.5, correct_lam: bool = True, **kwargs) -> BaseMixer:
-    """timm's ``Mixup`` options as one mixer: mixup, cutmix, or a per-batch switch between them.
+    """timm's ``Mixup`` options as one mixer: mixup, cutmix, or a switch between them.
 
     CutMix is active when ``cutmix_alpha > 0`` or ``cutmix_minmax`` is set, mixup when
-    ``mixup_alpha > 0``; with both, CutMix is chosen with probability ``switch_prob``. Unlike timm,
+    ``mixup_alpha > 0``; with both, CutMix is chosen with probability ``switch_prob``, as timm does:
+    once per batch in batch mode, per pair in pair mode and per sample in elem mode. Unlike timm,
     ``label_smoothing`` defaults to 0 (keep smoothing a visible choice) and odd batches work.
+
+    Example:
+        >>> import torch
+        >>> from automix import create_mixer
+        >>> mixer = create_mixer("mixup_cutmix", mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=0.5, mode="elem")
+        >>> out = mixer(torch.rand(64, 3, 16, 16), torch.rand(64, 4), torch.Generator().manual_seed(0))
+        >>> sorted(set(out.params.extra["choice"].tolist()))  # per sample: 0 = mixup, 1 = cutmix
+        [0, 1]
     """
     mixup_alpha = check_range("mixup_alpha", mixup_alpha, 0.0, float("inf"))
     cutmix_alpha = check_range("cutmix_alpha", cutmix_alpha, 0.0, float("inf"))

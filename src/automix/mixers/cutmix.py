@@ -6,9 +6,15 @@ over the image and the box clipped at the border (the paper's sampling), or from
 placed fully inside the image with every valid origin equally likely. With ``correct_lam=True``
 (default, and forced with ``cutmix_minmax``) lam is recomputed from the realised box area, so the
 targets match the pixels; switch it off to keep the sampled lam (timm#8 found that better on CUB).
+
+A box is defined in any number of dims, so signals ``[B, C, T]`` get an interval and volumes
+``[B, C, D, H, W]`` a cuboid, each side ``(1 - lam) ** (1 / d)`` of the input's (the square root for
+images), with lam corrected from the realised length or volume the same way.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -23,9 +29,12 @@ from .registry import register_mixer
 class CutMix(BaseMixer):
     """Box-pasting mixer.
 
+    Takes ``x`` as signals ``[B, C, T]``, images ``[B, C, H, W]`` or volumes ``[B, C, D, H, W]``; other
+    shapes raise ``ValueError`` naming ``x`` and its shape.
+
     Args:
         alpha: Beta concentration of lam (ignored when ``cutmix_minmax`` is given).
-        cutmix_minmax: optional (lo, hi) fractions of the image side for the box sides.
+        cutmix_minmax: optional (lo, hi) fractions of the input's side for every box side.
         correct_lam: recompute lam from the clipped box area (always on with ``cutmix_minmax``).
         **kwargs: see ``BaseMixer`` (prob, mode, pairing, num_classes, label_smoothing, generator).
 
@@ -39,9 +48,14 @@ class CutMix(BaseMixer):
         >>> y1, y2, x1, x2 = out.params.box[0].tolist()
         >>> bool(out.lam[0] == 1 - (y2 - y1) * (x2 - x1) / 256)
         True
+        >>> out = mixer(torch.rand(4, 2, 100), torch.rand(4, 5))  # a signal: the box is an interval
+        >>> t1, t2 = out.params.box[0].tolist()
+        >>> bool(out.lam[0] == 1 - (t2 - t1) / 100)
+        True
     """
 
     name = "cutmix"
+    spatial_dims = (1, 2, 3)
 
     def __init__(self, alpha: float = 1.0, *, cutmix_minmax: tuple[float, float] | None = None,
                  correct_lam: bool = True, **kwargs) -> None:
@@ -54,35 +68,35 @@ class CutMix(BaseMixer):
         return ("cutmix_minmax", "correct_lam")
 
     def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
-        height, width = x.shape[-2:]
+        size = tuple(x.shape[2:])
         n = 1 if self.mode == "batch" else x.shape[0]
         draw = lam[:n]
         if self.cutmix_minmax is None and n == 1:
-            box = _one_box(float(draw[0]), height, width, gen)  # plain floats: a few us, not ~20 tensor ops
+            box = _one_box(float(draw[0]), size, gen)  # plain floats: a few us, not ~20 tensor ops
         elif self.cutmix_minmax is None:
-            box = box_from_lam(draw, height, width, gen)
+            box = box_from_lam(draw, size, gen)
         else:
             lo, hi = self.cutmix_minmax
-            cut_h = _uniform_side(n, height, lo, hi, gen)
-            cut_w = _uniform_side(n, width, lo, hi, gen)
+            cut = torch.stack([_uniform_side(n, side, lo, hi, gen) for side in size], dim=1)
             # An inactive sample (lam == 1, elem/pair modes) gets an empty box.
-            cut_h = torch.where(draw.to(cut_h.device) < 1, cut_h, 0)
-            box = box_inside(cut_h, cut_w, height, width, gen)
+            cut[:, 0] = torch.where(draw.to(cut.device) < 1, cut[:, 0], 0)
+            box = box_inside(cut, size, gen)
         if self.correct_lam:
-            draw = 1.0 - box_area(box) / float(height * width)
-        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
-                         (height, width), box=box)
+            draw = 1.0 - box_area(box) / float(math.prod(size))
+        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True, size, box=box)
 
 
-def _one_box(lam: float, height: int, width: int, gen: torch.Generator) -> Tensor:
+def _one_box(lam: float, size: tuple[int, ...], gen: torch.Generator) -> Tensor:
     """The batch-mode box: same draws and rule as ``box_from_lam`` for one lam, in Python floats."""
-    cut = max(0.0, min(1.0, 1.0 - lam)) ** 0.5
-    cut_h, cut_w = int(height * cut), int(width * cut)
-    u = torch.rand(2, generator=gen, device=gen.device).tolist()
-    cy, cx = min(int(u[0] * height), height - 1), min(int(u[1] * width), width - 1)
-    y1, x1 = cy - cut_h // 2, cx - cut_w // 2
-    clip = lambda v, hi: min(max(v, 0), hi)  # noqa: E731
-    return torch.tensor([[clip(y1, height), clip(y1 + cut_h, height), clip(x1, width), clip(x1 + cut_w, width)]])
+    share = max(0.0, min(1.0, 1.0 - lam))
+    cut = share ** 0.5 if len(size) == 2 else share ** (1.0 / len(size))
+    u = torch.rand(len(size), generator=gen, device=gen.device).tolist()
+    bounds = []
+    for side, ui in zip(size, u):
+        length = int(side * cut)
+        start = min(int(ui * side), side - 1) - length // 2
+        bounds += [min(max(start, 0), side), min(max(start + length, 0), side)]
+    return torch.tensor([bounds])
 
 
 def _uniform_side(n: int, side: int, lo: float, hi: float, gen: torch.Generator) -> Tensor:

@@ -4,9 +4,13 @@ A random complex spectrum with power falling off as ``1 / f ** decay_power`` is 
 grey-level image by an inverse FFT; the ``(1 - lam) * H * W`` highest pixels come from the partner.
 ``max_soft > 0`` softens the border into a linear ramp over that fraction of the pixels. lam is
 recomputed from the realised mask when ``correct_lam`` is on (default), so targets match pixels.
+As in the FMix paper's code, the same noise is drawn in 1, 2 or 3 dims, so signals ``[B, C, T]`` and
+volumes ``[B, C, D, H, W]`` get masks of the same kind as images.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -20,6 +24,9 @@ from .registry import register_mixer
 @register_mixer("fmix")
 class FMix(BaseMixer):
     """Fourier-noise mask mixer.
+
+    Takes ``x`` as signals ``[B, C, T]``, images ``[B, C, H, W]`` or volumes ``[B, C, D, H, W]``; other
+    shapes raise ``ValueError`` naming ``x`` and its shape.
 
     Args:
         alpha: Beta concentration of lam.
@@ -35,9 +42,13 @@ class FMix(BaseMixer):
         >>> out = create_mixer("fmix", alpha=1.0)(torch.rand(2, 3, 32, 32), torch.rand(2, 4))
         >>> bool(torch.allclose(out.lam, 1 - out.params.mask.float().mean((1, 2, 3)).expand(2)))
         True
+        >>> out = create_mixer("fmix", alpha=1.0)(torch.rand(2, 1, 8, 8, 8), torch.rand(2, 4))  # a volume
+        >>> out.params.mask.shape
+        torch.Size([1, 1, 8, 8, 8])
     """
 
     name = "fmix"
+    spatial_dims = (1, 2, 3)
 
     def __init__(self, alpha: float = 1.0, *, decay_power: float = 3.0, max_soft: float = 0.0,
                  reformulate: bool = False, correct_lam: bool = True, **kwargs) -> None:
@@ -59,37 +70,42 @@ class FMix(BaseMixer):
         return sample_beta(self.alpha, n, gen)
 
     def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
-        height, width = x.shape[-2:]
+        size = tuple(x.shape[2:])
         n = 1 if self.mode == "batch" else x.shape[0]
-        noise = fourier_noise(n, height, width, self.decay_power, gen)
+        noise = fourier_noise(n, size, self.decay_power, gen)
         mask = threshold_mask(noise, lam[:n], self.max_soft)
         draw = lam_from_mask(mask) if self.correct_lam else lam[:n].float()
-        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
-                         (height, width), mask=mask)
+        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True, size, mask=mask)
 
 
-def fourier_noise(n: int, height: int, width: int, decay_power: float, gen: torch.Generator) -> Tensor:
-    """``n`` low-frequency noise images [n, H, W] with spectrum amplitude ``1 / f ** decay_power``."""
-    device = gen.device
-    fy = torch.fft.fftfreq(height, device=device)[:, None]
-    fx = torch.fft.rfftfreq(width, device=device)[None, :]
-    freq = (fy ** 2 + fx ** 2).sqrt().clamp_min(1.0 / max(height, width))
+def fourier_noise(n: int, size: Sequence[int], decay_power: float, gen: torch.Generator) -> Tensor:
+    """``n`` low-frequency noise maps [n, *size] (size (T,), (H, W) or (D, H, W)), spectrum amplitude
+    ``1 / f ** decay_power``."""
+    device, dims = gen.device, len(size)
+    # Full frequencies on every axis but the last, which the real inverse FFT halves.
+    axes = [torch.fft.fftfreq(side, device=device) for side in size[:-1]]
+    axes.append(torch.fft.rfftfreq(size[-1], device=device))
+    squared = None
+    for i, f in enumerate(axes):
+        f = f.view([-1 if j == i else 1 for j in range(dims)]) ** 2
+        squared = f if squared is None else squared + f
+    freq = squared.sqrt().clamp_min(1.0 / max(size))
     scale = freq.pow(-decay_power)
-    spectrum = torch.randn((n, 2) + scale.shape, generator=gen, device=device) * scale
-    return torch.fft.irfft2(torch.complex(spectrum[:, 0], spectrum[:, 1]), s=(height, width))
+    spectrum = torch.randn((n, 2) + tuple(scale.shape), generator=gen, device=device) * scale
+    return torch.fft.irfftn(torch.complex(spectrum[:, 0], spectrum[:, 1]), s=tuple(size), dim=tuple(range(-dims, 0)))
 
 
 def threshold_mask(noise: Tensor, lam: Tensor, max_soft: float) -> Tensor:
-    """Partner mask [n, 1, H, W]: the ``(1 - lam)`` share of highest-noise pixels, ramped if soft."""
-    n, height, width = noise.shape
-    pixels = height * width
+    """Partner mask [n, 1, *size]: the ``(1 - lam)`` share of highest-noise elements, ramped if soft."""
+    n, size = noise.shape[0], tuple(noise.shape[1:])
+    pixels = noise[0].numel()
     flat = noise.reshape(n, pixels)
     count = ((1.0 - lam.to(noise.device)) * pixels).round()[:, None]
     if max_soft == 0:
         # The count-th largest value of each map is its threshold: one sort, no ranks needed.
         top = flat.sort(dim=1, descending=True).values
         threshold = top.gather(1, (count.long() - 1).clamp(0, pixels - 1))
-        return ((flat >= threshold) & (count > 0)).reshape(n, 1, height, width)
+        return ((flat >= threshold) & (count > 0)).reshape((n, 1) + size)
     order = flat.argsort(dim=1, descending=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(pixels, device=noise.device).expand(n, pixels))
@@ -97,5 +113,4 @@ def threshold_mask(noise: Tensor, lam: Tensor, max_soft: float) -> Tensor:
     share = torch.minimum(lam, 1.0 - lam).to(noise.device).clamp_max(max_soft)
     soft = (share * pixels).floor()[:, None].clamp_min(1.0)
     mask = ((count + soft - 0.5 - rank) / (2 * soft)).clamp(0, 1)
-    return mask.reshape(n, 1, height, width).float()
-
+    return mask.reshape((n, 1) + size).float()

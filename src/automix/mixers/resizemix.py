@@ -56,7 +56,7 @@ class ResizeMix(BaseMixer):
         cut_w = (tau * width).round().long().clamp(1, width)
         # Inactive samples (lam == 1 in elem / pair modes) get an empty box.
         active = (lam[:n] < 1).to(cut_h.device)
-        box = box_inside(cut_h * active, cut_w * active, height, width, gen)
+        box = box_inside(torch.stack([cut_h, cut_w], dim=1) * active.unsqueeze(1), (height, width), gen)
         draw = 1.0 - box_area(box) / float(height * width)
         return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
                          (height, width), box=box)
@@ -87,7 +87,7 @@ class ResizeMix(BaseMixer):
         grid = F.affine_grid(theta, (t.shape[0], 1, height, width), align_corners=False)
         grid = grid.to(src.dtype) if src.dtype in (torch.float16, torch.bfloat16, torch.float64) else grid
         warped = F.grid_sample(src[index], grid, mode=mode, align_corners=False).to(t.dtype)
-        out = torch.where(box_mask(params.box, height, width, t.device), warped, t)
+        out = torch.where(box_mask(params.box, (height, width), t.device), warped, t)
         if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
             out = out.contiguous(memory_format=torch.channels_last)
         return out

@@ -74,7 +74,7 @@ class SaliencyMix(BaseMixer):
         draw = lam[:n].to(gen.device)
         sides = torch.tensor([height, width], device=draw.device)
         cut = (sides * (1.0 - draw).clamp(0, 1).sqrt().unsqueeze(1)).floor().long()
-        box = box_around(torch.stack([cy, cx], dim=1), cut, height, width)
+        box = box_around(torch.stack([cy, cx], dim=1), cut, (height, width))
         if self.correct_lam:
             draw = 1.0 - box_area(box) / float(height * width)
         return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
