@@ -44,11 +44,14 @@ def step(method, opt, x, y):
 
 @pytest.mark.parametrize("cls", METHODS)
 def test_shapes_and_initial_mask_is_half(cls):
-    method = make(cls)
+    method = make(cls, reference=True)
     x, y = batch()
     preview = method.mix_preview(x, lam=0.5)
     assert preview["mask"].shape == (8, 1, 32, 32) and preview["mask"].dtype == torch.float32
     assert (preview["mask"] - 0.5).abs().max() < 0.02, "Normal(0, 0.01) init gives masks of about 0.5"
+    fitted = make(cls).mix_preview(x, lam=0.3)["mask"]  # the default: fan-in init, the mean fitted to 1 - lam
+    assert torch.allclose(fitted.flatten(1).mean(1), torch.full((8,), 0.7), atol=1e-4)
+    assert fitted.flatten(1).std(1).mean() > 0.02, "fan-in init: masks vary in space from the first step"
     loss, logs = method.training_step(x, y)
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert method.last_mix["x_mb"].shape == x.shape and method.last_mix["x_bb"].shape == x.shape

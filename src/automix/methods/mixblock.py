@@ -77,12 +77,15 @@ class PixelMixBlock(nn.Module):
         upsample: ``"nearest"`` (AutoMix) or ``"bilinear"`` (SAMix).
         mask_fit: shift each sample's logits so its mask mean is exactly ``1 - lam`` (``fit_mask_mean``);
             ``False`` is the reference's free mask.
+        init_std: std of the convolutions' Normal init: 0.01 (the reference's: the attention starts
+            uniform, every mask is flat) or ``None`` for ``1 / sqrt(fan_in)`` (attention logits of order 1,
+            masks that vary in space from the first step).
     """
 
     def __init__(self, in_channels: int, *, reduction: int = 2, use_scale: bool = True, lam_concat: bool = False,
                  lam_mul: bool = False, lam_mul_k: float = -1.0, qk_concat: bool = False, value_neck: str = "conv",
                  value_dropout: float = 0.0, upsample: str = "nearest", mask_fit: bool = False,
-                 init_std: float = 0.01) -> None:
+                 init_std: float | None = 0.01) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("reduction", reduction)
@@ -103,13 +106,14 @@ class PixelMixBlock(nn.Module):
         self.query = nn.Conv2d(qk_in, self.inter_channels, 1)
         self.key = nn.Conv2d(qk_in, self.inter_channels, 1) if qk_concat else None
         self.value = nn.Conv2d(c, 1, 1) if value_neck == "conv" else ConvNeck(c, value_dropout)
-        self.init_std = float(init_std)
+        self.init_std = None if init_std is None else check_range("init_std", init_std, 0.0, float("inf"))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, self.init_std)
+                fan_in = m.weight[0].numel()
+                nn.init.normal_(m.weight, 0.0, fan_in**-0.5 if self.init_std is None else self.init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
