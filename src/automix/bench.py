@@ -160,6 +160,10 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
             if (out / "last.pt").is_file():
                 cmd += ["--resume", "auto"]
+            elif (out / "summary.csv").is_file() and not dry_run:
+                # Killed between its first summary row and its first checkpoint: nothing can continue it,
+                # and train refuses a dir holding results, so the cell starts over without the stale rows.
+                (out / "summary.csv").unlink()
             print(f"bench: {method} seed {seed}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
             if dry_run:  # list only: no run directory, no report
                 continue

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._paths import make_dir, make_parent
+
 
 def _cmd_train(ns: argparse.Namespace) -> int:
     from .train import fit
@@ -35,7 +37,7 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     results = evaluate_checkpoint(ns.checkpoint, ns.split, ns.data_dir, ns.device, ns.batch_size)
     text = json.dumps({k: v for k, v in results.items() if k != "config"}, indent=2)
     if ns.output:
-        Path(ns.output).write_text(json.dumps(results, indent=2) + "\n")
+        make_parent(ns.output, "--output").write_text(json.dumps(results, indent=2) + "\n")
     print(text)
     return 0
 
@@ -63,7 +65,7 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     source = getattr(method, "mixer", method)
     if source is None:
         raise ValueError("method: vanilla training mixes nothing to show; pick a mixing method")
-    path = viz.save_mix_grid(ns.image, source, x, y, n=ns.n, mean=data.mean, std=data.std)
+    path = viz.save_mix_grid(make_parent(ns.image, "--image"), source, x, y, n=ns.n, mean=data.mean, std=data.std)
     print(path)
     return 0
 
@@ -71,7 +73,7 @@ def _cmd_show(ns: argparse.Namespace) -> int:
 def _cmd_plot(ns: argparse.Namespace) -> int:
     from .plot import plot_runs
 
-    print(plot_runs(ns.runs, ns.output, metrics=ns.metrics))
+    print(plot_runs(ns.runs, make_parent(ns.output, "--output"), metrics=ns.metrics))
     return 0
 
 
@@ -80,12 +82,14 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 
     proto = bench.load_protocol(ns.protocol)
     root = Path(ns.root)
+    if not ns.report_only and not ns.dry_run:
+        make_dir(root, "--root")
     if not ns.report_only:
         bench.run_grid(proto, root, ns.methods, ns.seeds, dry_run=ns.dry_run)
     if ns.dry_run:
         return 0
     rows = bench.collect(proto, root)
-    report = Path(ns.report)
+    report = make_parent(ns.report, "--report")
     plot_path = report.parent / f"{proto.section}-cost.png"
     bench.plot_cost(rows, plot_path)
     command = f"automix bench {ns.protocol} --root {ns.root}"
@@ -163,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, FloatingPointError, RuntimeError) as exc:
-        print(f"automix {ns.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError, RuntimeError) as exc:
+        print(f"automix {ns.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:  # "[Errno 13] ..." from the OS: say what and where
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

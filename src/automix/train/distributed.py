@@ -40,6 +40,11 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun sets it (0 without torchrun), before any process group exists."""
+    return _env_int("RANK", 0)
+
+
 def setup(device: str | None = None, timeout_s: float = 600.0, sync_bn: bool = False) -> tuple[DistInfo, torch.device]:
     """Read the torchrun environment, pick the device, and join the process group if there is one.
 

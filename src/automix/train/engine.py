@@ -28,6 +28,7 @@ from .build import ModelEma, build_method, build_model, build_optimizer, build_s
 from .config import Config, to_yaml
 from .logger import RunLogger
 from .loader import TrainBatches, eval_batches
+from .rundir import claim
 from .setup import load_data, resume_state, seed_everything
 
 _NUMBER = re.compile(r"\d+(\.\d+)?(e-?\d+)?")  # a warning's numbers, ignored when telling warnings apart
@@ -236,8 +237,12 @@ class Run:
 
 def fit(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns the final metrics (also written to metrics.json)."""
-    run = Run(cfg)
+    # Claimed before the process group is joined: a refused run dir fails at once, and torchrun then
+    # stops the other ranks instead of leaving them waiting for rank 0.
+    lock = claim(cfg, rank=dist_util.env_rank())
+    run = None
     try:
+        run = Run(cfg)
         if cfg.resume:
             run.restore(str(run.out / "last.pt") if cfg.resume == "auto" else cfg.resume)
         run.logger.start(to_yaml(cfg), run)
@@ -262,5 +267,7 @@ def fit(cfg: Config) -> dict[str, Any]:
         dist_util.barrier()  # the ranks leave together: a gloo rank torn down while rank 0 still writes can abort
         return result
     finally:
-        run.logger.close()
+        if run is not None:
+            run.logger.close()
         dist_util.cleanup()
+        lock.release()

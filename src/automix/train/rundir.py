@@ -1,0 +1,102 @@
+"""One run per run dir: create it, refuse one that holds another run, and lock it while a run writes there.
+
+Two runs writing into one ``--output`` (at once, or a rerun without ``--resume``) would interleave
+``summary.csv`` rows and overwrite each other's checkpoints. ``claim(cfg)``:
+
+* creates the run dir (an error naming ``output`` when it cannot be created or written);
+* takes an OS lock (``fcntl.flock`` on ``.automix.lock``) held until ``release()`` or the process
+  ends: the kernel drops it on any exit, ``kill -9`` included, so a dead run never blocks a resume;
+* refuses a dir that already holds a run's results unless this run continues that run
+  (``--resume auto``, or ``--resume`` naming a checkpoint inside the dir).
+
+Files that are not a run's results (``bench.yaml`` and ``train.log`` written by ``automix bench``, a
+lone ``args.yaml`` of a run killed before its first checkpoint) do not count: nothing would be lost.
+Only rank 0 writes under DDP, so only rank 0 claims.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._paths import make_dir
+from .config import Config
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; the run-dir check still applies
+    fcntl = None
+
+LOCK_NAME = ".automix.lock"
+RESULTS = ("last.pt", "best.pt", "summary.csv", "metrics.json")
+
+
+def results_in(out: Path) -> list[str]:
+    """The names of a run's results found in ``out``."""
+    return [name for name in RESULTS if (out / name).exists()]
+
+
+def _continues(out: Path, resume: str | None) -> bool:
+    if resume is None:
+        return False
+    if resume == "auto":
+        return True
+    try:
+        return Path(resume).resolve().parent == out.resolve() or Path(resume).resolve() == out.resolve()
+    except OSError:
+        return False
+
+
+class RunLock:
+    """An exclusive lock on a run dir; ``release()`` is idempotent."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.fd = out, None
+        if fcntl is None:
+            return
+        path = out / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ValueError(f"output: cannot write in the run dir {str(out)!r}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ValueError(f"output: {str(out)!r} is in use by another automix run (pid {holder}); wait for it to "
+                             "finish or pick a new --output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder in the message above
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
+
+
+def claim(cfg: Config, rank: int = 0) -> RunLock | _NoLock:
+    """Create and lock ``cfg.output`` for this run (rank 0 only); errors name the flag and the dir."""
+    if rank != 0:
+        return _NoLock()
+    out = make_dir(cfg.output, "output")
+    lock = RunLock(out)  # before the check: of two runs starting at once, exactly one gets past here
+    try:
+        found = results_in(out)
+        if found and not _continues(out, cfg.resume):
+            raise ValueError(f"output: {str(out)!r} already holds a run ({', '.join(found)}); continue it with "
+                             "--resume auto, or pick a new --output")
+        if cfg.resume == "auto" and not (out / "last.pt").is_file():
+            raise ValueError(f"resume: 'auto' continues {str(out / 'last.pt')!r}, which does not exist; "
+                             "drop --resume to start a new run there")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
