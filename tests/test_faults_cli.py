@@ -157,3 +157,152 @@ def test_other_outputs_that_cannot_be_created_are_one_line(tmp_path, capsys):
         assert main([cmd, *args]) == 2, cmd
         line = one_error_line(capsys.readouterr().err, cmd)
         assert "is a file, not a folder" in line and ("--output" in line or "--root" in line), line
+
+
+# ---------------------------------------------------------------- 8: Ctrl-C and SIGTERM stop cleanly
+
+STOP_RUN = ["--subset", "480", "--epochs", "2", "--seed", "1"]  # 30 steps per epoch
+SIGNAL_AT_STEP = """
+import os, signal, automix.train.engine as E
+calls = {{"n": 0}}
+real = E.Run.train_step
+def step(self, x, y):
+    calls["n"] += 1
+    if calls["n"] == {call} and self.info.rank == {rank}:
+        os.kill(os.getpid(), signal.{sig})  # a real signal, arriving while this step runs
+    return real(self, x, y)
+E.Run.train_step = step
+"""
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def summary_rows(run: Path) -> list[list[str]]:
+    keys = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_loss", "lr", "skipped_steps"]
+    with (run / "summary.csv").open() as f:
+        return [[r[k] for k in keys] for r in csv.DictReader(f)]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa = torch.load(a / "last.pt", weights_only=True)["method"]
+    wb = torch.load(b / "last.pt", weights_only=True)["method"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa if isinstance(wa[k], torch.Tensor))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The uninterrupted run every stopped-and-resumed run must equal."""
+    tmp = tmp_path_factory.mktemp("straight")
+    code, err = finish(spawn(tmp, "run", *STOP_RUN))
+    assert code == 0, err[-3000:]
+    return tmp / "run"
+
+
+def assert_stopped_cleanly(code: int, err: str, sig: signal.Signals) -> str:
+    assert code == 128 + sig, err[-3000:]
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("automix train:")]
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    assert f"stopped by {sig.name}" in lines[0] and "--resume auto" in lines[0] and "last.pt" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("sig,call,saved", [(signal.SIGINT, 40, (1, 10)), (signal.SIGTERM, 40, (1, 10)),
+                                            (signal.SIGTERM, 30, (1, 0))],
+                         ids=["SIGINT-mid-epoch", "SIGTERM-mid-epoch", "SIGTERM-last-step-of-epoch"])
+def test_signal_stops_after_the_step_and_resume_continues_exactly(tmp_path, straight, sig, call, saved):
+    """Item 8: the step the signal lands in is finished and saved (nothing lost); resume equals no stop."""
+    proc = spawn(tmp_path, "run", *STOP_RUN, script=SIGNAL_AT_STEP.format(call=call, rank=0, sig=sig.name))
+    line = assert_stopped_cleanly(*finish(proc), sig)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == saved, line  # call 40 = epoch 1's 10th step
+    assert f"epoch {saved[0]}, step {saved[1]} of 30" in line
+    code, err = finish(spawn(tmp_path, "run", *STOP_RUN, "--resume", "auto"))
+    assert code == 0, err[-3000:]
+    assert summary_rows(straight) == summary_rows(tmp_path / "run")
+    assert same_weights(straight, tmp_path / "run")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_from_outside_then_resume_matches(tmp_path, straight, sig):
+    """Item 8: Ctrl-C / a preemption's SIGTERM sent by another process at whatever step it lands."""
+    proc = spawn(tmp_path, "run", *STOP_RUN)
+    wait_for(tmp_path / "run" / "summary.csv", proc)  # in epoch 1
+    proc.send_signal(sig)
+    assert_stopped_cleanly(*finish(proc), sig)
+    code, err = finish(spawn(tmp_path, "run", *STOP_RUN, "--resume", "auto"))
+    assert code == 0, err[-3000:]
+    assert summary_rows(straight) == summary_rows(tmp_path / "run")
+    assert same_weights(straight, tmp_path / "run")
+
+
+def test_signal_to_one_ddp_rank_stops_both_at_the_same_step(tmp_path):
+    """Item 8 under DDP: only rank 1 is signalled; the ranks agree, rank 0 saves, both exit, none hangs."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'tests'}"}
+        argv = ["train", *TINY, "--subset", "320", "--epochs", "2", "--dist-timeout", "30",
+                "--output", str(tmp_path / "ddp"), "--cache-dir", str(tmp_path / "cache")]
+        code = (SIGNAL_AT_STEP.format(call=4, rank=1, sig="SIGTERM")
+                + f"\nfrom automix.cli import main\nimport sys\nsys.exit(main({argv!r}))\n")
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    (code0, err0), (code1, err1) = finish(procs[0]), finish(procs[1])
+    assert (code0, code1) == (143, 143), err0[-2000:] + err1[-2000:]
+    assert "stopped by SIGTERM" in err0 and "automix train:" not in err1  # rank 0 speaks for both
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 4)
+
+
+def test_second_ctrl_c_aborts_but_repeated_sigterm_does_not():
+    """Item 8: a person pressing Ctrl-C twice wants out now; torchrun's SIGTERM after a Ctrl-C must not abort."""
+    from automix._signals import StopRequests
+
+    stop = StopRequests().install()
+    try:
+        stop.training = True
+        signal.raise_signal(signal.SIGINT)
+        assert stop.signum == signal.SIGINT
+        signal.raise_signal(signal.SIGTERM)  # torchrun forwarding the same Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_to_bench_lets_the_running_cell_save_then_the_rerun_finishes(tmp_path):
+    """Item 8 for `automix bench`: it forwards the stop to its training child and waits for it."""
+    import yaml
+
+    proto_path = tmp_path / "p.yaml"
+    proto_path.write_text(yaml.safe_dump({
+        "name": "tiny", "base": {"dataset": "digits", "subset": 480, "epochs": 3, "img_size": 8, "width": 4,
+                                 "batch_size": 16, "progress": False, "save_images": False,
+                                 "cache_dir": str(tmp_path / "cache")},
+        "methods": {"cutmix": {"method": "cutmix"}}, "seeds": [0]}))
+    argv = ["bench", str(proto_path), "--root", str(tmp_path / "runs"), "--report", str(tmp_path / "b.md")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'src'}"}
+    code = f"from automix.cli import main\nimport sys\nsys.exit(main({argv!r}))\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    cell = tmp_path / "runs" / "tiny" / "cutmix" / "seed0"
+    wait_for(cell / "summary.csv", proc)
+    proc.send_signal(signal.SIGTERM)  # to bench only, as a scheduler would
+    rc, err = finish(proc)
+    assert rc == 143 and "Traceback" not in err, err
+    assert err.rstrip().splitlines()[-1].startswith("automix bench: stopped by SIGTERM; "), err
+    assert "stopped by SIGTERM; saved" in (cell / "train.log").read_text()
+    assert not (cell / "metrics.json").exists() and (cell / "last.pt").is_file()
+    assert main(argv) == 0
+    assert epochs_of(cell) == ["0", "1", "2"]

@@ -27,6 +27,7 @@ epoch; cost relative to vanilla) and a PNG of accuracy against training cost.
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -171,11 +172,24 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             (out / "bench.yaml").write_text(to_yaml(cfg))
             t0 = time.time()
             with (out / "train.log").open("a") as log:
-                code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+                code = _train(cmd, log)
             print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
             if code != 0:
                 raise RuntimeError(f"run {out} failed with exit code {code}; see {out / 'train.log'}")
     return dirs
+
+
+def _train(cmd: list[str], log) -> int:
+    """Run one cell; on Ctrl-C or SIGTERM let it stop cleanly (it saves last.pt) before bench stops."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return proc.wait()
+    except BaseException:
+        # Ctrl-C reached the child too (same process group); a SIGTERM to bench did not. SIGTERM asks
+        # for the same clean stop and, unlike a second SIGINT, never turns it into an abort.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        raise
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -163,13 +164,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    from ._signals import Interrupted, sigterm_raises
+
+    previous = sigterm_raises()  # first, so a SIGTERM while torch loads still ends in one line
+    command = ""
     try:
+        parser = build_parser()
+        ns = parser.parse_args(argv)
+        command = ns.command
         return ns.func(ns)
+    except (Interrupted, KeyboardInterrupt) as exc:  # a stop, not an error: one line saying how to continue
+        text = str(exc) if isinstance(exc, Interrupted) else "interrupted"
+        if text in ("interrupted", "stopped by SIGTERM") and command in _CONTINUE:
+            text += "; " + _CONTINUE[command]
+        if text:  # empty on DDP ranks other than 0: rank 0 says it
+            print(f"{_prog(command)}: {text}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
     except (ValueError, TypeError, OSError, ImportError, FloatingPointError, RuntimeError) as exc:
-        print(f"automix {ns.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{_prog(command)}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_CONTINUE = {"train": "the last checkpoint written is intact; continue with --resume auto",
+             "bench": "finished runs are kept and a stopped one saved its last.pt; run the same command to continue"}
+
+
+def _prog(command: str) -> str:
+    return f"automix {command}" if command else "automix"
 
 
 def _one_line(exc: BaseException) -> str:
