@@ -306,3 +306,53 @@ def test_sigterm_to_bench_lets_the_running_cell_save_then_the_rerun_finishes(tmp
     assert not (cell / "metrics.json").exists() and (cell / "last.pt").is_file()
     assert main(argv) == 0
     assert epochs_of(cell) == ["0", "1", "2"]
+
+
+# ---------------------------------------------------------------- 10: a run without validation
+
+
+def strict_json(text: str):
+    import json
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_run_without_validation_writes_valid_files(tmp_path, capsys):
+    """Item 10: --val-split 0 wrote NaN into metrics.json, best_val_top1 -1.0, and `automix plot` crashed."""
+    assert train(tmp_path, "r", "--val-split", "0", "--epochs", "2") == 0
+    captured = capsys.readouterr()
+    run = tmp_path / "r"
+    metrics = strict_json((run / "metrics.json").read_text())
+    assert strict_json(captured.out) == metrics  # what train prints is strict JSON too
+    assert metrics["best_val_top1"] is None and "val_top1" not in metrics and metrics["train_loss"] > 0
+    assert "no best.pt is written" in captured.err
+    assert not (run / "best.pt").exists() and (run / "last.pt").exists()
+    assert [r.split(",")[2] for r in (run / "summary.csv").read_text().splitlines()[1:]] == ["", ""]
+    assert main(["plot", str(run), "--output", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 500
+    capsys.readouterr()
+    assert main(["eval", str(run / "last.pt")]) == 2
+    line = one_error_line(capsys.readouterr().err, "eval")
+    assert "no validation images" in line and "--split test" in line
+
+
+def test_every_json_writer_is_strict(tmp_path, capsys):
+    """Item 10, the whole kind: no NaN / Infinity in any JSON automix writes; plot survives old NaN cells."""
+    from automix import _jsonio
+
+    assert strict_json(_jsonio.dumps({"a": float("nan"), "b": [float("inf"), 1.5], "c": (float("-inf"),)})) == \
+        {"a": None, "b": [None, 1.5], "c": [None]}
+    assert train(tmp_path, "r") == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "r" / "last.pt"), "--output", str(tmp_path / "e.json")]) == 0
+    strict_json(capsys.readouterr().out)
+    strict_json((tmp_path / "e.json").read_text())
+    summary = tmp_path / "r" / "summary.csv"  # as runs before this fix wrote it
+    lines = summary.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[2:6] = ["nan", "nan", "", "nan"]
+    summary.write_text("\n".join([lines[0], ",".join(cells)]) + "\n")
+    assert main(["plot", str(tmp_path / "r"), "--output", str(tmp_path / "c.png")]) == 0

@@ -15,11 +15,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
 
+from ._jsonio import dumps
 from ._paths import make_dir, make_parent
 
 
@@ -28,7 +28,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     from .train.args import config_from_args
 
     metrics = fit(config_from_args(ns))
-    print(json.dumps(metrics, indent=2))
+    print(dumps(metrics, indent=2))
     return 0
 
 
@@ -36,9 +36,9 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     from .train.inference import evaluate_checkpoint
 
     results = evaluate_checkpoint(ns.checkpoint, ns.split, ns.data_dir, ns.device, ns.batch_size)
-    text = json.dumps({k: v for k, v in results.items() if k != "config"}, indent=2)
+    text = dumps({k: v for k, v in results.items() if k != "config"}, indent=2)
     if ns.output:
-        make_parent(ns.output, "--output").write_text(json.dumps(results, indent=2) + "\n")
+        make_parent(ns.output, "--output").write_text(dumps(results, indent=2) + "\n")
     print(text)
     return 0
 

@@ -275,7 +275,7 @@ def fit(cfg: Config) -> dict[str, Any]:
             stats = run.train_epoch()
             run.check_epoch(stats)
             last = run.epoch == cfg.epochs - 1
-            if last or (run.epoch + 1) % cfg.eval_interval == 0:
+            if len(run.val_idx) and (last or (run.epoch + 1) % cfg.eval_interval == 0):  # --val-split 0: none
                 stats.update(run.evaluate_all())
             stats.update(epoch=run.epoch, lr=run.optimizer.param_groups[0]["lr"], skipped_steps=run.skipped)
             top1 = stats.get("val_top1", float("nan"))

@@ -56,6 +56,9 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
         indices = torch.arange(len(data))
     elif split == "val":
         indices = val_idx
+        if not len(indices):
+            raise ValueError(f"split: the run of {path} has no validation images (val_split {cfg.val_split}); "
+                             "evaluate it with --split test")
     else:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     nets: dict[str, nn.Module] = {"eval": method.eval_model(), "online": method.model}
