@@ -356,3 +356,54 @@ def test_every_json_writer_is_strict(tmp_path, capsys):
     cells[2:6] = ["nan", "nan", "", "nan"]
     summary.write_text("\n".join([lines[0], ",".join(cells)]) + "\n")
     assert main(["plot", str(tmp_path / "r"), "--output", str(tmp_path / "c.png")]) == 0
+
+
+# ---------------------------------------------------------------- 11: eval on what is not a checkpoint
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("finished")
+    assert train(tmp, "r") == 0
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp / "r" / "picture.png")
+    return tmp / "r"
+
+
+@pytest.mark.parametrize("name,kind", [("args.yaml", "a YAML file"), ("picture.png", "a PNG image"),
+                                       ("summary.csv", "a CSV file")])
+def test_eval_of_a_non_checkpoint_says_what_it_is(finished, capsys, name, kind):
+    """Item 11: a YAML / PNG got torch's 'weights_only=False' advice; a CSV an IndexError."""
+    assert main(["eval", str(finished / name)]) == 2
+    line = one_error_line(capsys.readouterr().err, "eval")
+    assert f"is not a checkpoint: it is {kind}" in line and str(finished / name) in line
+    assert "weights_only" not in line and "IndexError" not in line
+
+
+def test_no_checkpoint_error_repeats_torchs_unsafe_advice(tmp_path, capsys):
+    """Item 11, the same kind: a refused pickle or a truncated file, wherever a checkpoint is loaded."""
+    class Evil:
+        def __reduce__(self):
+            return (os.getpid, ())
+
+    torch.save({"format": "automix-checkpoint-1", "x": Evil()}, tmp_path / "evil.pt")
+    (tmp_path / "half.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
+    for path in (tmp_path / "evil.pt", tmp_path / "half.pt"):
+        for argv in (["eval", str(path)], ["show", "--checkpoint", str(path)],
+                     ["train", *TINY, "--output", str(tmp_path / "r"), "--resume", str(path)]):
+            assert main(argv) == 2
+            line = one_error_line(capsys.readouterr().err, argv[0])
+            assert "cannot be loaded safely" in line and "weights_only" not in line, line
+
+
+def test_a_run_folder_is_accepted_as_a_checkpoint(finished, tmp_path, capsys):
+    """Item 11: `automix eval RUN_DIR` said 'not found'; now it takes the run's best.pt (else last.pt)."""
+    capsys.readouterr()
+    assert main(["eval", str(finished)]) == 0
+    assert strict_json(capsys.readouterr().out)["checkpoint"] == str(finished / "best.pt")
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", str(tmp_path / "empty")]) == 2
+    assert "holds no best.pt or last.pt" in one_error_line(capsys.readouterr().err, "eval")
+    assert main(["show", "--checkpoint", str(finished), "--image", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 500

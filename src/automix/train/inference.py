@@ -29,7 +29,7 @@ def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) ->
 
 def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str = "cpu"):
     """(cfg, eval data, eval indices, method, model_ema or None) restored from checkpoint ``path``."""
-    state = ckpt.load(path)
+    state = ckpt.load(ckpt.find(path))
     cfg = config_of(state, overrides)
     data, _, val_data, val_idx = load_data(cfg)
     in_chans = data.images.shape[1] if data.images is not None else 3
@@ -49,6 +49,7 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
                         device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
     """Top-1 of every network a checkpoint holds, on the run's validation split or a test split."""
     overrides = {"data_dir": data_dir} if data_dir else {}
+    path = str(ckpt.find(path))  # a run folder: its best.pt, else its last.pt
     cfg, data, val_idx, method, model_ema = load_trained(path, overrides, device)
     dev = torch.device(device)
     if split == "test":
