@@ -407,3 +407,53 @@ def test_a_run_folder_is_accepted_as_a_checkpoint(finished, tmp_path, capsys):
     assert "holds no best.pt or last.pt" in one_error_line(capsys.readouterr().err, "eval")
     assert main(["show", "--checkpoint", str(finished), "--image", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 500
+
+
+# ---------------------------------------------------------------- 12: conflicting options
+
+CONFLICTS = [
+    (["--method", "cutmix", "--mixup", "0.8"], ("mixup 0.8", "'cutmix'")),
+    (["--smoothing", "0.1", "--method-opt", "label_smoothing=0.2"], ("label_smoothing=0.2", "smoothing 0.1")),
+    (["--method", "cutmix", "--smoothing", "0.1", "--method-opt", "label_smoothing=0.2"],
+     ("label_smoothing=0.2", "smoothing 0.1")),
+    (["--method", "cutmix", "--alpha", "0.2", "--method-opt", "alpha=1.0"], ("alpha=1.0", "alpha 0.2")),
+    (["--method", "fmix", "--cutmix-minmax", "0.2", "0.8"], ("cutmix_minmax", "'fmix'")),
+    (["--method", "gridmix", "--mixup-switch-prob", "0.2"], ("mixup_switch_prob 0.2", "'gridmix'")),
+    (["--mixup", "0.8", "--alpha", "1.0"], ("alpha 1.0", "'mixup_cutmix'")),
+    (["--method", "none", "--alpha", "1.0"], ("alpha 1.0", "'none'")),
+    (["--method", "automix", "--mixup-mode", "elem"], ("mixup_mode 'elem'", "'automix'")),
+    (["--method", "none", "--mixup-prob", "0.5"], ("mixup_prob 0.5", "'none'")),
+    (["--method", "cutmix", "--mix-block-lr", "0.1"], ("mix_block_lr 0.1", "'cutmix'")),
+    (["--opt", "adamw", "--momentum", "0.5"], ("momentum 0.5", "'adamw'")),
+    (["--momentum", "0", "--nesterov"], ("nesterov", "momentum is 0")),
+    (["--sched", "none", "--min-lr", "0.01"], ("min_lr 0.01", "'none'")),
+    (["--warmup-lr", "0.01"], ("warmup_lr 0.01", "warmup_epochs is 0")),
+    (["--model-ema-decay", "0.9"], ("model_ema_decay 0.9", "--model-ema")),
+    (["--eval-split", "test", "--val-split", "0.1"], ("val_split 0.1", "eval_split 'test'")),
+    (["--data-dir", "/somewhere"], ("data_dir '/somewhere'", "digits")),
+    (["--method-opt", "num_classes=3"], ("num_classes=3", "set by the trainer")),
+]
+
+
+@pytest.mark.parametrize("argv,words", CONFLICTS, ids=[" ".join(a) for a, _ in CONFLICTS])
+def test_conflicting_options_are_refused_naming_both(tmp_path, capsys, argv, words):
+    """Item 12: `--method cutmix --mixup 0.8` dropped --mixup (yet recorded it); `--smoothing 0.1 --method-opt
+    label_smoothing=0.2` raised a raw 'multiple values' TypeError. Same kind: every option a config ignores."""
+    args = [a for a in TINY if a not in ("--method", "cutmix")]
+    assert main(["train", *args, "--output", str(tmp_path / "r"), *argv]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert all(w in line for w in words), line
+    assert not (tmp_path / "r").exists(), "refused before anything was written"
+
+
+def test_a_method_opt_alone_reaches_the_method():
+    """Item 12: a method_opts key with a flag of its own is fine when the flag is not given too."""
+    import automix
+    from automix.train.build import build_method
+    from automix.train.config import from_dict, validate
+
+    model = automix.create_model("preact_resnet18", num_classes=10, width=4)
+    for method in ("automix", "cutmix"):
+        cfg = validate(from_dict({"method": method, "method_opts": {"label_smoothing": 0.2, "alpha": 0.5}}))
+        built = build_method(cfg, model, 10, 10, 0)
+        assert getattr(built, "mixer", built).label_smoothing == 0.2 and getattr(built, "mixer", built).alpha == 0.5

@@ -24,7 +24,8 @@ from .setup import load_data
 def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
     if state.get("format") != FORMAT:
         raise ValueError(f"checkpoint format {state.get('format')!r} is not {FORMAT!r}")
-    return validate(from_dict({**state["config"], **(overrides or {})}, source="checkpoint config"))
+    # Without the conflict checks: a run from before them may hold an option it ignored; evaluating it is fine.
+    return validate(from_dict({**state["config"], **(overrides or {})}, source="checkpoint config"), conflicts=False)
 
 
 def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str = "cpu"):
