@@ -457,3 +457,32 @@ def test_a_method_opt_alone_reaches_the_method():
         cfg = validate(from_dict({"method": method, "method_opts": {"label_smoothing": 0.2, "alpha": 0.5}}))
         built = build_method(cfg, model, 10, 10, 0)
         assert getattr(built, "mixer", built).label_smoothing == 0.2 and getattr(built, "mixer", built).alpha == 0.5
+
+
+# ---------------------------------------------------------------- 13: a device that is not there
+
+
+def test_cuda_without_cuda_says_so_and_lists_the_devices(tmp_path, capsys, monkeypatch, finished):
+    """Item 13: `--device cuda` gave torch's 'Expected a torch.device with a specified index'."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv in (["train", *TINY, "--output", str(tmp_path / "r"), "--device", "cuda"],
+                 ["eval", str(finished), "--device", "cuda"]):
+        assert main(argv) == 2
+        line = one_error_line(capsys.readouterr().err, argv[0])
+        assert "device: 'cuda', but CUDA is not available" in line and "available here: cpu" in line, line
+    assert not (tmp_path / "r").exists()
+    assert main(["train", *TINY, "--output", str(tmp_path / "r"), "--device", "gpu"]) == 2
+    assert "'gpu' is not a device name; available here: cpu" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_bare_cuda_is_this_process_gpu(monkeypatch):
+    """Item 13: torch.cuda.set_device needs an index, so `--device cuda` failed even with a GPU."""
+    from automix.train.distributed import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda") == torch.device("cuda", 0)
+    assert check_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert check_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"device: 'cuda:2', but there is no GPU 2; available here: cpu, cuda:0, cuda:1"):
+        check_device("cuda:2")

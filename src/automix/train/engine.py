@@ -261,8 +261,10 @@ def fit(cfg: Config) -> dict[str, Any]:
     lock = None
     run = None
     try:
-        # Claimed before the process group is joined: a refused run dir fails at once, and torchrun then
-        # stops the other ranks instead of leaving them waiting for rank 0.
+        # Checked before the process group is joined: a refused run dir or device fails at once, and
+        # torchrun then stops the other ranks instead of leaving them waiting for rank 0.
+        if cfg.device is not None:
+            dist_util.check_device(cfg.device, dist_util.env_local_rank())
         lock = claim(cfg, rank=dist_util.env_rank())
         run = Run(cfg)
         run.stop = stop

@@ -16,6 +16,7 @@ from ..data import load_dataset
 from . import checkpoint as ckpt
 from .build import ModelEma, build_method, build_model
 from .config import Config, from_dict, validate
+from .distributed import check_device
 from .engine import FORMAT, evaluate
 from .loader import eval_batches
 from .setup import load_data
@@ -51,8 +52,9 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
     """Top-1 of every network a checkpoint holds, on the run's validation split or a test split."""
     overrides = {"data_dir": data_dir} if data_dir else {}
     path = str(ckpt.find(path))  # a run folder: its best.pt, else its last.pt
+    dev = check_device(device, option="--device")
+    device = str(dev)
     cfg, data, val_idx, method, model_ema = load_trained(path, overrides, device)
-    dev = torch.device(device)
     if split == "test":
         data = load_dataset(cfg.dataset, cfg.data_dir, split="test", cache_dir=cfg.cache_dir, img_size=cfg.img_size)
         indices = torch.arange(len(data))

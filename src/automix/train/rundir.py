@@ -48,10 +48,14 @@ def _continues(out: Path, resume: str | None) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run dir; ``release()`` is idempotent."""
+    """An exclusive lock on a run dir; ``release()`` is idempotent.
 
-    def __init__(self, out: Path) -> None:
-        self.out, self.fd = out, None
+    A dir this run created and left empty (it failed before writing anything) is removed on release,
+    so a mistyped option leaves no stray run dir behind.
+    """
+
+    def __init__(self, out: Path, created: bool = False) -> None:
+        self.out, self.fd, self.created = out, None, created
         if fcntl is None:
             return
         path = out / LOCK_NAME
@@ -71,10 +75,14 @@ class RunLock:
         self.fd = fd
 
     def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        if self.fd is None:
+            return
+        if self.created and os.listdir(self.out) == [LOCK_NAME]:
+            os.unlink(self.out / LOCK_NAME)  # while still locked: no other run can have claimed the dir
+            self.out.rmdir()
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
 
 
 class _NoLock:
@@ -86,8 +94,9 @@ def claim(cfg: Config, rank: int = 0) -> RunLock | _NoLock:
     """Create and lock ``cfg.output`` for this run (rank 0 only); errors name the flag and the dir."""
     if rank != 0:
         return _NoLock()
+    created = not Path(cfg.output).exists()
     out = make_dir(cfg.output, "output")
-    lock = RunLock(out)  # before the check: of two runs starting at once, exactly one gets past here
+    lock = RunLock(out, created)  # before the check: of two runs starting at once, exactly one gets past here
     try:
         found = results_in(out)
         if found and not _continues(out, cfg.resume):
