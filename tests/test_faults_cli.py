@@ -145,13 +145,14 @@ def test_output_that_cannot_be_created_is_one_line(tmp_path, capsys, monkeypatch
 
 
 def test_other_outputs_that_cannot_be_created_are_one_line(tmp_path, capsys):
-    """Item 9, the same kind: plot --output, eval --output, bench --root."""
+    """Item 9, the same kind: plot --output, eval --output, show --output, bench --root."""
     assert train(tmp_path, "r") == 0
     (tmp_path / "f").write_text("a file")
     bad = str(tmp_path / "f" / "x.png")
     capsys.readouterr()
     cases = [("plot", [str(tmp_path / "r"), "--output", bad]),
              ("eval", [str(tmp_path / "r" / "last.pt"), "--output", bad]),
+             ("show", ["--checkpoint", str(tmp_path / "r"), "--output", bad]),
              ("bench", [str(ROOT / "configs" / "bench" / "cifar10_cpu.yaml"), "--root", str(tmp_path / "f" / "b")])]
     for cmd, args in cases:
         assert main([cmd, *args]) == 2, cmd
@@ -405,7 +406,7 @@ def test_a_run_folder_is_accepted_as_a_checkpoint(finished, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["eval", str(tmp_path / "empty")]) == 2
     assert "holds no best.pt or last.pt" in one_error_line(capsys.readouterr().err, "eval")
-    assert main(["show", "--checkpoint", str(finished), "--image", str(tmp_path / "s.png")]) == 0
+    assert main(["show", "--checkpoint", str(finished), "--output", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 500
 
 
@@ -486,3 +487,130 @@ def test_a_bare_cuda_is_this_process_gpu(monkeypatch):
     assert check_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match=r"device: 'cuda:2', but there is no GPU 2; available here: cpu, cuda:0, cuda:1"):
         check_device("cuda:2")
+
+
+# ---------------------------------------------------------------- 14: small things that mislead
+
+
+def test_show_output_is_the_picture(tmp_path, capsys):
+    """Item 14: `automix show --method fmix --output fmix.png` (the CLI epilog's example) ignored --output."""
+    out = tmp_path / "fmix.png"
+    assert main(["show", "--method", "fmix", "--output", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert out.stat().st_size > 500 and capsys.readouterr().out.strip() == str(out)
+    from automix.cli import __doc__ as epilog
+
+    assert "automix show --method fmix --output fmix.png" in epilog
+
+
+def test_show_refuses_training_flags_it_would_ignore(finished, capsys):
+    """Item 14, the same kind: with --checkpoint the run's own config is used, so --method would be ignored."""
+    assert main(["show", "--checkpoint", str(finished), "--method", "fmix"]) == 2
+    line = one_error_line(capsys.readouterr().err, "show")
+    assert "--method 'fmix' is not used with --checkpoint" in line
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--lrr", "0.1"], "automix train: error: unrecognized arguments: --lrr 0.1; did you mean --lr?"),
+    (["train", "--mixup-swich-prob", "0.3"], "did you mean --mixup-switch-prob?"),
+    (["show", "--mthod", "fmix"], "automix show: error: unrecognized arguments: --mthod fmix; did you mean --method?"),
+    (["trian"], "automix: error: argument command: invalid choice: 'trian'"),
+    (["trian"], "did you mean train?"),
+    (["eval", "x.pt", "--split", "tset"], "automix eval: error: argument --split: invalid choice: 'tset'"),
+    (["eval", "x.pt", "--split", "tset"], "did you mean test?"),
+])
+def test_flag_typos_get_a_suggestion_from_the_subcommand(capsys, argv, expected):
+    """Item 14: a flag typo printed the top-level usage and no did-you-mean."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert "usage: automix [-h] {train" not in err
+
+
+def test_yaml_floats_without_a_dot_are_numbers(tmp_path):
+    """Item 14: PyYAML reads `lr: 1e-3` as the string '1e-3' (YAML 1.1 wants a dot); it was rejected."""
+    from automix.cli import build_parser
+    from automix.train.args import config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nmin_lr: 1E-5\nmethod: automix\nmethod_opts: {mask_loss: 5e-2}\n")
+    cfg = config_from_args(build_parser().parse_args(["train", "--config", str(path), "--method-opt", "lam_margin=1e-2"]))
+    assert (cfg.lr, cfg.min_lr) == (1e-3, 1e-5)
+    assert cfg.method_opts == {"mask_loss": 0.05, "lam_margin": 0.01}
+    path.write_text("lr: fast\n")
+    with pytest.raises(TypeError, match="lr must be a number, got 'fast'"):
+        config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+
+
+def test_unknown_yaml_key_gets_a_suggestion(tmp_path, capsys):
+    """Item 14: `method_opt:` in YAML got no hint toward `method_opts`."""
+    path = tmp_path / "c.yaml"
+    path.write_text("method_opt: {mask_loss: 0.1}\nepoch: 3\n")
+    assert main(["train", "--config", str(path), "--output", str(tmp_path / "r")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "method_opt (did you mean method_opts?)" in line and "epoch (did you mean epochs?)" in line
+
+
+def test_eval_names_its_numbers_as_summary_csv_does(finished, capsys):
+    """Item 14: `automix eval` printed top1_eval where summary.csv has val_top1."""
+    capsys.readouterr()
+    assert main(["eval", str(finished / "last.pt")]) == 0
+    result = strict_json(capsys.readouterr().out)
+    with (finished / "summary.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert {"val_top1", "val_top1_online", "val_loss"} <= set(result) <= set(last) | {
+        "checkpoint", "split", "images", "method", "model", "dataset", "val_loss_online"}
+    assert result["val_top1"] == float(last["val_top1"]) and result["val_top1_online"] == float(last["val_top1_online"])
+    assert not any(k.startswith(("top1_", "loss_")) for k in result)
+
+
+def test_plot_and_show_write_into_the_run_folder(finished, tmp_path, monkeypatch, capsys):
+    """Item 14: `automix plot` and `show` wrote into the current folder."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(["plot", str(finished)]) == 0
+    assert main(["show", "--checkpoint", str(finished)]) == 0
+    assert capsys.readouterr().out.split() == [str(finished / "curves.png"), str(finished / "show-cutmix.png")]
+    assert (finished / "curves.png").is_file() and (finished / "show-cutmix.png").is_file()
+    assert main(["plot", str(finished), str(finished.parent / "other")]) == 2  # no summary there: an error ...
+    capsys.readouterr()
+    (finished.parent / "other").mkdir()
+    (finished.parent / "other" / "summary.csv").write_text((finished / "summary.csv").read_text())
+    assert main(["plot", str(finished), str(finished.parent / "other")]) == 0  # ... two runs: their folder
+    assert (finished.parent / "curves.png").is_file()
+    assert main(["show", "--method", "mixup", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert list(cwd.rglob("*")) == [cwd / "runs", cwd / "runs" / "show", cwd / "runs" / "show" / "mixup.png"]
+
+
+def test_show_samples_across_classes(tmp_path, monkeypatch):
+    """Item 14: `automix show` took the first N files, all of one class in a class-sorted folder."""
+    from automix import viz
+    from test_data import make_folder
+
+    make_folder(str(tmp_path / "imgs"), classes=("a", "b", "c", "d"), per_class=12, size=8)
+    shown = {}
+    real = viz.save_mix_grid
+
+    def capture(path, source, x, y, **kw):
+        shown["y"] = y.tolist()
+        return real(path, source, x, y, **kw)
+
+    monkeypatch.setattr(viz, "save_mix_grid", capture)
+    assert main(["show", "--method", "cutmix", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
+                 "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "s.png"), "-n", "8"]) == 0
+    assert sorted(shown["y"]) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert viz.spread_over_classes(torch.tensor([2, 2, 0, 0, 1]), 3).tolist() == [2, 4, 0]
+
+
+def test_readme_documents_the_cache_as_the_code_places_it(monkeypatch, tmp_path):
+    """Item 14: the first-use cache (150 MB for CIFAR) in ~/.cache/automix was not documented."""
+    from automix.data import cache_root
+
+    readme = (ROOT / "README.md").read_text()
+    assert "~/.cache/automix" in readme and "AUTOMIX_CACHE" in readme and "--cache-dir" in readme
+    monkeypatch.delenv("AUTOMIX_CACHE", raising=False)
+    assert cache_root() == os.path.join(os.path.expanduser("~"), ".cache", "automix")
+    monkeypatch.setenv("AUTOMIX_CACHE", str(tmp_path / "c"))
+    assert cache_root() == str(tmp_path / "c")

@@ -127,7 +127,7 @@ def test_eval_show_plot_list(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run / "best.pt"), "--output", str(tmp_path / "acc.json")]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert {"top1_eval", "top1_online", "top1_model_ema"} <= set(result) and result["images"] == 359
+    assert {"val_top1", "val_top1_online", "val_top1_ema"} <= set(result) and result["images"] == 359
     assert json.loads((tmp_path / "acc.json").read_text())["config"]["width"] == 4
     assert main(["show", "--checkpoint", str(run / "last.pt"), "--image", str(tmp_path / "a.png")]) == 0
     assert main(["show", "--method", "gridmix", "--dataset", "digits", "--image", str(tmp_path / "b.png"),

@@ -26,6 +26,7 @@ epoch; cost relative to vanilla) and a PNG of accuracy against training cost.
 
 from __future__ import annotations
 
+import difflib
 import json
 import signal
 import statistics
@@ -64,9 +65,12 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
     data = load_yaml(path)
-    unknown = set(data) - {"name", "base", "methods", "seeds", "notes", "extends", "section"}
+    keys = ("name", "base", "methods", "seeds", "notes", "extends", "section")
+    unknown = set(data) - set(keys)
     if unknown:
-        raise ValueError(f"protocol {path}: unknown key(s) {sorted(unknown)}")
+        hints = [f"{k} (did you mean {near[0]}?)" if (near := difflib.get_close_matches(str(k), keys, n=1)) else str(k)
+                 for k in sorted(unknown, key=str)]
+        raise ValueError(f"protocol {path}: unknown key(s) {'; '.join(hints)}")
     parent = None
     if "extends" in data:
         ext = data["extends"]

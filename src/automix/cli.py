@@ -5,9 +5,10 @@ Usage:
     automix train --config configs/quickstart.yaml --epochs 5
     automix train --dataset cifar10 --data-dir ../shared/data/cifar10/train --method cutmix --alpha 0.2
     torchrun --nproc_per_node=2 -m automix train ...   # DDP, one process per GPU (or CPU slot)
-    automix eval runs/automix/best.pt               # accuracy JSON
+    automix eval runs/automix                       # accuracy JSON of the run's best.pt (or name a .pt file)
     automix show --method fmix --output fmix.png    # a picture of mixed samples
-    automix plot runs/a runs/b --output curves.png
+    automix show --checkpoint runs/automix          # the run's mixes, into runs/automix/show-automix.png
+    automix plot runs/a runs/b --output curves.png  # default: curves.png next to the runs
     automix list
     automix bench configs/bench/cifar10_cpu.yaml     # the accuracy grid (cached, resumable)
 """
@@ -15,6 +16,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -49,24 +53,39 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     from . import viz
     from .train.args import config_from_args
     from .train.build import build_method, build_model
+    from .train import checkpoint as ckpt
+    from .train.config import Config
     from .train.inference import load_trained
     from .train.loader import eval_batches
     from .train.setup import load_data
 
+    # Training flags default to "not given"; --output here is the picture (show has no run-dir flag).
+    flags = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k != "output"})
+    given = {k: v for k, v in vars(flags).items() if k in Config.__dataclass_fields__}
+
     if ns.checkpoint:
-        cfg, data, _, method, _ = load_trained(ns.checkpoint)
-        # Evenly spaced over the dataset, so a class-sorted folder still shows several classes.
-        train_idx = torch.linspace(0, len(data) - 1, max(ns.n, 1)).long()
+        ignored = sorted(set(given) - {"data_dir", "cache_dir"})
+        if ignored:
+            flag = "--" + ignored[0].replace("_", "-")
+            raise ValueError(f"{flag} {given[ignored[0]]!r} is not used with --checkpoint (the run's own config "
+                             "is; only --data-dir and --cache-dir override it); drop one of the two")
+        path = ckpt.find(ns.checkpoint)
+        cfg, data, idx, method, _ = load_trained(str(path), given)
+        idx = idx if len(idx) else torch.arange(len(data))
+        out = ns.output or path.parent / f"show-{cfg.method}.png"  # next to the run's other files
     else:
-        cfg = config_from_args(ns)
-        data, train_idx, _, _ = load_data(cfg)
+        cfg = config_from_args(flags)
+        data, idx, _, _ = load_data(cfg)
         in_chans = data.images.shape[1] if data.images is not None else 3
         method = build_method(cfg, build_model(cfg, data.num_classes, in_chans), data.num_classes, 1, cfg.seed)
-    x, y = next(eval_batches(data, train_idx[: ns.n], ns.n, torch.device("cpu"), img_size=cfg.img_size))
+        out = ns.output or Path("runs") / "show" / f"{cfg.method}.png"
     source = getattr(method, "mixer", method)
     if source is None:
         raise ValueError("method: vanilla training mixes nothing to show; pick a mixing method")
-    path = viz.save_mix_grid(make_parent(ns.image, "--image"), source, x, y, n=ns.n, mean=data.mean, std=data.std)
+    # Classes in turn: a class-sorted folder's first files would all be one class.
+    picked = viz.spread_over_classes(data.labels[idx], ns.n)
+    x, y = next(eval_batches(data, idx[picked], ns.n, torch.device("cpu"), img_size=cfg.img_size))
+    path = viz.save_mix_grid(make_parent(out, "--output"), source, x, y, n=ns.n, mean=data.mean, std=data.std)
     print(path)
     return 0
 
@@ -74,7 +93,11 @@ def _cmd_show(ns: argparse.Namespace) -> int:
 def _cmd_plot(ns: argparse.Namespace) -> int:
     from .plot import plot_runs
 
-    print(plot_runs(ns.runs, make_parent(ns.output, "--output"), metrics=ns.metrics))
+    out = ns.output
+    if out is None:  # next to the runs: one run's folder, or the folder that holds them all
+        common = Path(os.path.commonpath([os.path.abspath(r) for r in ns.runs]))
+        out = (common if common != Path(common.anchor) else Path(ns.runs[0])) / "curves.png"
+    print(plot_runs(ns.runs, make_parent(out, "--output"), metrics=ns.metrics))
     return 0
 
 
@@ -111,11 +134,42 @@ def _cmd_list(ns: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that name the subcommand and suggest the nearest option or choice.
+
+    Plain argparse reports a mistyped flag of ``automix train`` with the top-level usage and no hint.
+    """
+
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:  # report it from the subcommand, whose options the suggestion comes from
+            self.commands.get(getattr(ns, "command", None), self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
+
+    def _suggestion(self, message: str) -> str:
+        choice = re.search(r"invalid choice: '?([^' ]+?)'? \(choose from (.*)\)", message)
+        if choice:
+            options = [c.strip(" '\"") for c in choice.group(2).split(",")]
+            near = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.5)
+        elif message.startswith("unrecognized arguments: "):
+            flags = [t.split("=")[0] for t in message.split(": ", 1)[1].split() if t.startswith("-")]
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            near = [m for f in flags for m in difflib.get_close_matches(f, options, n=1, cutoff=0.6)][:1]
+        else:
+            return ""
+        return f"; did you mean {near[0]}?" if near else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train.args import add_config_arguments
 
-    parser = argparse.ArgumentParser(prog="automix", description="Mixup-family training, headlined by AutoMix.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = _Parser(prog="automix", description="Mixup-family training, headlined by AutoMix.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
@@ -125,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="accuracy of a checkpoint as JSON", formatter_class=fmt)
-    p.add_argument("checkpoint", help="a last.pt / best.pt file")
+    p.add_argument("checkpoint", help="a last.pt / best.pt file, or a run folder (its best.pt, else last.pt)")
     p.add_argument("--split", default="val", choices=["val", "test"], help="the run's validation split or test split")
     p.add_argument("--data-dir", default=None, help="override the dataset folder stored in the checkpoint")
     p.add_argument("--device", default="cpu", help="device to evaluate on")
@@ -135,15 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="PNG grid of mixed samples and masks",
                        description="Picture of mixes for a config (training flags) or a checkpoint.")
-    p.add_argument("--checkpoint", default=None, help="show the mixes of a trained run")
-    p.add_argument("--image", default="mixes.png", help="PNG file to write")
+    p.add_argument("--checkpoint", default=None, help="show the mixes of a trained run (a .pt file or a run folder)")
+    p.add_argument("-o", "--output", "--image", dest="output", default=None,
+                   help="PNG file to write (default: show-METHOD.png in the run folder with --checkpoint, "
+                        "else runs/show/METHOD.png)")
     p.add_argument("-n", type=int, default=8, help="samples to show")
-    add_config_arguments(p)
+    add_config_arguments(p, exclude=("output", "resume"))  # --output is the picture here, not a run dir
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("plot", help="training curves of run dirs as PNG", formatter_class=fmt)
     p.add_argument("runs", nargs="+", help="run dirs (each with a summary.csv)")
-    p.add_argument("--output", default="curves.png", help="PNG file to write")
+    p.add_argument("--output", default=None,
+                   help="PNG file to write (default: curves.png in the run folder, or in the folder holding the runs)")
     p.add_argument("--metrics", nargs="+", default=["val_top1", "train_loss"], help="summary.csv columns to plot")
     p.set_defaults(func=_cmd_plot)
 
@@ -160,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="methods, models and datasets")
     p.set_defaults(func=_cmd_list)
+    parser.commands = dict(sub.choices)
     return parser
 
 

@@ -10,7 +10,9 @@ flag without dashes, with underscores (``mixup_prob``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -124,6 +126,17 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+# A number PyYAML leaves as a string: YAML 1.1 wants a dot in a float, so `lr: 1e-3` reads as "1e-3".
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def number_text(value: Any) -> Any:
+    """``value`` as a float when it is a string written as a number (``"1e-3"``), else unchanged."""
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the field type ``tp``; ints are accepted for floats. Errors name ``key``."""
     base, optional = _strip_optional(tp)
@@ -141,6 +154,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             raise TypeError(f"{key} must be an integer, got {value!r}")
         return value
     if base is float:
+        value = number_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{key} must be a number, got {value!r}")
         if math.isnan(value):
@@ -158,7 +172,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise TypeError(f"{key} must be a mapping of names to values, got {value!r}")
-        return dict(value)
+        return {k: number_text(v) for k, v in value.items()}
     raise TypeError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in Config
 
 
@@ -292,11 +306,21 @@ def from_dict(values: dict[str, Any], base: Config | None = None, source: str = 
     types_ = _field_types()
     unknown = sorted(set(values) - set(types_))
     if unknown:
-        near = {k: [n for n in types_ if n.replace("_", "") == k.replace("_", "").replace("-", "")] for k in unknown}
-        hint = "; ".join(f"{k} (did you mean {near[k][0]}?)" if near[k] else k for k in unknown)
+        hint = "; ".join(f"{k} (did you mean {near}?)" if (near := nearest_key(k)) else k for k in unknown)
         raise ValueError(f"unknown key(s) in {source}: {hint}")
     checked = {k: coerce(k, v, types_[k]) for k, v in values.items()}
     return dataclasses.replace(base or Config(), **checked)
+
+
+def nearest_key(key: str) -> str | None:
+    """The Config field a mistyped ``key`` most likely means (``method_opt`` -> ``method_opts``), or None."""
+    names = list(_field_types())
+    flat = {n.replace("_", ""): n for n in names}
+    same = flat.get(str(key).replace("_", "").replace("-", ""))
+    if same:
+        return same
+    near = difflib.get_close_matches(str(key).replace("-", "_"), names, n=1, cutoff=0.75)
+    return near[0] if near else None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

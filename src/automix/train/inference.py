@@ -65,14 +65,15 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
                              "evaluate it with --split test")
     else:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    nets: dict[str, nn.Module] = {"eval": method.eval_model(), "online": method.model}
+    # Named as in summary.csv (val_top1, val_top1_online, val_top1_ema; test_* for the test split).
+    nets: dict[str, nn.Module] = {"": method.eval_model(), "_online": method.model}
     if model_ema is not None:
-        nets["model_ema"] = model_ema
+        nets["_ema"] = model_ema
     results: dict[str, Any] = {"checkpoint": str(path), "split": split, "images": len(indices),
                                "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset}
-    for name, net in nets.items():
+    for suffix, net in nets.items():
         top1, loss = evaluate(net, eval_batches(data, indices, batch_size, dev, img_size=cfg.img_size), dev, None)
-        results[f"top1_{name}"] = top1
-        results[f"loss_{name}"] = loss
+        results[f"{split}_top1{suffix}"] = top1
+        results[f"{split}_loss{suffix}"] = loss
     results["config"] = dataclasses.asdict(cfg)
     return results
