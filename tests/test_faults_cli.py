@@ -614,3 +614,29 @@ def test_readme_documents_the_cache_as_the_code_places_it(monkeypatch, tmp_path)
     assert cache_root() == os.path.join(os.path.expanduser("~"), ".cache", "automix")
     monkeypatch.setenv("AUTOMIX_CACHE", str(tmp_path / "c"))
     assert cache_root() == str(tmp_path / "c")
+
+
+# ---------------------------------------------------------------- 15: threads on a shared machine
+
+
+def test_threads_sets_torch_threads_and_is_recorded(tmp_path, monkeypatch, capsys):
+    """Item 15: no way to choose the thread count; torch's default crawls on a busy machine."""
+    from automix.train import engine
+
+    seen = []
+    real = engine.Run.train_step
+
+    def step(self, x, y):
+        seen.append(torch.get_num_threads())
+        return real(self, x, y)
+
+    monkeypatch.setattr(engine.Run, "train_step", step)
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    assert train(tmp_path, "r", "--threads", str(want)) == 0
+    assert set(seen) == {want} and torch.get_num_threads() == before  # restored for whoever called fit
+    assert f"threads: {want}" in (tmp_path / "r" / "args.yaml").read_text()
+    capsys.readouterr()
+    assert train(tmp_path, "bad", "--threads", "0") == 2
+    assert "threads must be >= 1 (or unset), got 0" in one_error_line(capsys.readouterr().err)
+    assert "--threads 1" in (ROOT / "README.md").read_text()

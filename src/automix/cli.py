@@ -37,8 +37,12 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
 
 def _cmd_eval(ns: argparse.Namespace) -> int:
+    import torch
+
     from .train.inference import evaluate_checkpoint
 
+    if ns.threads is not None:
+        torch.set_num_threads(ns.threads)
     results = evaluate_checkpoint(ns.checkpoint, ns.split, ns.data_dir, ns.device, ns.batch_size)
     text = dumps({k: v for k, v in results.items() if k != "config"}, indent=2)
     if ns.output:
@@ -63,6 +67,8 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     flags = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k != "output"})
     given = {k: v for k, v in vars(flags).items() if k in Config.__dataclass_fields__}
 
+    if "threads" in given:
+        torch.set_num_threads(given.pop("threads"))
     if ns.checkpoint:
         ignored = sorted(set(given) - {"data_dir", "cache_dir"})
         if ignored:
@@ -134,6 +140,16 @@ def _cmd_list(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors that name the subcommand and suggest the nearest option or choice.
 
@@ -184,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="override the dataset folder stored in the checkpoint")
     p.add_argument("--device", default="cpu", help="device to evaluate on")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--output", default=None, help="also write the JSON (with the config) to this file")
     p.set_defaults(func=_cmd_eval)
 

@@ -30,7 +30,7 @@ SECTIONS = {
                   "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
     "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
             "model_ema_decay", "model_ema_end_decay", "eval_interval", "checkpoint_interval", "log_interval",
-            "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "dist_timeout"),
+            "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "threads", "dist_timeout"),
 }
 
 
@@ -106,6 +106,9 @@ class Config:
     deterministic: bool = field(default=False, metadata={"help": "torch.use_deterministic_algorithms"})
     on_nan: str = field(default="stop", metadata={"help": "non-finite loss: stop, or skip the step"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads torch uses per process (torch.set_num_threads; default: torch's, one per core). "
+                "On a shared machine use 1 or the cores left free"})
     dist_timeout: float = field(default=600.0, metadata={"help": "seconds before a stuck collective fails"})
 
 
@@ -220,6 +223,7 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
     need(cfg.eval_interval >= 1, "eval_interval", ">= 1")
     need(cfg.log_interval >= 1, "log_interval", ">= 1")
     need(cfg.dist_timeout > 0, "dist_timeout", "> 0")
+    need(cfg.threads is None or cfg.threads >= 1, "threads", ">= 1 (or unset)")
     for key in ("mix_block_lr", "mix_block_min_lr", "mix_block_momentum"):
         need(getattr(cfg, key) is None or getattr(cfg, key) >= 0, key, ">= 0 (or unset)")
     need((cfg.method != "mixup_cutmix") or cfg.mixup > 0 or cfg.cutmix > 0 or cfg.cutmix_minmax is not None,

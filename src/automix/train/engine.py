@@ -260,7 +260,10 @@ def fit(cfg: Config) -> dict[str, Any]:
     stop = StopRequests().install()
     lock = None
     run = None
+    threads = torch.get_num_threads()
     try:
+        if cfg.threads is not None:  # before any work: torch sizes its thread pool on first use
+            torch.set_num_threads(cfg.threads)
         # Checked before the process group is joined: a refused run dir or device fails at once, and
         # torchrun then stops the other ranks instead of leaving them waiting for rank 0.
         if cfg.device is not None:
@@ -301,3 +304,4 @@ def fit(cfg: Config) -> dict[str, Any]:
         if lock is not None:
             lock.release()
         stop.restore()
+        torch.set_num_threads(threads)
