@@ -640,3 +640,20 @@ def test_threads_sets_torch_threads_and_is_recorded(tmp_path, monkeypatch, capsy
     assert train(tmp_path, "bad", "--threads", "0") == 2
     assert "threads must be >= 1 (or unset), got 0" in one_error_line(capsys.readouterr().err)
     assert "--threads 1" in (ROOT / "README.md").read_text()
+
+
+def test_run_dir_messages_never_send_the_user_in_a_circle(tmp_path, capsys):
+    """Item 7: a dir with a summary but no last.pt (killed before its first checkpoint) cannot be continued;
+    and a run that fails before writing anything leaves no run dir behind."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "summary.csv").write_text("epoch,train_loss\n0,2.3\n")
+    for extra in ([], ["--resume", "auto"]):
+        assert train(tmp_path, "r", *extra) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert "holds summary.csv but no last.pt to continue; delete them" in line, line
+    assert train(tmp_path, "new", "--resume", "auto") == 2
+    assert "drop --resume to start a new run there" in one_error_line(capsys.readouterr().err)
+    assert train(tmp_path, "new", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "missing")) == 2
+    assert "missing" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists(), "a failed start leaves no empty run dir"

@@ -99,12 +99,20 @@ def claim(cfg: Config, rank: int = 0) -> RunLock | _NoLock:
     lock = RunLock(out, created)  # before the check: of two runs starting at once, exactly one gets past here
     try:
         found = results_in(out)
-        if found and not _continues(out, cfg.resume):
-            raise ValueError(f"output: {str(out)!r} already holds a run ({', '.join(found)}); continue it with "
-                             "--resume auto, or pick a new --output")
-        if cfg.resume == "auto" and not (out / "last.pt").is_file():
+        # A run killed between its first summary row and its first checkpoint leaves results that
+        # nothing can continue: say so, or the two messages below would send the user in a circle.
+        stranded = f"{str(out)!r} holds {', '.join(found)} but no last.pt to continue; delete them to start " \
+                   "over there, or pick a new --output"
+        if cfg.resume == "auto" and "last.pt" not in found:
+            if found:
+                raise ValueError(f"resume: {stranded}")
             raise ValueError(f"resume: 'auto' continues {str(out / 'last.pt')!r}, which does not exist; "
                              "drop --resume to start a new run there")
+        if found and not _continues(out, cfg.resume):
+            if "last.pt" not in found:
+                raise ValueError(f"output: {stranded}")
+            raise ValueError(f"output: {str(out)!r} already holds a run ({', '.join(found)}); continue it with "
+                             "--resume auto, or pick a new --output")
     except BaseException:
         lock.release()
         raise
