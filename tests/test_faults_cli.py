@@ -19,8 +19,8 @@ import torch
 from automix.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--dataset", "digits", "--subset", "64", "--epochs", "1", "--img-size", "8", "--width", "4", "--batch-size", "16",
-        "--eval-batch-size", "128", "--no-progress", "--no-save-images", "--method", "cutmix"]
+TINY = ["--dataset", "digits", "--subset", "64", "--epochs", "1", "--img-size", "8", "--width", "4",
+        "--batch-size", "16", "--eval-batch-size", "128", "--no-progress", "--no-save-images", "--method", "cutmix"]
 
 
 def train(tmp_path: Path, out: str, *args: str) -> int:
@@ -485,7 +485,7 @@ def test_a_bare_cuda_is_this_process_gpu(monkeypatch):
     assert check_device("cuda") == torch.device("cuda", 0)
     assert check_device("cuda", local_rank=1) == torch.device("cuda", 1)
     assert check_device("cuda:1") == torch.device("cuda", 1)
-    with pytest.raises(ValueError, match=r"device: 'cuda:2', but there is no GPU 2; available here: cpu, cuda:0, cuda:1"):
+    with pytest.raises(ValueError, match="'cuda:2', but there is no GPU 2; available here: cpu, cuda:0, cuda:1"):
         check_device("cuda:2")
 
 
@@ -535,7 +535,8 @@ def test_yaml_floats_without_a_dot_are_numbers(tmp_path):
 
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1e-3\nmin_lr: 1E-5\nmethod: automix\nmethod_opts: {mask_loss: 5e-2}\n")
-    cfg = config_from_args(build_parser().parse_args(["train", "--config", str(path), "--method-opt", "lam_margin=1e-2"]))
+    argv = ["train", "--config", str(path), "--method-opt", "lam_margin=1e-2"]
+    cfg = config_from_args(build_parser().parse_args(argv))
     assert (cfg.lr, cfg.min_lr) == (1e-3, 1e-5)
     assert cfg.method_opts == {"mask_loss": 0.05, "lam_margin": 0.01}
     path.write_text("lr: fast\n")

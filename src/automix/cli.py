@@ -55,9 +55,9 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     import torch
 
     from . import viz
+    from .train import checkpoint as ckpt
     from .train.args import config_from_args
     from .train.build import build_method, build_model
-    from .train import checkpoint as ckpt
     from .train.config import Config
     from .train.inference import load_trained
     from .train.loader import eval_batches
@@ -66,7 +66,8 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     # Training flags default to "not given"; --output here is the picture (show has no run-dir flag).
     flags = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k != "output"})
     given = {k: v for k, v in vars(flags).items() if k in Config.__dataclass_fields__}
-
+    if ns.config is not None:
+        given["config"] = ns.config
     if "threads" in given:
         torch.set_num_threads(given.pop("threads"))
     if ns.checkpoint:
@@ -101,8 +102,11 @@ def _cmd_plot(ns: argparse.Namespace) -> int:
 
     out = ns.output
     if out is None:  # next to the runs: one run's folder, or the folder that holds them all
-        common = Path(os.path.commonpath([os.path.abspath(r) for r in ns.runs]))
-        out = (common if common != Path(common.anchor) else Path(ns.runs[0])) / "curves.png"
+        try:
+            common = Path(os.path.commonpath([os.path.normpath(r) for r in ns.runs]))
+        except ValueError:  # relative and absolute paths mixed
+            common = Path(os.path.commonpath([os.path.abspath(r) for r in ns.runs]))
+        out = (Path(ns.runs[0]) if common.is_absolute() and common == Path(common.anchor) else common) / "curves.png"
     print(plot_runs(ns.runs, make_parent(out, "--output"), metrics=ns.metrics))
     return 0
 

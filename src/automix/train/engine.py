@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .. import viz
+from .._signals import Interrupted, StopRequests, signal_name
 from . import checkpoint as ckpt
 from . import distributed as dist_util
 from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule
@@ -30,7 +31,6 @@ from .config import Config, to_yaml
 from .logger import RunLogger
 from .loader import TrainBatches, eval_batches
 from .rundir import claim
-from .._signals import Interrupted, StopRequests, signal_name
 from .setup import load_data, resume_state, seed_everything
 
 _NUMBER = re.compile(r"\d+(\.\d+)?(e-?\d+)?")  # a warning's numbers, ignored when telling warnings apart
@@ -209,8 +209,9 @@ class Run:
     def stopped(self) -> Interrupted:
         signum = self.stop.signum if self.stop is not None and self.stop.signum is not None else 15
         where = f"epoch {self.epoch}, step {self.step_in_epoch} of {self.steps_per_epoch}"
-        return Interrupted(signum, f"stopped by {signal_name(signum)}; saved {self.out / 'last.pt'} ({where}); "
-                                   "to continue, run the same command with --resume auto" if self.info.is_main else "")
+        text = (f"stopped by {signal_name(signum)}; saved {self.out / 'last.pt'} ({where}); "
+                "to continue, run the same command with --resume auto")
+        return Interrupted(signum, text if self.info.is_main else "")  # rank 0 speaks for all
 
     def check_epoch(self, stats: dict[str, Any]) -> None:
         """Print the method's warnings about this epoch; remember the first epoch of each for metrics.json.

@@ -122,7 +122,8 @@ class RunLogger:
 
     def finish(self, run: Any, seconds: float) -> dict[str, Any]:
         # No validation images: nothing was evaluated, so there is no best (null, and no best.pt).
-        metrics = {"best_val_top1": run.best if run.best >= 0 else None, "epochs": run.epoch, "train_seconds_this_session": seconds,
+        metrics = {"best_val_top1": run.best if run.best >= 0 else None, "epochs": run.epoch,
+                   "train_seconds_this_session": seconds,
                    "skipped_steps": run.skipped, "skipped_images": len(run.data.skipped),
                    "warnings": [f"from epoch {epoch}: {text}" for text, epoch in run.warnings.items()],
                    "method": self.cfg.method, "model": self.cfg.model,
