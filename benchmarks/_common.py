@@ -19,7 +19,6 @@ import contextlib
 import datetime as _dt
 import gc
 import importlib.metadata
-import json
 import os
 import platform
 import sys
@@ -183,7 +182,9 @@ def write_outputs(results: dict, command: str, body: str, doc: Path | None, out:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         results["command"] = command
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        from automix._jsonio import dumps  # strict JSON: a NaN timing is written as null, not NaN
+
+        out.write_text(dumps(results, indent=1) + "\n")
         print(f"wrote {out}")
     if doc is not None:
         write_section(doc, key, body, heading)

@@ -48,7 +48,8 @@ def test_timm_flags():
 def test_timm_flags_alone_select_the_switch():
     cfg = parse(["--mixup", "0.2"])
     assert cfg.method == "mixup_cutmix" and cfg.mixup == 0.2
-    assert parse(["--mixup", "0.2", "--method", "automix"]).method == "automix"
+    with pytest.raises(ValueError, match="mixup 0.2 applies only to method 'mixup_cutmix'.*'automix'"):
+        parse(["--mixup", "0.2", "--method", "automix"])  # issue 13 item 12: was kept, recorded and ignored
 
 
 def test_cli_alpha_reaches_the_right_mixer():

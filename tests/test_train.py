@@ -76,7 +76,8 @@ def test_each_dataset_kind(tmp_path, kind):
                     root / "train" / w / "images" / f"{w}_{i}.JPEG")
         (root / "wnids.txt").write_text("n01\nn02\n")
         args = ["--dataset", "tiny-imagenet", "--data-dir", str(root), "--method", "samix"]
-    run = train(tmp_path, *args, "--epochs", "1", "--val-split", "0.25")
+    split = [] if "--eval-split" in args else ["--val-split", "0.25"]  # with the test split nothing is held out
+    run = train(tmp_path, *args, "--epochs", "1", *split)
     assert len(rows(run)) == 1 and (run / "last.pt").exists()
 
 
@@ -127,7 +128,7 @@ def test_eval_show_plot_list(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run / "best.pt"), "--output", str(tmp_path / "acc.json")]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert {"top1_eval", "top1_online", "top1_model_ema"} <= set(result) and result["images"] == 359
+    assert {"val_top1", "val_top1_online", "val_top1_ema"} <= set(result) and result["images"] == 359
     assert json.loads((tmp_path / "acc.json").read_text())["config"]["width"] == 4
     assert main(["show", "--checkpoint", str(run / "last.pt"), "--image", str(tmp_path / "a.png")]) == 0
     assert main(["show", "--method", "gridmix", "--dataset", "digits", "--image", str(tmp_path / "b.png"),

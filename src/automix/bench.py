@@ -26,7 +26,9 @@ epoch; cost relative to vanilla) and a PNG of accuracy against training cost.
 
 from __future__ import annotations
 
+import difflib
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -63,9 +65,12 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
     data = load_yaml(path)
-    unknown = set(data) - {"name", "base", "methods", "seeds", "notes", "extends", "section"}
+    keys = ("name", "base", "methods", "seeds", "notes", "extends", "section")
+    unknown = set(data) - set(keys)
     if unknown:
-        raise ValueError(f"protocol {path}: unknown key(s) {sorted(unknown)}")
+        hints = [f"{k} (did you mean {near[0]}?)" if (near := difflib.get_close_matches(str(k), keys, n=1)) else str(k)
+                 for k in sorted(unknown, key=str)]
+        raise ValueError(f"protocol {path}: unknown key(s) {'; '.join(hints)}")
     parent = None
     if "extends" in data:
         ext = data["extends"]
@@ -160,6 +165,10 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
             if (out / "last.pt").is_file():
                 cmd += ["--resume", "auto"]
+            elif (out / "summary.csv").is_file() and not dry_run:
+                # Killed between its first summary row and its first checkpoint: nothing can continue it,
+                # and train refuses a dir holding results, so the cell starts over without the stale rows.
+                (out / "summary.csv").unlink()
             print(f"bench: {method} seed {seed}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
             if dry_run:  # list only: no run directory, no report
                 continue
@@ -167,11 +176,24 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             (out / "bench.yaml").write_text(to_yaml(cfg))
             t0 = time.time()
             with (out / "train.log").open("a") as log:
-                code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+                code = _train(cmd, log)
             print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
             if code != 0:
                 raise RuntimeError(f"run {out} failed with exit code {code}; see {out / 'train.log'}")
     return dirs
+
+
+def _train(cmd: list[str], log) -> int:
+    """Run one cell; on Ctrl-C or SIGTERM let it stop cleanly (it saves last.pt) before bench stops."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return proc.wait()
+    except BaseException:
+        # Ctrl-C reached the child too (same process group); a SIGTERM to bench did not. SIGTERM asks
+        # for the same clean stop and, unlike a second SIGINT, never turns it into an abort.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        raise
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

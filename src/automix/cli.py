@@ -5,9 +5,10 @@ Usage:
     automix train --config configs/quickstart.yaml --epochs 5
     automix train --dataset cifar10 --data-dir ../shared/data/cifar10/train --method cutmix --alpha 0.2
     torchrun --nproc_per_node=2 -m automix train ...   # DDP, one process per GPU (or CPU slot)
-    automix eval runs/automix/best.pt               # accuracy JSON
+    automix eval runs/automix                       # accuracy JSON of the run's best.pt (or name a .pt file)
     automix show --method fmix --output fmix.png    # a picture of mixed samples
-    automix plot runs/a runs/b --output curves.png
+    automix show --checkpoint runs/automix          # the run's mixes, into runs/automix/show-automix.png
+    automix plot runs/a runs/b --output curves.png  # default: curves.png next to the runs
     automix list
     automix bench configs/bench/cifar10_cpu.yaml     # the accuracy grid (cached, resumable)
 """
@@ -15,9 +16,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
+import difflib
+import os
+import re
+import signal
 import sys
 from pathlib import Path
+
+from ._jsonio import dumps
+from ._paths import make_dir, make_parent
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
@@ -25,17 +32,21 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     from .train.args import config_from_args
 
     metrics = fit(config_from_args(ns))
-    print(json.dumps(metrics, indent=2))
+    print(dumps(metrics, indent=2))
     return 0
 
 
 def _cmd_eval(ns: argparse.Namespace) -> int:
+    import torch
+
     from .train.inference import evaluate_checkpoint
 
+    if ns.threads is not None:
+        torch.set_num_threads(ns.threads)
     results = evaluate_checkpoint(ns.checkpoint, ns.split, ns.data_dir, ns.device, ns.batch_size)
-    text = json.dumps({k: v for k, v in results.items() if k != "config"}, indent=2)
+    text = dumps({k: v for k, v in results.items() if k != "config"}, indent=2)
     if ns.output:
-        Path(ns.output).write_text(json.dumps(results, indent=2) + "\n")
+        make_parent(ns.output, "--output").write_text(dumps(results, indent=2) + "\n")
     print(text)
     return 0
 
@@ -44,26 +55,44 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     import torch
 
     from . import viz
+    from .train import checkpoint as ckpt
     from .train.args import config_from_args
     from .train.build import build_method, build_model
+    from .train.config import Config
     from .train.inference import load_trained
     from .train.loader import eval_batches
     from .train.setup import load_data
 
+    # Training flags default to "not given"; --output here is the picture (show has no run-dir flag).
+    flags = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k != "output"})
+    given = {k: v for k, v in vars(flags).items() if k in Config.__dataclass_fields__}
+    if ns.config is not None:
+        given["config"] = ns.config
+    if "threads" in given:
+        torch.set_num_threads(given.pop("threads"))
     if ns.checkpoint:
-        cfg, data, _, method, _ = load_trained(ns.checkpoint)
-        # Evenly spaced over the dataset, so a class-sorted folder still shows several classes.
-        train_idx = torch.linspace(0, len(data) - 1, max(ns.n, 1)).long()
+        ignored = sorted(set(given) - {"data_dir", "cache_dir"})
+        if ignored:
+            flag = "--" + ignored[0].replace("_", "-")
+            raise ValueError(f"{flag} {given[ignored[0]]!r} is not used with --checkpoint (the run's own config "
+                             "is; only --data-dir and --cache-dir override it); drop one of the two")
+        path = ckpt.find(ns.checkpoint)
+        cfg, data, idx, method, _ = load_trained(str(path), given)
+        idx = idx if len(idx) else torch.arange(len(data))
+        out = ns.output or path.parent / f"show-{cfg.method}.png"  # next to the run's other files
     else:
-        cfg = config_from_args(ns)
-        data, train_idx, _, _ = load_data(cfg)
+        cfg = config_from_args(flags)
+        data, idx, _, _ = load_data(cfg)
         in_chans = data.images.shape[1] if data.images is not None else 3
         method = build_method(cfg, build_model(cfg, data.num_classes, in_chans), data.num_classes, 1, cfg.seed)
-    x, y = next(eval_batches(data, train_idx[: ns.n], ns.n, torch.device("cpu"), img_size=cfg.img_size))
+        out = ns.output or Path("runs") / "show" / f"{cfg.method}.png"
     source = getattr(method, "mixer", method)
     if source is None:
         raise ValueError("method: vanilla training mixes nothing to show; pick a mixing method")
-    path = viz.save_mix_grid(ns.image, source, x, y, n=ns.n, mean=data.mean, std=data.std)
+    # Classes in turn: a class-sorted folder's first files would all be one class.
+    picked = viz.spread_over_classes(data.labels[idx], ns.n)
+    x, y = next(eval_batches(data, idx[picked], ns.n, torch.device("cpu"), img_size=cfg.img_size))
+    path = viz.save_mix_grid(make_parent(out, "--output"), source, x, y, n=ns.n, mean=data.mean, std=data.std)
     print(path)
     return 0
 
@@ -71,7 +100,14 @@ def _cmd_show(ns: argparse.Namespace) -> int:
 def _cmd_plot(ns: argparse.Namespace) -> int:
     from .plot import plot_runs
 
-    print(plot_runs(ns.runs, ns.output, metrics=ns.metrics))
+    out = ns.output
+    if out is None:  # next to the runs: one run's folder, or the folder that holds them all
+        try:
+            common = Path(os.path.commonpath([os.path.normpath(r) for r in ns.runs]))
+        except ValueError:  # relative and absolute paths mixed
+            common = Path(os.path.commonpath([os.path.abspath(r) for r in ns.runs]))
+        out = (Path(ns.runs[0]) if common.is_absolute() and common == Path(common.anchor) else common) / "curves.png"
+    print(plot_runs(ns.runs, make_parent(out, "--output"), metrics=ns.metrics))
     return 0
 
 
@@ -80,12 +116,14 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 
     proto = bench.load_protocol(ns.protocol)
     root = Path(ns.root)
+    if not ns.report_only and not ns.dry_run:
+        make_dir(root, "--root")
     if not ns.report_only:
         bench.run_grid(proto, root, ns.methods, ns.seeds, dry_run=ns.dry_run)
     if ns.dry_run:
         return 0
     rows = bench.collect(proto, root)
-    report = Path(ns.report)
+    report = make_parent(ns.report, "--report")
     plot_path = report.parent / f"{proto.section}-cost.png"
     bench.plot_cost(rows, plot_path)
     command = f"automix bench {ns.protocol} --root {ns.root}"
@@ -106,11 +144,52 @@ def _cmd_list(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that name the subcommand and suggest the nearest option or choice.
+
+    Plain argparse reports a mistyped flag of ``automix train`` with the top-level usage and no hint.
+    """
+
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:  # report it from the subcommand, whose options the suggestion comes from
+            self.commands.get(getattr(ns, "command", None), self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see {self.prog} --help)\n")
+
+    def _suggestion(self, message: str) -> str:
+        choice = re.search(r"invalid choice: '?([^' ]+?)'? \(choose from (.*)\)", message)
+        if choice:
+            options = [c.strip(" '\"") for c in choice.group(2).split(",")]
+            near = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.5)
+        elif message.startswith("unrecognized arguments: "):
+            flags = [t.split("=")[0] for t in message.split(": ", 1)[1].split() if t.startswith("-")]
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            near = [m for f in flags for m in difflib.get_close_matches(f, options, n=1, cutoff=0.6)][:1]
+        else:
+            return ""
+        return f"; did you mean {near[0]}?" if near else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train.args import add_config_arguments
 
-    parser = argparse.ArgumentParser(prog="automix", description="Mixup-family training, headlined by AutoMix.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = _Parser(prog="automix", description="Mixup-family training, headlined by AutoMix.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
@@ -120,25 +199,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="accuracy of a checkpoint as JSON", formatter_class=fmt)
-    p.add_argument("checkpoint", help="a last.pt / best.pt file")
+    p.add_argument("checkpoint", help="a last.pt / best.pt file, or a run folder (its best.pt, else last.pt)")
     p.add_argument("--split", default="val", choices=["val", "test"], help="the run's validation split or test split")
     p.add_argument("--data-dir", default=None, help="override the dataset folder stored in the checkpoint")
     p.add_argument("--device", default="cpu", help="device to evaluate on")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--output", default=None, help="also write the JSON (with the config) to this file")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("show", help="PNG grid of mixed samples and masks",
                        description="Picture of mixes for a config (training flags) or a checkpoint.")
-    p.add_argument("--checkpoint", default=None, help="show the mixes of a trained run")
-    p.add_argument("--image", default="mixes.png", help="PNG file to write")
+    p.add_argument("--checkpoint", default=None, help="show the mixes of a trained run (a .pt file or a run folder)")
+    p.add_argument("-o", "--output", "--image", dest="output", default=None,
+                   help="PNG file to write (default: show-METHOD.png in the run folder with --checkpoint, "
+                        "else runs/show/METHOD.png)")
     p.add_argument("-n", type=int, default=8, help="samples to show")
-    add_config_arguments(p)
+    add_config_arguments(p, exclude=("output", "resume"))  # --output is the picture here, not a run dir
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("plot", help="training curves of run dirs as PNG", formatter_class=fmt)
     p.add_argument("runs", nargs="+", help="run dirs (each with a summary.csv)")
-    p.add_argument("--output", default="curves.png", help="PNG file to write")
+    p.add_argument("--output", default=None,
+                   help="PNG file to write (default: curves.png in the run folder, or in the folder holding the runs)")
     p.add_argument("--metrics", nargs="+", default=["val_top1", "train_loss"], help="summary.csv columns to plot")
     p.set_defaults(func=_cmd_plot)
 
@@ -155,17 +238,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="methods, models and datasets")
     p.set_defaults(func=_cmd_list)
+    parser.commands = dict(sub.choices)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    from ._signals import Interrupted, sigterm_raises
+
+    previous = sigterm_raises()  # first, so a SIGTERM while torch loads still ends in one line
+    command = ""
     try:
+        parser = build_parser()
+        ns = parser.parse_args(argv)
+        command = ns.command
         return ns.func(ns)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, FloatingPointError, RuntimeError) as exc:
-        print(f"automix {ns.command}: error: {exc}", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt) as exc:  # a stop, not an error: one line saying how to continue
+        text = str(exc) if isinstance(exc, Interrupted) else "interrupted"
+        if text in ("interrupted", "stopped by SIGTERM") and command in _CONTINUE:
+            text += "; " + _CONTINUE[command]
+        if text:  # empty on DDP ranks other than 0: rank 0 says it
+            print(f"{_prog(command)}: {text}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError, RuntimeError) as exc:
+        print(f"{_prog(command)}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_CONTINUE = {"train": "the last checkpoint written is intact; continue with --resume auto",
+             "bench": "finished runs are kept and a stopped one saved its last.pt; run the same command to continue"}
+
+
+def _prog(command: str) -> str:
+    return f"automix {command}" if command else "automix"
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:  # "[Errno 13] ..." from the OS: say what and where
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,12 +16,23 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 
 def read_summary(run_dir: str | Path) -> list[dict[str, float]]:
-    """Rows of ``run_dir/summary.csv`` with numeric values (empty cells dropped)."""
+    """Rows of ``run_dir/summary.csv`` with numeric values (empty and non-finite cells dropped).
+
+    A run without validation leaves its val columns empty; older runs wrote ``nan`` there.
+    """
     path = Path(run_dir) / "summary.csv"
     if not path.is_file():
         raise FileNotFoundError(f"run dir {run_dir} has no summary.csv")
     with path.open() as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        rows = [{k: _number(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    return [{k: v for k, v in row.items() if math.isfinite(v)} for row in rows]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:

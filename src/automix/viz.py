@@ -50,6 +50,22 @@ def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: i
             "lam": out.lam.cpu()}
 
 
+def spread_over_classes(labels: Tensor, n: int) -> Tensor:
+    """Positions of up to ``n`` samples, taking the classes in turn (each class's first, then its second, ...).
+
+    >>> spread_over_classes(torch.tensor([0, 0, 0, 1, 1, 2]), 4).tolist()
+    [0, 3, 5, 1]
+    """
+    labels = labels.reshape(-1).long()
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank = torch.empty_like(labels)
+    rank[order] = torch.arange(len(labels)) - starts  # how many of its class come before it
+    key = rank * (int(labels.max()) + 1 if len(labels) else 1) + labels
+    return torch.argsort(key, stable=True)[:n]
+
+
 def _to_uint8(img: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     img = (img.float() - lo) / (hi - lo).clamp_min(1e-8)
     if img.shape[0] == 1:

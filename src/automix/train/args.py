@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import SECTIONS, Config, _field_types, _strip_optional, from_dict, load_yaml, validate
+from .config import SECTIONS, Config, _field_types, _strip_optional, from_dict, load_yaml, number_text, validate
 
 ALIASES = {"output": ["-o", "--output-dir"], "config": ["-c"], "batch_size": ["-b"]}
 
@@ -20,7 +20,7 @@ def _scalar(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return number_text(yaml.safe_load(text))  # "1e-3" too, which YAML 1.1 reads as a string
     except yaml.YAMLError:
         return text
 
@@ -40,15 +40,15 @@ def _method_opt(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), _scalar(value)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per ``Config`` field to ``parser``."""
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """Add ``--config`` and one flag per ``Config`` field (but those in ``exclude``) to ``parser``."""
     parser.add_argument("-c", "--config", default=None, metavar="FILE", help="YAML file of options (flags win)")
     types_ = _field_types()
     helps = {f: Config.__dataclass_fields__[f].metadata.get("help", "") for f in types_}
     defaults = Config()
     for section, names in SECTIONS.items():
         group = parser.add_argument_group(section)
-        for name in names:
+        for name in (n for n in names if n not in exclude):
             flag = "--" + name.replace("_", "-")
             flags = [flag] + [a for a in ALIASES.get(name, []) if a != flag]
             base, optional = _strip_optional(types_[name])

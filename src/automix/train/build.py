@@ -56,10 +56,9 @@ def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: i
     if cfg.method in LEARNED:
         cls = LEARNED[cfg.method]
         _check_opts(cls, opts, cfg.method)
-        if cfg.alpha is not None:
-            opts.setdefault("alpha", cfg.alpha)
-        return cls(model, num_classes=num_classes, label_smoothing=cfg.smoothing, total_steps=total_steps,
-                   seed=seed, **opts)
+        # validate() refused a method_opts key given together with its flag, so merging loses nothing.
+        flags = {"label_smoothing": cfg.smoothing, **({"alpha": cfg.alpha} if cfg.alpha is not None else {})}
+        return cls(model, num_classes=num_classes, total_steps=total_steps, seed=seed, **{**flags, **opts})
     if cfg.method not in list_mixers():
         raise ValueError(f"method must be none, automix, samix or a mixer in {list_mixers()}, got {cfg.method!r}")
     shared = {"mode": cfg.mixup_mode, "label_smoothing": cfg.smoothing, "num_classes": num_classes}

@@ -3,7 +3,10 @@
 * ``save`` writes to a temporary file in the same folder, flushes it to disk, then renames it over
   the target (``os.replace`` is atomic), so a kill mid-save leaves the previous file intact and
   never a half-written one under the real name.
-* ``load`` uses ``torch.load(weights_only=True)``: a checkpoint cannot run code when loaded.
+* ``load`` uses ``torch.load(weights_only=True)``: a checkpoint cannot run code when loaded. A file
+  that is not a ``torch.save`` file at all (a YAML, PNG, CSV ...) is named as what it is, and torch's
+  advice to retry with ``weights_only=False`` is never passed on: it would run the file's code.
+* ``find`` accepts a run folder for a checkpoint (its ``best.pt`` or ``last.pt``).
 * ``capture_rng`` / ``restore_rng`` cover python, numpy, torch (CPU and CUDA) global generators, in
   plain types that ``weights_only`` accepts.
 """
@@ -38,14 +41,67 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def find(path: str | Path, names: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
+    """``path`` itself, or for a run folder the first of ``names`` it holds."""
+    path = Path(path)
+    if path.is_dir():
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"checkpoint: the folder {path} holds no {' or '.join(names)} (not a run folder, "
+                                "or its run stopped before its first checkpoint)")
+    return path
+
+
+_ZIP, _LEGACY = b"PK\x03\x04", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's two formats
+_KINDS = {".yaml": "a YAML file", ".yml": "a YAML file", ".csv": "a CSV file", ".json": "a JSON file",
+          ".txt": "a text file", ".md": "a text file", ".log": "a text file", ".py": "a Python file"}
+_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+          b"\x93NUMPY": "a NumPy .npy file", b"\x80": "a plain pickle"}
+
+
+def _not_torch_file(path: Path) -> str | None:
+    """What ``path`` is when it is not a ``torch.save`` file (None when it looks like one)."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    if head.startswith((_ZIP, _LEGACY)):
+        return None
+    if not head:
+        return "an empty file"
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if path.suffix.lower() in _KINDS:
+        return _KINDS[path.suffix.lower()]
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "a file of another format"
+
+
+def _torch_reason(exc: Exception) -> str:
+    """torch's reason without its advice (retrying with ``weights_only=False`` would run the file's code)."""
+    keep = [p.strip() for p in str(exc).split("\n\n") if p.strip() and "weights_only" not in p
+            and not p.strip().startswith(("Check the documentation", "Please file an issue"))]
+    text = " ".join(" ".join(keep).split()) or type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
 def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; give a last.pt / best.pt file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    kind = _not_torch_file(path)
+    if kind is not None:
+        raise ValueError(f"{path} is not a checkpoint: it is {kind}, not a torch.save file; give a last.pt / "
+                         "best.pt file or a run folder")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors, truncated files, refused globals
-        raise ValueError(f"checkpoint {path} cannot be loaded safely: {type(exc).__name__}: {exc}") from None
+        raise ValueError(f"checkpoint {path} cannot be loaded safely: {_torch_reason(exc)}") from None
     if not isinstance(state, dict) or "format" not in state:
         raise ValueError(f"checkpoint {path} is not an automix checkpoint (no 'format' key)")
     return state

@@ -10,7 +10,9 @@ flag without dashes, with underscores (``mixup_prob``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -28,7 +30,7 @@ SECTIONS = {
                   "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
     "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
             "model_ema_decay", "model_ema_end_decay", "eval_interval", "checkpoint_interval", "log_interval",
-            "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "dist_timeout"),
+            "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "threads", "dist_timeout"),
 }
 
 
@@ -104,6 +106,9 @@ class Config:
     deterministic: bool = field(default=False, metadata={"help": "torch.use_deterministic_algorithms"})
     on_nan: str = field(default="stop", metadata={"help": "non-finite loss: stop, or skip the step"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads torch uses per process (torch.set_num_threads; default: torch's, one per core). "
+                "On a shared machine use 1 or the cores left free"})
     dist_timeout: float = field(default=600.0, metadata={"help": "seconds before a stuck collective fails"})
 
 
@@ -124,6 +129,17 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+# A number PyYAML leaves as a string: YAML 1.1 wants a dot in a float, so `lr: 1e-3` reads as "1e-3".
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def number_text(value: Any) -> Any:
+    """``value`` as a float when it is a string written as a number (``"1e-3"``), else unchanged."""
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the field type ``tp``; ints are accepted for floats. Errors name ``key``."""
     base, optional = _strip_optional(tp)
@@ -141,6 +157,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             raise TypeError(f"{key} must be an integer, got {value!r}")
         return value
     if base is float:
+        value = number_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{key} must be a number, got {value!r}")
         if math.isnan(value):
@@ -158,12 +175,15 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise TypeError(f"{key} must be a mapping of names to values, got {value!r}")
-        return dict(value)
+        return {k: number_text(v) for k, v in value.items()}
     raise TypeError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in Config
 
 
-def validate(cfg: Config) -> Config:
-    """Range checks that types cannot express; each error names the key and the value."""
+def validate(cfg: Config, conflicts: bool = True) -> Config:
+    """Range checks that types cannot express; each error names the key and the value.
+
+    ``conflicts=False`` skips ``check_conflicts``: a finished run's recorded config is read as it was.
+    """
 
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
@@ -203,11 +223,84 @@ def validate(cfg: Config) -> Config:
     need(cfg.eval_interval >= 1, "eval_interval", ">= 1")
     need(cfg.log_interval >= 1, "log_interval", ">= 1")
     need(cfg.dist_timeout > 0, "dist_timeout", "> 0")
+    need(cfg.threads is None or cfg.threads >= 1, "threads", ">= 1 (or unset)")
     for key in ("mix_block_lr", "mix_block_min_lr", "mix_block_momentum"):
         need(getattr(cfg, key) is None or getattr(cfg, key) >= 0, key, ">= 0 (or unset)")
     need((cfg.method != "mixup_cutmix") or cfg.mixup > 0 or cfg.cutmix > 0 or cfg.cutmix_minmax is not None,
          "method", "given --mixup, --cutmix or --cutmix-minmax when it is mixup_cutmix")
+    if conflicts:
+        check_conflicts(cfg)
     return cfg
+
+
+# method_opts keys that an option of their own also sets: giving both is a conflict (which one wins?).
+OPTS_WITH_A_FLAG = {"label_smoothing": "smoothing", "alpha": "alpha", "prob": "mixup_prob", "mode": "mixup_mode",
+                    "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "switch_prob": "mixup_switch_prob",
+                    "cutmix_minmax": "cutmix_minmax"}
+OPTS_SET_BY_THE_TRAINER = ("model", "num_classes", "total_steps", "seed", "generator")
+NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice")  # the rest take alpha (Beta(alpha, alpha))
+
+
+def check_conflicts(cfg: Config) -> None:
+    """Refuse an option that this config would drop silently (it would still be recorded in args.yaml).
+
+    An option counts as given when it differs from its default; the error names it and the option that
+    makes it void.
+    """
+    from ..methods import LEARNED
+
+    default = Config()
+
+    def given(key: str) -> bool:
+        return getattr(cfg, key) != getattr(default, key)
+
+    def refuse(key: str, why: str) -> None:
+        raise ValueError(f"{key} {getattr(cfg, key)!r} {why}; drop one of the two")
+
+    method = cfg.method
+    vanilla, learned = method in ("none", "vanilla"), method in LEARNED
+    for key in ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob"):
+        if given(key) and method != "mixup_cutmix":
+            alt = " (for its own alpha give --alpha)" if key in ("mixup", "cutmix") and method not in NO_ALPHA else ""
+            refuse(key, f"applies only to method 'mixup_cutmix' (timm's Mixup/CutMix switch), not to method "
+                        f"{method!r}{alt}")
+    if given("alpha") and method in NO_ALPHA:
+        alt = ": give --mixup and --cutmix alphas" if method == "mixup_cutmix" else ""
+        refuse("alpha", f"does not apply to method {method!r}{alt}")
+    for key in ("mixup_prob", "mixup_mode"):
+        if given(key) and (vanilla or learned):
+            refuse(key, f"applies to the input mixers, not to method {method!r}")
+    for key in ("mix_block_lr", "mix_block_momentum", "mix_block_min_lr"):
+        if given(key) and not learned:
+            refuse(key, f"applies to a Mix Block (method automix or samix), not to method {method!r}")
+    for key, flag in OPTS_WITH_A_FLAG.items():
+        if key in cfg.method_opts and given(flag):
+            raise ValueError(f"method_opts {key}={cfg.method_opts[key]!r} and {flag} {getattr(cfg, flag)!r} "
+                             f"(--{flag.replace('_', '-')}) set the same thing; give it once")
+    for key in OPTS_SET_BY_THE_TRAINER:
+        if key in cfg.method_opts:
+            raise ValueError(f"method_opts {key}={cfg.method_opts[key]!r} is set by the trainer, not an option")
+    if cfg.opt == "adamw":
+        for key in ("momentum", "nesterov", "mix_block_momentum"):
+            if given(key):
+                refuse(key, "applies to opt 'sgd', not to opt 'adamw'")
+    if given("nesterov") and cfg.momentum == 0:
+        refuse("nesterov", "needs momentum > 0, but momentum is 0")
+    if cfg.sched == "none":
+        for key in ("min_lr", "mix_block_min_lr"):
+            if given(key):
+                refuse(key, "is where the cosine ends, but sched is 'none'")
+    if given("warmup_lr") and cfg.warmup_epochs == 0:
+        refuse("warmup_lr", "is where the warm-up starts, but warmup_epochs is 0")
+    if not cfg.model_ema:
+        for key in ("model_ema_decay", "model_ema_end_decay"):
+            if given(key):
+                refuse(key, "applies to the weight EMA, but model_ema is off (give --model-ema)")
+    if cfg.eval_split == "test" and cfg.val_split not in (0.0, default.val_split):
+        refuse("val_split", "holds images out for validation, but eval_split 'test' evaluates on the test split "
+                            "and trains on every training image")
+    if cfg.dataset == "digits" and given("data_dir"):
+        refuse("data_dir", "is not read: the digits dataset is built in (give another --dataset)")
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
@@ -217,11 +310,21 @@ def from_dict(values: dict[str, Any], base: Config | None = None, source: str = 
     types_ = _field_types()
     unknown = sorted(set(values) - set(types_))
     if unknown:
-        near = {k: [n for n in types_ if n.replace("_", "") == k.replace("_", "").replace("-", "")] for k in unknown}
-        hint = "; ".join(f"{k} (did you mean {near[k][0]}?)" if near[k] else k for k in unknown)
+        hint = "; ".join(f"{k} (did you mean {near}?)" if (near := nearest_key(k)) else k for k in unknown)
         raise ValueError(f"unknown key(s) in {source}: {hint}")
     checked = {k: coerce(k, v, types_[k]) for k, v in values.items()}
     return dataclasses.replace(base or Config(), **checked)
+
+
+def nearest_key(key: str) -> str | None:
+    """The Config field a mistyped ``key`` most likely means (``method_opt`` -> ``method_opts``), or None."""
+    names = list(_field_types())
+    flat = {n.replace("_", ""): n for n in names}
+    same = flat.get(str(key).replace("_", "").replace("-", ""))
+    if same:
+        return same
+    near = difflib.get_close_matches(str(key).replace("-", "_"), names, n=1, cutoff=0.75)
+    return near[0] if near else None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -40,6 +40,51 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
+def available_devices() -> list[str]:
+    """The devices torch can use here, as ``--device`` takes them."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def check_device(name: str, local_rank: int = 0, option: str = "device") -> torch.device:
+    """``name`` as a usable ``torch.device``; a ValueError naming ``option``, the value and what is there.
+
+    A bare ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``): torch.cuda.set_device needs an index.
+    """
+    here = f"available here: {', '.join(available_devices())}"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{option}: {name!r} is not a device name; {here}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"{option}: {name!r}, but CUDA is not available ({why}); {here}")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{option}: {name!r}, but there is no GPU {dev.index}; {here}")
+    elif dev.type == "mps" and f"{dev.type}" not in available_devices():
+        raise ValueError(f"{option}: {name!r}, but MPS is not available; {here}")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{option}: {name!r} is not supported by automix; {here}")
+    return dev
+
+
+def env_rank() -> int:
+    """This process's rank as torchrun sets it (0 without torchrun), before any process group exists."""
+    return _env_int("RANK", 0)
+
+
+def env_local_rank() -> int:
+    return _env_int("LOCAL_RANK", 0)
+
+
 def setup(device: str | None = None, timeout_s: float = 600.0, sync_bn: bool = False) -> tuple[DistInfo, torch.device]:
     """Read the torchrun environment, pick the device, and join the process group if there is one.
 
@@ -49,9 +94,7 @@ def setup(device: str | None = None, timeout_s: float = 600.0, sync_bn: bool = F
     info = DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
     if device is None:
         device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and info.enabled:
-        device = f"cuda:{info.local_rank}"
-    dev = torch.device(device)
+    dev = check_device(device, info.local_rank)
     if sync_bn and info.enabled and dev.type != "cuda":
         raise ValueError(f"sync_bn needs CUDA devices under DDP (PyTorch's SyncBatchNorm does not run on "
                          f"{dev.type}); drop --sync-bn")

@@ -5,7 +5,8 @@ evaluation of the method's eval network (the EMA encoder for AutoMix), the onlin
 weight-EMA copy, a row in ``summary.csv``, a picture of the current mixes, and ``last.pt``
 (``best.pt`` when the top-1 improves). A run killed at any point and resumed with ``--resume``
 continues exactly: model, optimiser, schedule, scaler, method state, loader position and every
-random generator come back from the checkpoint.
+random generator come back from the checkpoint. SIGINT (Ctrl-C) and SIGTERM (preemption) stop the run
+after the step in flight with such a checkpoint (``automix/_signals.py``).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import torch
 from torch import nn
 
 from .. import viz
+from .._signals import Interrupted, StopRequests, signal_name
 from . import checkpoint as ckpt
 from . import distributed as dist_util
 from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule
 from .config import Config, to_yaml
 from .logger import RunLogger
 from .loader import TrainBatches, eval_batches
+from .rundir import claim
 from .setup import load_data, resume_state, seed_everything
 
 _NUMBER = re.compile(r"\d+(\.\d+)?(e-?\d+)?")  # a warning's numbers, ignored when telling warnings apart
@@ -91,6 +94,7 @@ class Run:
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
         self.term_sums: dict[str, float] = {}  # and the running sums of the method's other logs (loss terms, lam)
         self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
+        self.stop: StopRequests | None = None  # fit's signal handlers
         first = self.train_idx[: min(8, len(self.train_idx))]
         self.preview_x = next(eval_batches(self.data, first, 8, self.device, img_size=cfg.img_size))[0]
 
@@ -180,6 +184,10 @@ class Run:
                         self.term_sums[key] = self.term_sums.get(key, 0.0) + value
             self.logger.progress(self.epoch, self.step_in_epoch, self.steps_per_epoch, logs,
                                  self.optimizer.param_groups[0]["lr"], x.shape[0] * self.info.world_size)
+            # At an epoch's last step the epoch is finished first (evaluation, its row), then fit stops.
+            if self.step_in_epoch < self.steps_per_epoch and self.stop_requested():
+                self.save("last.pt")
+                raise self.stopped()
             interval = self.cfg.checkpoint_interval
             if interval and self.step_in_epoch % interval == 0 and self.step_in_epoch < self.steps_per_epoch:
                 self.save("last.pt")
@@ -190,6 +198,20 @@ class Run:
                  **{f"train_{key}": total / count for key, total in self.term_sums.items()}}
         self.loss_sum, self.loss_count, self.term_sums = 0.0, 0, {}
         return stats
+
+    def stop_requested(self) -> bool:
+        """Whether a signal asked this run to stop; under DDP every rank gets the same answer at the same step."""
+        asked = self.stop is not None and self.stop.signum is not None
+        if self.info.enabled:  # one tiny all-reduce per step: ranks must stop together or a collective hangs
+            asked = dist_util.all_sum([float(asked)], self.device)[0] > 0
+        return asked
+
+    def stopped(self) -> Interrupted:
+        signum = self.stop.signum if self.stop is not None and self.stop.signum is not None else 15
+        where = f"epoch {self.epoch}, step {self.step_in_epoch} of {self.steps_per_epoch}"
+        text = (f"stopped by {signal_name(signum)}; saved {self.out / 'last.pt'} ({where}); "
+                "to continue, run the same command with --resume auto")
+        return Interrupted(signum, text if self.info.is_main else "")  # rank 0 speaks for all
 
     def check_epoch(self, stats: dict[str, Any]) -> None:
         """Print the method's warnings about this epoch; remember the first epoch of each for metrics.json.
@@ -237,17 +259,30 @@ class Run:
 
 def fit(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns the final metrics (also written to metrics.json)."""
-    run = Run(cfg)
+    stop = StopRequests().install()
+    lock = None
+    run = None
+    threads = torch.get_num_threads()
     try:
+        if cfg.threads is not None:  # before any work: torch sizes its thread pool on first use
+            torch.set_num_threads(cfg.threads)
+        # Checked before the process group is joined: a refused run dir or device fails at once, and
+        # torchrun then stops the other ranks instead of leaving them waiting for rank 0.
+        if cfg.device is not None:
+            dist_util.check_device(cfg.device, dist_util.env_local_rank())
+        lock = claim(cfg, rank=dist_util.env_rank())
+        run = Run(cfg)
+        run.stop = stop
         if cfg.resume:
             run.restore(str(run.out / "last.pt") if cfg.resume == "auto" else cfg.resume)
         run.logger.start(to_yaml(cfg), run)
         t_start = time.perf_counter()
+        stop.training = True
         while run.epoch < cfg.epochs:
             stats = run.train_epoch()
             run.check_epoch(stats)
             last = run.epoch == cfg.epochs - 1
-            if last or (run.epoch + 1) % cfg.eval_interval == 0:
+            if len(run.val_idx) and (last or (run.epoch + 1) % cfg.eval_interval == 0):  # --val-split 0: none
                 stats.update(run.evaluate_all())
             stats.update(epoch=run.epoch, lr=run.optimizer.param_groups[0]["lr"], skipped_steps=run.skipped)
             top1 = stats.get("val_top1", float("nan"))
@@ -259,9 +294,16 @@ def fit(cfg: Config) -> dict[str, Any]:
             run.save("last.pt")
             if improved:
                 run.save("best.pt")
+            if run.epoch < cfg.epochs and run.stop_requested():
+                raise run.stopped()
         result = run.logger.finish(run, time.perf_counter() - t_start)
         dist_util.barrier()  # the ranks leave together: a gloo rank torn down while rank 0 still writes can abort
         return result
     finally:
-        run.logger.close()
+        if run is not None:
+            run.logger.close()
         dist_util.cleanup()
+        if lock is not None:
+            lock.release()
+        stop.restore()
+        torch.set_num_threads(threads)

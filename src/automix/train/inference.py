@@ -16,6 +16,7 @@ from ..data import load_dataset
 from . import checkpoint as ckpt
 from .build import ModelEma, build_method, build_model
 from .config import Config, from_dict, validate
+from .distributed import check_device
 from .engine import FORMAT, evaluate
 from .loader import eval_batches
 from .setup import load_data
@@ -24,12 +25,13 @@ from .setup import load_data
 def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
     if state.get("format") != FORMAT:
         raise ValueError(f"checkpoint format {state.get('format')!r} is not {FORMAT!r}")
-    return validate(from_dict({**state["config"], **(overrides or {})}, source="checkpoint config"))
+    # Without the conflict checks: a run from before them may hold an option it ignored; evaluating it is fine.
+    return validate(from_dict({**state["config"], **(overrides or {})}, source="checkpoint config"), conflicts=False)
 
 
 def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str = "cpu"):
     """(cfg, eval data, eval indices, method, model_ema or None) restored from checkpoint ``path``."""
-    state = ckpt.load(path)
+    state = ckpt.load(ckpt.find(path))
     cfg = config_of(state, overrides)
     data, _, val_data, val_idx = load_data(cfg)
     in_chans = data.images.shape[1] if data.images is not None else 3
@@ -49,23 +51,29 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
                         device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
     """Top-1 of every network a checkpoint holds, on the run's validation split or a test split."""
     overrides = {"data_dir": data_dir} if data_dir else {}
+    path = str(ckpt.find(path))  # a run folder: its best.pt, else its last.pt
+    dev = check_device(device, option="--device")
+    device = str(dev)
     cfg, data, val_idx, method, model_ema = load_trained(path, overrides, device)
-    dev = torch.device(device)
     if split == "test":
         data = load_dataset(cfg.dataset, cfg.data_dir, split="test", cache_dir=cfg.cache_dir, img_size=cfg.img_size)
         indices = torch.arange(len(data))
     elif split == "val":
         indices = val_idx
+        if not len(indices):
+            raise ValueError(f"split: the run of {path} has no validation images (val_split {cfg.val_split}); "
+                             "evaluate it with --split test")
     else:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    nets: dict[str, nn.Module] = {"eval": method.eval_model(), "online": method.model}
+    # Named as in summary.csv (val_top1, val_top1_online, val_top1_ema; test_* for the test split).
+    nets: dict[str, nn.Module] = {"": method.eval_model(), "_online": method.model}
     if model_ema is not None:
-        nets["model_ema"] = model_ema
+        nets["_ema"] = model_ema
     results: dict[str, Any] = {"checkpoint": str(path), "split": split, "images": len(indices),
                                "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset}
-    for name, net in nets.items():
+    for suffix, net in nets.items():
         top1, loss = evaluate(net, eval_batches(data, indices, batch_size, dev, img_size=cfg.img_size), dev, None)
-        results[f"top1_{name}"] = top1
-        results[f"loss_{name}"] = loss
+        results[f"{split}_top1{suffix}"] = top1
+        results[f"{split}_loss{suffix}"] = loss
     results["config"] = dataclasses.asdict(cfg)
     return results

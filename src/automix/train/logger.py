@@ -10,12 +10,12 @@ Only rank 0 writes; other ranks get a disabled logger.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .._jsonio import dumps
 from .config import Config
 
 COLUMNS = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_top1_ema", "val_loss", "lr", "epoch_time",
@@ -49,6 +49,9 @@ class RunLogger:
               f"{self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
               f"steps/epoch x {self.cfg.epochs} epochs on {run.device}, world size {run.info.world_size}; "
               f"run dir {self.out}", file=sys.stderr)
+        if not len(run.val_idx):
+            print(f"automix: no validation images (val_split {self.cfg.val_split}): nothing is evaluated, so no "
+                  "best.pt is written; last.pt is the final model", file=sys.stderr)
 
     @staticmethod
     def _skipped_note(run: Any) -> str:
@@ -118,7 +121,9 @@ class RunLogger:
         print(f"epoch {stats['epoch']}: " + ", ".join(parts), file=sys.stderr)
 
     def finish(self, run: Any, seconds: float) -> dict[str, Any]:
-        metrics = {"best_val_top1": run.best, "epochs": run.epoch, "train_seconds_this_session": seconds,
+        # No validation images: nothing was evaluated, so there is no best (null, and no best.pt).
+        metrics = {"best_val_top1": run.best if run.best >= 0 else None, "epochs": run.epoch,
+                   "train_seconds_this_session": seconds,
                    "skipped_steps": run.skipped, "skipped_images": len(run.data.skipped),
                    "warnings": [f"from epoch {epoch}: {text}" for text, epoch in run.warnings.items()],
                    "method": self.cfg.method, "model": self.cfg.model,
@@ -126,12 +131,14 @@ class RunLogger:
         if self.enabled and self.summary.exists():
             with self.summary.open() as f:
                 rows = list(csv.DictReader(f))
-            rows = [r for r in rows if r.get("val_top1") not in (None, "")]
-            if rows:
-                last = rows[-1]
-                metrics.update({k: float(last[k]) for k in ("val_top1", "val_top1_online", "val_top1_ema", "train_loss")
+            if rows:  # the last epoch's training loss, and the last evaluation (none without validation)
+                metrics["train_loss"] = float(rows[-1]["train_loss"])
+            evaluated = [r for r in rows if r.get("val_top1") not in (None, "")]
+            if evaluated:
+                last = evaluated[-1]
+                metrics.update({k: float(last[k]) for k in ("val_top1", "val_top1_online", "val_top1_ema")
                                 if last.get(k) not in (None, "")})
-            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            (self.out / "metrics.json").write_text(dumps(metrics, indent=2) + "\n")
         return metrics
 
     def close(self) -> None:

@@ -63,7 +63,9 @@ def load_data(cfg: Config) -> tuple[ImageData, Tensor, ImageData, Tensor]:
 
 
 def resume_state(path: str, cfg: Config, num_classes: int) -> dict[str, Any]:
-    """Load a checkpoint and refuse one from another model, class count, method or dataset."""
+    """Load a checkpoint (a run folder: its last.pt) and refuse one from another model, class count, method
+    or dataset."""
+    path = str(ckpt.find(path, ("last.pt",)))
     state = ckpt.load(path)
     old = state.get("config", {})
     differ = [f"{k}: checkpoint {old.get(k)!r}, this run {getattr(cfg, k)!r}" for k in MUST_MATCH
