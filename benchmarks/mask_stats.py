@@ -14,8 +14,8 @@ pairing; seeded by ``--seed``), so the averages cover many lam, and prints one m
 * |mean - (1 - lam)|: how far a sample's mask mean (the partner's share of the pixels) is from the share
   its label gives the partner, averaged over samples (0 = pixels and labels agree);
 * whole-image choices: the share of samples whose mask mean is below 0.05 or above 0.95, i.e. that show
-  one of the two images almost alone while the label says lam (with lam ~ Beta(2, 2) a mask that follows
-  lam does that for about 1.5% of the samples).
+  one of the two images almost alone while the label mixes them (a sample whose lam is itself below 0.05
+  or above 0.95 is not counted: its mask agrees with its label; before issue 11 it was, about 1.5%).
 
 Nothing is written; paste the table with this command above it. Checkpoints are not committed; they are
 re-created by the run's ``automix bench`` / ``automix train`` command.
@@ -54,7 +54,7 @@ def mask_stats(path: str, images: int, passes: int, seed: int) -> dict[str, floa
                 mean = mask.mean(1)
                 std += float(mask.std(1).sum())
                 gap += float((mean - (1.0 - method.last_mix["lam_mb"])).abs().sum())
-                whole += float(whole_image_share(mask)) * x.shape[0]
+                whole += float(whole_image_share(mask, lam=method.last_mix["lam_mb"])) * x.shape[0]
                 n += x.shape[0]
     return {"std": std / n, "gap": gap / n, "whole": whole / n, "n": int(n)}
 

@@ -281,6 +281,9 @@ def test_whole_image_share():
     masks[3, 0, :2] = 1.0  # a cut with mean 0.65: mixed
     assert float(whole_image_share(masks)) == 0.5
     assert float(whole_image_share(masks, edge=0.4)) == 0.75
+    # a lopsided mask whose label is as lopsided agrees with it: not a whole-image choice
+    assert float(whole_image_share(masks, lam=torch.tensor([0.98, 0.5, 0.5, 0.5]))) == 0.25
+    assert float(whole_image_share(masks, lam=0.5)) == 0.5
 
 
 @pytest.mark.parametrize("cls", METHODS)

@@ -144,8 +144,8 @@ def test_cpu_automix_recipe_is_the_benchmark_cell():
 
     from automix.train.config import from_dict, load_yaml
 
-    floor = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu_min_lr.yaml")
-    cell = asdict(bench.run_config(floor, "automix_min_lr_0.05", 0, Path("x")))
+    fit = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu_mask_fit.yaml")
+    cell = asdict(bench.run_config(fit, "automix_fit_min_lr_0.05", 0, Path("x")))
     recipe = asdict(from_dict(load_yaml(ROOT / "configs" / "cpu" / "cifar10_automix_w16.yaml")))
     cosmetic = {"output", "seed", "eval_batch_size", "progress", "save_images"}
     assert {k: v for k, v in cell.items() if k not in cosmetic} == {k: v for k, v in recipe.items() if k not in cosmetic}

@@ -283,7 +283,7 @@ class AutoMix(Method):
                 "lam_mb": torch.tensor(self.last_mix["lam_mb"]), "lam_bb": torch.tensor(self.last_mix["lam_bb"]),
                 "mask_mean": self.last_mix["mask_mb"].mean(),
                 "mask_std": self.last_mix["mask_mb"].flatten(1).std(1).mean(),  # 0: a constant mask, i.e. mixup
-                "mask_whole": whole_image_share(self.last_mix["mask_mb"])}
+                "mask_whole": whole_image_share(self.last_mix["mask_mb"], lam=self.last_mix["lam_mb"])}
         return loss, logs
 
     @torch.no_grad()

@@ -230,9 +230,24 @@ def adjust_mask(mask: Tensor, lam: float) -> Tensor:
     return torch.where(mean > target, shrink_partner, shrink_self).clamp(0.0, 1.0)
 
 
-def whole_image_share(mask: Tensor, edge: float = 0.05) -> Tensor:
-    """The share of samples whose mask mean is below ``edge`` or above ``1 - edge``: samples that show one
-    of their two images almost alone. Logged per step as ``mask_whole``; near 1 means the Mix Block has
-    collapsed to whole-image choices (with lam ~ Beta(2, 2) a mask that follows lam gives about 0.015)."""
+def whole_image_share(mask: Tensor, edge: float = 0.05, lam: float | Tensor | None = None) -> Tensor:
+    """The share of samples whose mask shows one of their two images almost alone while the label mixes them.
+
+    Args:
+        mask: partner masks ``[N, 1, H, W]`` (float).
+        edge: a mask mean below ``edge`` or above ``1 - edge`` shows one image almost alone.
+        lam: the label weight of each sample (a float or ``[N]``); samples whose label is itself that
+            lopsided (``1 - lam`` outside ``[edge, 1 - edge]``) are not counted: their mask agrees with
+            their label. ``None`` counts every lopsided mask (with lam ~ Beta(2, 2) a mask that follows lam
+            is lopsided for about 1.5% of samples).
+
+    Returns:
+        A float32 scalar tensor in [0, 1]. Logged per step as ``mask_whole``: near 1 means the Mix Block
+        has collapsed to whole-image choices.
+    """
     mean = mask.flatten(1).mean(1)
-    return ((mean < edge) | (mean > 1.0 - edge)).float().mean()
+    lopsided = (mean < edge) | (mean > 1.0 - edge)
+    if lam is not None:
+        share = 1.0 - torch.as_tensor(lam, dtype=mean.dtype, device=mean.device).expand_as(mean)
+        lopsided = lopsided & (share >= edge) & (share <= 1.0 - edge)
+    return lopsided.float().mean()
