@@ -46,3 +46,42 @@ def sample_id_probe(batch: int, height: int, width: int) -> torch.Tensor:
 @pytest.fixture(params=automix.list_mixers())
 def mixer_name(request) -> str:
     return request.param
+
+
+def spawn_ddp_ranks(argv: list[str], prelude: str, world: int = 2) -> list:
+    """Start ``world`` ``automix`` processes as one DDP job on 127.0.0.1 (torchrun's environment, one thread each).
+
+    Each runs ``prelude`` (code that patches the engine, e.g. to die or to be signalled at a step) and then
+    ``automix.cli.main(argv)``; stdout and stderr are pipes. Returns the ``Popen`` objects, rank order.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = prelude + f"\nfrom automix.cli import main\nimport sys\nsys.exit(main({argv!r}))\n"
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": f"{root / 'src'}:{root / 'tests'}"}
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def write_tiny_protocol(path, cache_dir, subset: int = 64, epochs: int = 1):
+    """A one-cell ``automix bench`` protocol (CutMix on a digits subset at 8 px, width 4) written to ``path``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "name": "tiny", "base": {"dataset": "digits", "subset": subset, "epochs": epochs, "img_size": 8, "width": 4,
+                                 "batch_size": 16, "progress": False, "save_images": False,
+                                 "cache_dir": str(cache_dir)},
+        "methods": {"cutmix": {"method": "cutmix"}}, "seeds": [0]}))
+    return path

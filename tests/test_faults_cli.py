@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from automix.cli import main
+from conftest import spawn_ddp_ranks, write_tiny_protocol
+from test_reliability import same_weights, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--subset", "64", "--epochs", "1", "--img-size", "8", "--width", "4",
@@ -92,16 +94,9 @@ def test_a_run_dir_in_use_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, c
 
 def test_bench_restarts_a_cell_killed_before_its_first_checkpoint(tmp_path):
     """Item 7 keeps `automix bench` working: a cell with bench files and a stale summary but no last.pt."""
-    import yaml
-
     from automix import bench
 
-    proto_path = tmp_path / "p.yaml"
-    proto_path.write_text(yaml.safe_dump({
-        "name": "tiny", "base": {"dataset": "digits", "subset": 64, "epochs": 1, "img_size": 8, "width": 4,
-                                 "batch_size": 16, "progress": False, "save_images": False,
-                                 "cache_dir": str(tmp_path / "cache")},
-        "methods": {"cutmix": {"method": "cutmix"}}, "seeds": [0]}))
+    proto_path = write_tiny_protocol(tmp_path / "p.yaml", tmp_path / "cache", subset=64, epochs=1)
     proto = bench.load_protocol(proto_path)
     out = bench.run_dir(tmp_path / "runs", proto, "cutmix", 0)
     out.mkdir(parents=True)
@@ -181,16 +176,6 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def summary_rows(run: Path) -> list[list[str]]:
-    keys = ["epoch", "train_loss", "val_top1", "val_top1_online", "val_loss", "lr", "skipped_steps"]
-    with (run / "summary.csv").open() as f:
-        return [[r[k] for k in keys] for r in csv.DictReader(f)]
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    wa = torch.load(a / "last.pt", weights_only=True)["method"]
-    wb = torch.load(b / "last.pt", weights_only=True)["method"]
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa if isinstance(wa[k], torch.Tensor))
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +208,7 @@ def test_signal_stops_after_the_step_and_resume_continues_exactly(tmp_path, stra
     assert f"epoch {saved[0]}, step {saved[1]} of 30" in line
     code, err = finish(spawn(tmp_path, "run", *STOP_RUN, "--resume", "auto"))
     assert code == 0, err[-3000:]
-    assert summary_rows(straight) == summary_rows(tmp_path / "run")
+    assert summary(straight) == summary(tmp_path / "run")
     assert same_weights(straight, tmp_path / "run")
 
 
@@ -236,28 +221,15 @@ def test_signal_from_outside_then_resume_matches(tmp_path, straight, sig):
     assert_stopped_cleanly(*finish(proc), sig)
     code, err = finish(spawn(tmp_path, "run", *STOP_RUN, "--resume", "auto"))
     assert code == 0, err[-3000:]
-    assert summary_rows(straight) == summary_rows(tmp_path / "run")
+    assert summary(straight) == summary(tmp_path / "run")
     assert same_weights(straight, tmp_path / "run")
 
 
 def test_signal_to_one_ddp_rank_stops_both_at_the_same_step(tmp_path):
     """Item 8 under DDP: only rank 1 is signalled; the ranks agree, rank 0 saves, both exit, none hangs."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'tests'}"}
-        argv = ["train", *TINY, "--subset", "320", "--epochs", "2", "--dist-timeout", "30",
+    argv = ["train", *TINY, "--subset", "320", "--epochs", "2", "--dist-timeout", "30",
                 "--output", str(tmp_path / "ddp"), "--cache-dir", str(tmp_path / "cache")]
-        code = (SIGNAL_AT_STEP.format(call=4, rank=1, sig="SIGTERM")
-                + f"\nfrom automix.cli import main\nimport sys\nsys.exit(main({argv!r}))\n")
-        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+    procs = spawn_ddp_ranks(argv, SIGNAL_AT_STEP.format(call=4, rank=1, sig="SIGTERM"))
     (code0, err0), (code1, err1) = finish(procs[0]), finish(procs[1])
     assert (code0, code1) == (143, 143), err0[-2000:] + err1[-2000:]
     assert "stopped by SIGTERM" in err0 and "automix train:" not in err1  # rank 0 speaks for both
@@ -284,14 +256,7 @@ def test_second_ctrl_c_aborts_but_repeated_sigterm_does_not():
 
 def test_sigterm_to_bench_lets_the_running_cell_save_then_the_rerun_finishes(tmp_path):
     """Item 8 for `automix bench`: it forwards the stop to its training child and waits for it."""
-    import yaml
-
-    proto_path = tmp_path / "p.yaml"
-    proto_path.write_text(yaml.safe_dump({
-        "name": "tiny", "base": {"dataset": "digits", "subset": 480, "epochs": 3, "img_size": 8, "width": 4,
-                                 "batch_size": 16, "progress": False, "save_images": False,
-                                 "cache_dir": str(tmp_path / "cache")},
-        "methods": {"cutmix": {"method": "cutmix"}}, "seeds": [0]}))
+    proto_path = write_tiny_protocol(tmp_path / "p.yaml", tmp_path / "cache", subset=480, epochs=3)
     argv = ["bench", str(proto_path), "--root", str(tmp_path / "runs"), "--report", str(tmp_path / "b.md")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'src'}"}
     code = f"from automix.cli import main\nimport sys\nsys.exit(main({argv!r}))\n"

@@ -9,7 +9,6 @@ import csv
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from automix.cli import main
+from conftest import spawn_ddp_ranks
 from automix.methods import MixerMethod
 from automix.train import checkpoint as ckpt
 from test_data import make_folder
@@ -271,19 +271,9 @@ E.Run.train_step = step
 
 def test_dead_rank_makes_the_others_fail_not_hang(tmp_path):
     """Fault 8: rank 1 dies mid-run; rank 0 exits with an error (process-group timeout), no hang."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'tests'}"}
-        argv = ["train", *TINY, "--dataset", "digits", "--subset", "320", "--epochs", "2", "--method", "automix",
+    argv = ["train", *TINY, "--dataset", "digits", "--subset", "320", "--epochs", "2", "--method", "automix",
                 "--dist-timeout", "20", "--output", str(tmp_path / "ddp"), "--cache-dir", str(tmp_path / "cache")]
-        code = DIE_ON_RANK1 + f"\nfrom automix.cli import main\nimport sys\nsys.exit(main({argv!r}))\n"
-        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+    procs = spawn_ddp_ranks(argv, DIE_ON_RANK1)
     start = time.time()
     rank0 = procs[0].wait(timeout=180)
     procs[1].wait(timeout=30)
