@@ -73,6 +73,8 @@ class AutoMix(Method):
         reference: the reference's behaviour: ``mask_fit=False`` (with the reference's Normal(0, 0.01)
             Mix Block init) and, unless given, momenta 0.999 -> 0.999999 whatever the run's length (spec 1.5).
         mask_loss, mask_loss_margin: weight and margin of the mask hinge (0.1, 0.1).
+        mask_loss_mode: ``"L1"`` (AutoMix's) or ``"L1+Variance"`` (SAMix's, which also rewards sharp masks);
+            ``None`` keeps the class's. With ``mask_fit`` the L1 term is 0 (each mask's mean is exact).
         lam_margin: the backbone falls back to plain mixup when ``min(lam, 1 - lam) <= lam_margin``.
         mask_adjust: probability of rescaling the backbone mask to mean ``1 - lam_bb`` (0).
         lam_concat: give lam to the Mix Block as an extra channel (ImageNet configs).
@@ -111,8 +113,11 @@ class AutoMix(Method):
                  label_smoothing: float = 0.0, loss: str = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
                  input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
-                 mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False) -> None:
+                 mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False,
+                 mask_loss_mode: str | None = None) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
+        if mask_loss_mode is not None:  # else the class's: "L1" (AutoMix), "L1+Variance" (SAMix)
+            self.mask_loss_mode = check_choice("mask_loss_mode", mask_loss_mode, ("L1", "L1+Variance"))
         check_type("reference", reference, bool, "a bool")
         self.reference = reference
         if reference:
