@@ -26,7 +26,8 @@ Defaults that differ from the reference, and why (``reference=True`` restores th
 * the Mix Block's convolutions start from Normal(0, 1 / sqrt(fan_in)) when ``mask_fit`` is on, not
   Normal(0, 0.01): with the level fitted, a block whose attention is uniform (what 0.01 gives) makes
   flat masks and gets no gradient to leave them (measured: CIFAR masks' spatial std 0.0002 after four
-  epochs with 0.01, 0.14-0.32 within six with fan-in).
+  epochs with 0.01, 0.14-0.32 within six with fan-in; later in the run they still flatten toward a
+  blend, docs/benchmarks.md "What the fitted mask does on CIFAR").
 * ``momentum=None, end_momentum=None``: the EMA schedule follows ``total_steps``, keeping the
   reference's averaging horizons as fractions of the run (``ema.scaled_momentum``: 200,000 steps give
   its 0.999 -> 0.999999; 2,000 steps 0.9 -> 0.9999). The reference's fixed values make the EMA encoder
@@ -128,7 +129,7 @@ class AutoMix(Method):
         # None: follow the run's length (scaled_momentum), re-derived whenever total_steps is set.
         self._momentum_arg = None if momentum is None else check_range("momentum", momentum, 0.0, 1.0)
         self._end_momentum_arg = None if end_momentum is None else check_range("end_momentum", end_momentum, 0.0, 1.0)
-        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
+        self._derive_momenta()
         self.momentum_warmup = check_range("momentum_warmup", momentum_warmup, 0.0, 1.0)
         self.mask_loss_weight = check_range("mask_loss", mask_loss, 0.0, float("inf"))
         self.mask_loss_margin = check_range("mask_loss_margin", mask_loss_margin, 0.0, 1.0)
@@ -298,13 +299,16 @@ class AutoMix(Method):
                    [self.model] + ([self.head_mix] if self.head_mix is not None else []), m)
         super().after_step()
 
+    def _derive_momenta(self) -> None:
+        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
+
     def set_total_steps(self, total_steps: int) -> None:
         super().set_total_steps(total_steps)
-        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
+        self._derive_momenta()
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         super().set_extra_state(state)  # total_steps comes back with it, and the momenta follow it
-        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
+        self._derive_momenta()
 
     def current_momentum(self) -> float:
         """The EMA momentum the next ``after_step()`` will use."""
@@ -326,11 +330,7 @@ class AutoMix(Method):
         head = check_choice("head", head or self.eval_head, ("one", "mix"))
         model, switch = (self.model_k, self._switch_k) if net == "ema" else (self.model, self._switch_q)
         out = HeadView(model, switch) if head == "mix" and switch is not None else model
-        if net == "ema":
-            out.eval()
-            if self.head_mix_k is not None:
-                self.head_mix_k.eval()
-        return out
+        return out.eval() if net == "ema" else out
 
     @torch.no_grad()
     def mix_preview(self, x: Tensor, lam: float | None = None, generator: torch.Generator | None = None

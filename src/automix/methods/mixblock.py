@@ -16,7 +16,9 @@ partner at each pixel (the sample itself gets ``1 - mask``). Spec sections 1.3 (
 * with ``mask_fit`` (automix's default, not the reference's): before the sigmoid each sample's logit
   map is shifted by the one offset that makes its mask mean exactly ``1 - lam`` (``fit_mask_mean``).
 
-Convolutions start from Normal(0, 0.01) and zero bias, so the first masks are about 0.5 everywhere.
+Convolutions start from zero bias and Normal(0, 0.01) weights (the reference's ``init_std``: the first
+masks are about 0.5 everywhere) or, with ``init_std=None``, Normal(0, 1 / sqrt(fan_in)) (AutoMix's default
+with ``mask_fit``: masks that vary in space from the first step).
 
 Why ``mask_fit``: the reference's mask is free in level and only a batch-level hinge (``mask_loss``)
 ties its mean to lam, while the Mix Block is not told lam (CIFAR configs). Each step's gradient then

@@ -95,7 +95,9 @@ class Run:
         self.term_sums: dict[str, float] = {}  # and the running sums of the method's other logs (loss terms, lam)
         self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
         self.stop: StopRequests | None = None  # fit's signal handlers
-        first = self.train_idx[: min(8, len(self.train_idx))]
+        # The per-epoch pictures show the same 8 training images every epoch, one class after another.
+        idx = torch.as_tensor(self.train_idx)
+        first = idx[viz.spread_over_classes(self.data.labels[idx], 8)]
         self.preview_x = next(eval_batches(self.data, first, 8, self.device, img_size=cfg.img_size))[0]
 
     # ------------------------------------------------------------------ checkpoints
