@@ -55,8 +55,10 @@ from .base import Method, weight_dtype
 from .ema import REFERENCE_MOMENTUM, ema_momentum, ema_update, scaled_momentum
 from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
 from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
+from .registry import register_method
 
 
+@register_method("automix", kind="learned")
 class AutoMix(Method):
     """AutoMix: a Mix Block learns the mixing mask from a momentum encoder's features.
 
@@ -357,6 +359,7 @@ class AutoMix(Method):
                 "lam": torch.full((x.shape[0],), lam)}
 
 
+@register_method("samix", kind="learned")
 class SAMix(AutoMix):
     """SAMix (spec 2): AutoMix with SAMix's Mix Block and the L1+Variance mask loss.
 

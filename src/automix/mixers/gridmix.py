@@ -39,8 +39,10 @@ class GridMix(BaseMixer):
 
     name = "gridmix"
 
-    def __init__(self, alpha: float = 1.0, *, n_holes=(2, 6), hole_aspect_ratio=1.0, cut_area_ratio=(0.5, 1.0),
-                 cut_aspect_ratio=(0.5, 2.0), **kwargs) -> None:
+    def __init__(self, alpha: float = 1.0, *, n_holes: int | tuple[int, int] = (2, 6),
+                 hole_aspect_ratio: float | tuple[float, float] = 1.0,
+                 cut_area_ratio: float | tuple[float, float] = (0.5, 1.0),
+                 cut_aspect_ratio: float | tuple[float, float] = (0.5, 2.0), **kwargs) -> None:
         super().__init__(alpha, **kwargs)
         holes = (n_holes, n_holes) if isinstance(n_holes, int) else n_holes
         check_type("n_holes", holes, (tuple, list), "an int or (lo, hi) pair of ints")

@@ -37,6 +37,17 @@ def create_mixer(name: str, **kwargs: Any) -> BaseMixer:
     return _MIXERS[name](**kwargs)
 
 
+def mixer_factory(name: str) -> Callable[..., BaseMixer]:
+    """The class or function registered as ``name`` (its signature declares the mixer's options).
+
+    Raises:
+        ValueError: no mixer is called ``name``.
+    """
+    if not isinstance(name, str) or name not in _MIXERS:
+        raise ValueError(f"name must be one of {list_mixers()}, got {name!r}")
+    return _MIXERS[name]
+
+
 def list_mixers() -> list[str]:
     """Names of every registered mixer, sorted."""
     return sorted(_MIXERS)

@@ -7,17 +7,15 @@ library never sees the config, and the wiring from flags to objects is tested in
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..methods import LEARNED, Method, MixerMethod
+from ..methods import Method, create_method, method_spec
 from ..methods.ema import ema_momentum
-from ..mixers import create_mixer, list_mixers
 from ..models import create_model
-from .config import Config
+from .config import OPTS_WITH_A_FLAG, Config
 from .schedule import WarmupCosine
 
 
@@ -32,50 +30,33 @@ def build_model(cfg: Config, num_classes: int, in_chans: int) -> nn.Module:
     return create_model(cfg.model, num_classes=num_classes, **kw)
 
 
-def _check_opts(target: Any, opts: dict[str, Any], what: str) -> None:
-    params = inspect.signature(target).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()) and target is not LEARNED.get("samix"):
-        return
-    allowed = set(params)
-    if target is LEARNED.get("samix"):
-        allowed |= set(inspect.signature(LEARNED["automix"]).parameters)
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ValueError(f"method_opts: unknown option(s) {unknown} for {what}; it takes "
-                         f"{sorted(allowed - {'self', 'model', 'kwargs'})}")
+def method_kwargs(cfg: Config, num_classes: int, total_steps: int, seed: int) -> dict[str, Any]:
+    """``create_method``'s keyword arguments for ``cfg``: the run's numbers, the flags the method declares an
+    option for (``OPTS_WITH_A_FLAG``: ``--smoothing`` is ``label_smoothing``, ``--mixup-mode`` is ``mode``, ...)
+    and ``method_opts``.
+
+    A flag whose option the method does not declare is not passed (``config.check_conflicts`` refuses it
+    when given); an unset ``--alpha`` leaves the method's own default.
+    """
+    options = method_spec(cfg.method).options
+    kw: dict[str, Any] = {}
+    for key, flag in OPTS_WITH_A_FLAG.items():
+        value = getattr(cfg, flag)
+        if key not in options or (flag == "alpha" and value is None):
+            continue
+        kw[key] = tuple(value) if flag == "cutmix_minmax" and value else value
+    # validate() refused a method_opts key given together with its flag, so merging loses nothing.
+    return {"num_classes": num_classes, "total_steps": total_steps, "seed": seed, **kw, **cfg.method_opts}
 
 
 def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: int, seed: int) -> Method:
-    """The training Method for ``cfg.method`` (vanilla, any mixer, AutoMix or SAMix)."""
-    opts = dict(cfg.method_opts)
-    if cfg.method in ("none", "vanilla"):
-        if opts:
-            raise ValueError(f"method_opts: vanilla training takes no options, got {sorted(opts)}")
-        return MixerMethod(model, None, num_classes=num_classes, label_smoothing=cfg.smoothing,
-                           total_steps=total_steps, seed=seed)
-    if cfg.method in LEARNED:
-        cls = LEARNED[cfg.method]
-        _check_opts(cls, opts, cfg.method)
-        # validate() refused a method_opts key given together with its flag, so merging loses nothing.
-        flags = {"label_smoothing": cfg.smoothing, **({"alpha": cfg.alpha} if cfg.alpha is not None else {})}
-        return cls(model, num_classes=num_classes, total_steps=total_steps, seed=seed, **{**flags, **opts})
-    if cfg.method not in list_mixers():
-        raise ValueError(f"method must be none, automix, samix or a mixer in {list_mixers()}, got {cfg.method!r}")
-    shared = {"mode": cfg.mixup_mode, "label_smoothing": cfg.smoothing, "num_classes": num_classes}
-    if cfg.method == "mixup_cutmix":
-        kw = {"mixup_alpha": cfg.mixup, "cutmix_alpha": cfg.cutmix, "prob": cfg.mixup_prob,
-              "switch_prob": cfg.mixup_switch_prob, "cutmix_minmax": tuple(cfg.cutmix_minmax) if cfg.cutmix_minmax
-              else None}
-    else:
-        kw = {"prob": cfg.mixup_prob}
-        if cfg.alpha is not None:
-            kw["alpha"] = cfg.alpha
-    kw = {**shared, **kw, **opts}
-    try:
-        mixer = create_mixer(cfg.method, **kw)
-    except TypeError as exc:
-        raise ValueError(f"method_opts: {exc}") from None
-    return MixerMethod(model, mixer, num_classes=num_classes, total_steps=total_steps, seed=seed)
+    """The training Method for ``cfg.method`` through ``create_method``, the library's one dispatcher.
+
+    Raises:
+        ValueError / TypeError: from ``create_method``: an unknown method, or a ``method_opts`` key the method
+            does not declare or of the wrong type (named with the method), or a bad value.
+    """
+    return create_method(cfg.method, model, **method_kwargs(cfg, num_classes, total_steps, seed))
 
 
 def build_optimizer(cfg: Config, method: Method) -> torch.optim.Optimizer:

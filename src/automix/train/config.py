@@ -247,7 +247,7 @@ def check_conflicts(cfg: Config) -> None:
     An option counts as given when it differs from its default; the error names it and the option that
     makes it void.
     """
-    from ..methods import LEARNED
+    from ..methods import method_spec
 
     default = Config()
 
@@ -258,7 +258,12 @@ def check_conflicts(cfg: Config) -> None:
         raise ValueError(f"{key} {getattr(cfg, key)!r} {why}; drop one of the two")
 
     method = cfg.method
-    vanilla, learned = method in ("none", "vanilla"), method in LEARNED
+    try:
+        spec = method_spec(method)
+    except ValueError:
+        spec = None  # an unknown name: create_method says so, with the list of names
+    options = spec.options if spec is not None else {}
+    learned = spec is not None and spec.kind == "learned"
     for key in ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob"):
         if given(key) and method != "mixup_cutmix":
             alt = " (for its own alpha give --alpha)" if key in ("mixup", "cutmix") and method not in NO_ALPHA else ""
@@ -267,8 +272,8 @@ def check_conflicts(cfg: Config) -> None:
     if given("alpha") and method in NO_ALPHA:
         alt = ": give --mixup and --cutmix alphas" if method == "mixup_cutmix" else ""
         refuse("alpha", f"does not apply to method {method!r}{alt}")
-    for key in ("mixup_prob", "mixup_mode"):
-        if given(key) and (vanilla or learned):
+    for key, option in (("mixup_prob", "prob"), ("mixup_mode", "mode")):
+        if given(key) and spec is not None and option not in options:
             refuse(key, f"applies to the input mixers, not to method {method!r}")
     for key in ("mix_block_lr", "mix_block_momentum", "mix_block_min_lr"):
         if given(key) and not learned:
