@@ -86,13 +86,12 @@ def _cmd_show(ns: argparse.Namespace) -> int:
         in_chans = data.images.shape[1] if data.images is not None else 3
         method = build_method(cfg, build_model(cfg, data.num_classes, in_chans), data.num_classes, 1, cfg.seed)
         out = ns.output or Path("runs") / "show" / f"{cfg.method}.png"
-    source = getattr(method, "mixer", method)
-    if source is None:
+    if not method.mixes:
         raise ValueError("method: vanilla training mixes nothing to show; pick a mixing method")
     # Classes in turn: a class-sorted folder's first files would all be one class.
     picked = viz.spread_over_classes(data.labels[idx], ns.n)
     x, y = next(eval_batches(data, idx[picked], ns.n, torch.device("cpu"), img_size=cfg.img_size))
-    path = viz.save_mix_grid(make_parent(out, "--output"), source, x, y, n=ns.n, mean=data.mean, std=data.std)
+    path = viz.save_mix_grid(make_parent(out, "--output"), method, x, y, n=ns.n, mean=data.mean, std=data.std)
     print(path)
     return 0
 

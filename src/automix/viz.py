@@ -3,8 +3,7 @@
 ``preview(mixer_or_method, x, y)`` mixes a few samples and returns the pieces; ``mix_grid`` lays
 them out (one row per sample: original | partner | mask | mixed, with lam written beside it) and
 ``save_mix_grid`` writes a PNG. The mask column is the partner's weight (white = all partner).
-Works for any registered mixer and for AutoMix / SAMix (through
-their ``mix_preview``). Needs only Pillow.
+Works for any mixer and any Method (both have ``mix_preview``). Needs only Pillow.
 """
 
 from __future__ import annotations
@@ -15,39 +14,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .methods import Method
 from .mixers import BaseMixer
-
 
 HEADER = 12  # pixels of column titles above the grid
 
 
-def _own_weight(mixer: BaseMixer, params, n: int, size: tuple[int, int]) -> Tensor:
-    """Weight each sample keeps at each pixel, read off by mixing a one-hot 'sample id' probe."""
-    probe = torch.eye(n).view(n, n, 1, 1).expand(n, n, *size).contiguous()
-    mixed = mixer.apply(probe.to(params.index.device), params)
-    return mixed[torch.arange(n), torch.arange(n)].unsqueeze(1).float().cpu()
-
-
 @torch.no_grad()
 def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: int = 0) -> dict[str, Tensor]:
-    """Mix the first ``n`` samples of ``x`` with ``source`` (a mixer, or a method with ``mix_preview``)."""
+    """Mix the first ``n`` samples of ``x`` with ``source``: a mixer or a Method, through its ``mix_preview``.
+
+    Both give ``{"x", "partner", "mask", "mixed", "lam"}`` (``BaseMixer.mix_preview``, ``Method.mix_preview``);
+    anything else raises ``TypeError``.
+    """
+    if not isinstance(source, (BaseMixer, Method)):
+        raise TypeError(f"source must be a mixer or a Method, got {type(source).__name__}")
     x = x[:n]
-    gen = torch.Generator().manual_seed(seed)
-    if hasattr(source, "mix_preview"):
-        out = source.mix_preview(x, generator=gen)
-        return {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in out.items()}
-    if not isinstance(source, BaseMixer):
-        raise TypeError(f"source must be a mixer or a method with mix_preview(), got {type(source).__name__}")
-    if y is None:
-        y = torch.zeros(x.shape[0], 1)
-    # A sample paired with itself shows nothing; redraw (a few times) until every row has a partner.
-    for _ in range(20):
-        out = source(x, y[:n], gen)
-        if x.shape[0] < 2 or bool((out.index != torch.arange(x.shape[0], device=out.index.device)).all()):
-            break
-    own = _own_weight(source, out.params, x.shape[0], tuple(x.shape[-2:]))
-    return {"x": x.cpu(), "partner": x[out.index].cpu(), "mask": 1.0 - own, "mixed": out.x.detach().cpu(),
-            "lam": out.lam.cpu()}
+    out = source.mix_preview(x, None if y is None else y[:n], generator=torch.Generator().manual_seed(seed))
+    return {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in out.items()}
 
 
 def spread_over_classes(labels: Tensor, n: int) -> Tensor:

@@ -42,6 +42,7 @@ Deliberate differences from the reference code (spec 1.4, 1.8), documented, not 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -49,7 +50,9 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
 from ..losses import TARGET_LOSSES, soft_targets, target_loss
-from ..mixers._sampling import sample_beta
+from ..mixers import MixParams
+from ..mixers._sampling import pair_index, sample_beta
+from ..mixers.base import blend, mix_targets
 from ..models import FeatureTap, default_feature_layer
 from .base import Method, weight_dtype
 from .ema import REFERENCE_MOMENTUM, ema_momentum, ema_update, scaled_momentum
@@ -233,9 +236,10 @@ class AutoMix(Method):
         self._own_modes()
         n = x.shape[0]
         target = self._targets(y)
+        # The draws come from the mixers' sampling code: two lambdas, then two random permutations.
         lam_mb, lam_bb = sample_beta(self.alpha, 2, self.generator).tolist()
-        perm_mb = torch.randperm(n, generator=self.generator).to(x.device)
-        perm_bb = torch.randperm(n, generator=self.generator).to(x.device)
+        perm_mb = pair_index(n, "perm", False, self.generator).to(x.device)
+        perm_bb = pair_index(n, "perm", False, self.generator).to(x.device)
         adjust = self.mask_adjust > 0 and float(torch.rand(1, generator=self.generator)) < self.mask_adjust
         size = tuple(x.shape[-2:])
 
@@ -253,14 +257,16 @@ class AutoMix(Method):
                     m_bb = adjust_mask(m_bb, lam_bb)
         loss_mask = mask_loss(m_mb, lam_mb, self.mask_loss_margin, self.mask_loss_mode) * self.mask_loss_weight
 
-        x_mb = torch.lerp(x, x[perm_mb], m_mb.to(x.dtype))
-        x_bb = torch.lerp(x, x[perm_bb], m_bb.to(x.dtype))
+        # Both masks become draws like any mixer's: blended and turned into targets by the same code.
+        params_mb, params_bb = mask_params(perm_mb, lam_mb, m_mb), mask_params(perm_bb, lam_bb, m_bb)
+        x_mb, x_bb = blend(x, params_mb), blend(x, params_bb)
         logits_k = self._logits(self.model_k, self._switch_k, x_mb, mix_head=True)
         self._tap.clear()  # the hook stored features of x_mb; drop them now
-        loss_mb = target_loss(self.loss, logits_k, torch.lerp(target[perm_mb], target, lam_mb))
+        loss_mb = target_loss(self.loss, logits_k, mix_targets(target, params_mb))
         loss_one = target_loss(self.loss, self.model(x), target)
         logits_mix = self._logits(self.model, self._switch_q, x_bb, mix_head=True)
-        loss_mix = target_loss(self.loss, logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
+        loss_mix = target_loss(self.loss, logits_mix, mix_targets(target, params_bb))
+        self.last_params = {"mb": detached(params_mb), "bb": params_bb}
         # What was mixed this step, for pictures and checks (detached, small).
         self.last_mix = {"x": x.detach(), "x_mb": x_mb.detach(), "mask_mb": m_mb.detach(), "perm_mb": perm_mb,
                          "lam_mb": lam_mb, "x_bb": x_bb.detach(), "mask_bb": m_bb, "perm_bb": perm_bb,
@@ -335,9 +341,10 @@ class AutoMix(Method):
         return out.eval() if net == "ema" else out
 
     @torch.no_grad()
-    def mix_preview(self, x: Tensor, lam: float | None = None, generator: torch.Generator | None = None
-                    ) -> dict[str, Tensor | float]:
-        """The Mix Block's mix of ``x`` without training: originals, partners, masks, mixed and lam."""
+    def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, *,
+                    lam: float | None = None) -> dict[str, Tensor]:
+        """The Mix Block's mix of ``x`` [N, C, H, W] without training (``Method.mix_preview``); ``lam`` fixes the
+        ratio (else drawn from Beta(alpha, alpha) with ``generator``, default seed 0). ``y`` is not read."""
         gen = generator or torch.Generator().manual_seed(0)
         lam = float(sample_beta(self.alpha, 1, gen)) if lam is None else float(lam)
         # One random cycle through the batch: every sample gets a partner other than itself.
@@ -354,9 +361,21 @@ class AutoMix(Method):
             z = self._tap.pop()
         finally:
             self.model_k.train(was_training)
-        mask = self.mix_block(z, lam, perm, tuple(x.shape[-2:]))
-        return {"x": x, "partner": x[perm], "mask": mask, "mixed": torch.lerp(x, x[perm], mask.to(x.dtype)),
-                "lam": torch.full((x.shape[0],), lam)}
+        params = mask_params(perm, lam, self.mix_block(z, lam, perm, tuple(x.shape[-2:])))
+        return {"x": x, "partner": x[perm], "mask": params.mask, "mixed": self.apply(x, params), "lam": params.lam}
+
+
+def mask_params(index: Tensor, lam: float, mask: Tensor) -> MixParams:
+    """A Mix Block draw as ``MixParams``: partner ``index`` [B], one ``lam`` for the batch, partner-weight
+    ``mask`` [B, 1, H, W] (float32, with its graph when the Mix Block is being trained through it)."""
+    batch = index.shape[0]
+    return MixParams(index=index, lam=torch.full((batch,), lam, dtype=torch.float32, device=mask.device),
+                     mode="elem", size=tuple(mask.shape[2:]), mask=mask)
+
+
+def detached(params: MixParams) -> MixParams:
+    """``params`` with the mask's graph dropped (to keep after the step without holding the graph)."""
+    return replace(params, mask=params.mask.detach())
 
 
 @register_method("samix", kind="learned")

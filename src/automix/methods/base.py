@@ -9,6 +9,13 @@ an EMA encoder, its own random generator) and exposes the four calls a training 
 * ``state_dict()`` / ``load_state_dict()``: everything needed to continue exactly, including the
   step counter and the generator that draws lambdas and pairings.
 
+Every mixing draw is a ``MixParams`` (input mixers' and learned masks alike). After ``training_step``,
+``last_params`` holds the step's draws by name (``{"mix": ...}`` for a mixer, ``{"mb": ..., "bb": ...}`` for
+AutoMix), and ``apply(t, params)`` / ``apply_seg(seg, params, x)`` replay one on any tensor (a second view,
+a segmentation map). ``mix_preview(x, y)`` draws one mix for pictures. The label weight of a draw may be set
+after the forward pass of the mixed batch (TransMix re-weights lam from attention): a method builds its
+targets from ``params.lam`` only once that pass is done (``MixerMethod`` through ``BaseMixer.reweight``).
+
 ``forward`` is ``training_step``, so under DDP the whole method is wrapped
 (``DDP(method)(x, y)``) and every trainable part (Mix Block included) has its gradients reduced.
 """
@@ -22,8 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_batch, check_choice, check_positive_int, check_range, check_targets, check_type
+from ..context import capture_context, get_context
 from ..losses import TARGET_LOSSES, soft_targets, target_loss
-from ..mixers import BaseMixer
+from ..mixers import BaseMixer, MixParams
+from ..mixers.base import blend, mix_seg
 
 
 def weight_dtype(module: nn.Module) -> torch.dtype | None:
@@ -54,6 +63,33 @@ class Method(nn.Module):
         check_type("seed", seed, int, "an int")
         self.generator = torch.Generator().manual_seed(seed)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.last_params: dict[str, MixParams] = {}  # the last step's draws, by name (see the module docstring)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether this method mixes anything (False for vanilla training): whether it has a preview."""
+        return True
+
+    def apply(self, t: Tensor, params: MixParams) -> Tensor:
+        """Mix ``t`` [B, ...] with one of this method's draws (``last_params``): replay on any tensor."""
+        return blend(t, params)
+
+    def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
+        """Mix a segmentation map like ``x`` with a draw (``automix.mixers.base.mix_seg``: integer maps need a
+        hard mask, a float one-hot map works with any)."""
+        hard = params.mask is None or params.mask.dtype == torch.bool
+        return mix_seg(seg, params, x, self.apply, hard=hard, who=type(self).__name__)
+
+    @torch.no_grad()
+    def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
+                    ) -> dict[str, Tensor]:
+        """One mix of ``x`` [N, C, H, W] for pictures, without training and without touching ``self.generator``:
+        ``{"x", "partner", "mask" (partner weight [N, 1, H, W]), "mixed", "lam" [N]}``.
+
+        Raises:
+            ValueError: the method mixes nothing (vanilla training).
+        """
+        raise ValueError(f"{type(self).__name__} mixes nothing to show; pick a mixing method")
 
     def set_total_steps(self, total_steps: int) -> None:
         """Tell the method how many optimiser steps the run has (drives its schedules)."""
@@ -143,6 +179,11 @@ class MixerMethod(Method):
     ``training_step(x, y)`` takes a float batch (cast to the model's weight dtype, so a bf16 model takes
     float32 batches) and targets as the mixers do; it returns a float32 loss.
 
+    The one generic method for model-aware mixers too: when the mixer ``needs`` a context, it is computed
+    from the model on the clean batch (``automix.context.get_context(mixer.needs)``) and handed to the draw;
+    when the mixer ``reweights``, that context is read during the mixed batch's forward pass and the mixer
+    sets lam from it before the targets are built.
+
     Args:
         model: the classifier.
         mixer: a mixer from ``create_mixer``, or ``None`` for vanilla training.
@@ -164,6 +205,37 @@ class MixerMethod(Method):
         self.loss = check_choice("loss", loss, TARGET_LOSSES)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
 
+    @property
+    def mixes(self) -> bool:
+        return self.mixer is not None
+
+    def apply(self, t: Tensor, params: MixParams) -> Tensor:
+        if self.mixer is None:
+            raise ValueError("vanilla training has no draw to apply")
+        return self.mixer.apply(t, params)
+
+    def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
+        if self.mixer is None:
+            raise ValueError("vanilla training has no draw to apply")
+        return self.mixer.apply_seg(seg, params, x)
+
+    def context(self, x: Tensor, y: Tensor) -> Any:
+        """What the mixer reads from the model for this batch (None for a static mixer)."""
+        if self.mixer is None or self.mixer.needs is None:
+            return None
+        return get_context(self.mixer.needs)(self.model, x, y, **self.mixer.context_options())
+
+    @torch.no_grad()
+    def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
+                    ) -> dict[str, Tensor]:
+        if self.mixer is None:
+            return super().mix_preview(x, y, generator)
+        context = None
+        if self.mixer.needs is not None:
+            with torch.enable_grad():  # a context may need an input gradient (saliency)
+                context = self.context(self.cast_input(x), y if y is not None else torch.zeros(x.shape[0]).long())
+        return self.mixer.mix_preview(x, y, generator, context=context)
+
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mixer = self.mixer
         self.check_batch(x, y, mixer.name if mixer is not None else "vanilla training",
@@ -171,14 +243,22 @@ class MixerMethod(Method):
                          label_smoothing=0.0 if mixer is not None else self.label_smoothing,
                          spatial_dims=mixer.spatial_dims if mixer is not None and mixer.spatial else None)
         x = self.cast_input(x)
-        if mixer is not None:
-            out = mixer(x, y, self.generator)
-            x, target = out.x, out.y
-        elif y.is_floating_point() or self.loss == "bce":
-            target = soft_targets(y, self.num_classes, self.label_smoothing)
+        if mixer is None:
+            target = soft_targets(y, self.num_classes, self.label_smoothing) \
+                if y.is_floating_point() or self.loss == "bce" else None
+            logits = self.model(x)
         else:
-            target = None
-        logits = self.model(x)
+            mixer.check_targets(y, x.shape[0])
+            params = mixer.sample(x, self.generator, context=self.context(x, y))
+            x = mixer.apply(x, params)
+            if mixer.reweights is None:
+                logits = self.model(x)
+            else:  # the label weight comes from what the model sees of the mixed batch (TransMix)
+                with capture_context(mixer.reweights, self.model, **mixer.context_options()) as seen:
+                    logits = self.model(x)
+                params = mixer.reweight(params, seen.value)
+            self.last_params = {"mix": params}
+            target = mixer.mix_targets(y, params)
         if target is None:  # class ids with CE: the fused kernel, same value as the soft-target form
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         else:

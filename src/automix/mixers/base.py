@@ -36,9 +36,13 @@ from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 MODES = ("batch", "pair", "elem")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MixParams:
-    """One draw of a mixer, enough to apply exactly the same mix again.
+    """One draw of a mixer, enough to apply exactly the same mix again (fields are keyword-only).
+
+    Every draw is a ``MixParams``: the input mixers', and the learned methods' (AutoMix's and SAMix's Mix
+    Block masks), so the same code blends (``blend``), mixes targets (``mix_targets``) and segmentation maps,
+    replays and previews all of them.
 
     Attributes:
         index: long [B] partner of each sample.
@@ -61,6 +65,22 @@ class MixParams:
     box: Tensor | None = None
     mask: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Region:
+    """What a mixer's ``_sample`` draws beyond the partner index and lambda (see ``BaseMixer._sample``).
+
+    Attributes:
+        box: long [n, 2d] boxes (lo, hi per spatial dim), or None.
+        mask: partner weight [n, 1, *size] (bool or float), or None.
+        lam: float32 [n] lambda corrected to what the box or mask realises, or None to keep the drawn one.
+    ``n`` is 1 in batch mode and the batch size otherwise.
+    """
+
+    box: Tensor | None = None
+    mask: Tensor | None = None
+    lam: Tensor | None = None
 
 
 @dataclass
@@ -87,8 +107,17 @@ class MixOutput:
 class BaseMixer:
     """Shared machinery of every input-space mixer: checks, lambda and pairing draws, targets.
 
-    Subclasses set ``name`` and override ``_sample`` (boxes/masks and lam correction) and, when the
-    mix is not a plain partner-weighted blend, ``_apply``.
+    Subclasses set ``name`` and override ``_sample`` (return the box or mask and any lam correction as a
+    ``Region``; the base class slices lambda to the draw count, expands it to the batch and builds the
+    ``MixParams``) and, when the mix is not a plain partner-weighted blend, ``_apply``.
+
+    Model-aware mixers (PuzzleMix, SnapMix, ...) stay pure tensor functions of what they are given: they
+    set ``needs`` to the name of a context (``"saliency"``, ``"cam"``, ``"features"``, ``"attention"``;
+    ``automix.context``) and read it from ``_sample``'s ``context`` argument; ``context_options()`` gives the
+    context function its keyword arguments (e.g. a layer). A mixer whose label weight is known only after the
+    forward pass of the mixed batch (TransMix) sets ``reweights`` to the context read during that pass and
+    overrides ``reweight(params, context)``. ``MixerMethod`` wires both; called directly such a mixer needs
+    ``context=``.
 
     Args:
         alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0.
@@ -107,6 +136,8 @@ class BaseMixer:
     spatial: ClassVar[bool] = True  # needs [B, C, *spatial] input
     spatial_dims: ClassVar[tuple[int, ...]] = (2,)  # how many spatial dims it is defined for (2: images)
     hard: ClassVar[bool] = True  # masks are 0/1, so integer segmentation maps can be mixed
+    needs: ClassVar[str | None] = None  # the context the draw reads (automix.context), None: no model needed
+    reweights: ClassVar[str | None] = None  # the context read in the mixed batch's forward pass to reset lam
 
     def __init__(self, alpha: float = 1.0, *, prob: float = 1.0, mode: str = "batch", pairing: str = "perm",
                  num_classes: int | None = None, label_smoothing: float = 0.0,
@@ -130,12 +161,12 @@ class BaseMixer:
 
     # ------------------------------------------------------------------ public API
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None, *,
-                 params: MixParams | None = None, seg: Tensor | None = None) -> MixOutput:
-        """Mix ``x`` and ``y``; replay ``params`` instead of drawing when given."""
+                 params: MixParams | None = None, seg: Tensor | None = None, context: Any = None) -> MixOutput:
+        """Mix ``x`` and ``y``; replay ``params`` instead of drawing when given (``context``: see ``sample``)."""
         self.check_input(x)
         self.check_targets(y, x.shape[0])
         if params is None:
-            params = self.sample(x, generator)
+            params = self.sample(x, generator, context=context)
         elif not isinstance(params, MixParams):
             raise TypeError(f"params must be a MixParams, got {type(params).__name__}")
         x_mix = self.apply(x, params)
@@ -143,12 +174,31 @@ class BaseMixer:
         seg_mix = None if seg is None else self.apply_seg(seg, params, x)
         return MixOutput(x_mix, y_mix, params.lam, params.index, params, seg_mix)
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> MixParams:
-        """Draw the parameters for a batch like ``x`` (its content is read only by saliency mixers)."""
-        self.check_input(x)
-        return self._draw(x, self._generator(generator), self.prob)
+    def sample(self, x: Tensor, generator: torch.Generator | None = None, *, context: Any = None) -> MixParams:
+        """Draw the parameters for a batch like ``x`` (its content is read only by saliency mixers).
 
-    def _draw(self, x: Tensor, gen: torch.Generator, prob: float) -> MixParams:
+        ``context`` is what a model-aware mixer reads (``needs``): a tensor or dict of tensors from
+        ``automix.context``. Raises ``ValueError`` when such a mixer gets none.
+        """
+        self.check_input(x)
+        if self.needs is not None and context is None:
+            raise ValueError(f"context must be given for {self.name}: it reads the model's {self.needs!r} "
+                             f"(automix.context); train it through automix.create_method({self.name!r}, model)")
+        return self._draw(x, self._generator(generator), self.prob, context)
+
+    def context_options(self) -> dict[str, Any]:
+        """Keyword arguments of the context function for ``needs`` / ``reweights`` (e.g. ``{"layer": ...}``)."""
+        return {}
+
+    def reweight(self, params: MixParams, context: Any) -> MixParams:
+        """The draw with lam set from ``context`` read during the mixed batch's forward pass (``reweights``).
+
+        The default keeps ``params``: only mixers whose label weight depends on the model's view of the mixed
+        batch (TransMix, TokenMix) override it. Must return lam as float32 [B].
+        """
+        return params
+
+    def _draw(self, x: Tensor, gen: torch.Generator, prob: float, context: Any = None) -> MixParams:
         batch = x.shape[0]
         size = tuple(x.shape[2:]) if self.spatial else None
         index = pair_index(batch, self.pairing, self.mode == "pair", gen)
@@ -156,7 +206,7 @@ class BaseMixer:
             mixed = prob >= 1.0 or bool(torch.rand(1, generator=gen, device=gen.device) < prob)
             if not mixed:
                 lam = torch.ones(batch, dtype=torch.float32, device=x.device)
-                return MixParams(index.to(x.device), lam, self.mode, False, size)
+                return MixParams(index=index.to(x.device), lam=lam, mode=self.mode, mixed=False, size=size)
             lam = self._draw_lam(1, gen).expand(batch)
             active = None
         else:
@@ -166,9 +216,16 @@ class BaseMixer:
                 leader = pair_leader(index)
                 lam, active = lam[leader], active[leader]
             lam = torch.where(active, lam, torch.ones_like(lam))
-        params = self._sample(x, index, lam, gen)
-        params = self._finish(params, active, x.device)
-        return params
+        return self._finish(self._params(x, index, lam, gen, context), active, x.device)
+
+    def _params(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator, context: Any = None) -> MixParams:
+        """The draw before ``_finish``: ``_sample`` on lam sliced to the draw count, lam expanded to the batch."""
+        count = 1 if self.mode == "batch" else x.shape[0]
+        region = self._sample(x, lam[:count], gen, index=index, context=context)
+        if region.lam is not None:
+            lam = region.lam.to(lam.device).expand(x.shape[0]).clone()
+        return MixParams(index=index, lam=lam, mode=self.mode, size=tuple(x.shape[2:]) if self.spatial else None,
+                         box=region.box, mask=region.mask)
 
     def apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Mix tensor ``t`` (same batch size and spatial size as the draw) with ``params``."""
@@ -183,51 +240,38 @@ class BaseMixer:
 
     def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
         """Mix a segmentation target like ``x`` [B, C, *spatial]: an integer map [B, *spatial] (hard mixers)
-        or a float map [B, K, *spatial]."""
-        check_tensor("seg", seg)
-        spatial = tuple(x.shape[2:])
-        if not spatial or seg.shape[0] != x.shape[0] or tuple(seg.shape[seg.ndim - len(spatial):]) != spatial:
-            raise ValueError(f"seg must have shape [B, *spatial] or [B, C, *spatial] matching x {tuple(x.shape)}, "
-                             f"got {tuple(seg.shape)}")
-        if seg.is_floating_point():
-            return self.apply(seg if seg.ndim == x.ndim else seg.unsqueeze(1), params).reshape(seg.shape)
-        if not self.hard:
-            raise TypeError(f"seg must be a float one-hot/soft map for {self.name}, whose mask is soft; got an "
-                            f"integer map of dtype {seg.dtype} (one-hot it first)")
-        if seg.ndim != x.ndim - 1:
-            shape = {1: "[B, T]", 2: "[B, H, W]", 3: "[B, D, H, W]"}.get(len(spatial), "[B, *spatial]")
-            raise ValueError(f"seg as class indices must be {shape}, got shape {tuple(seg.shape)}")
-        return self.apply(seg.unsqueeze(1), params).squeeze(1)
+        or a float map [B, K, *spatial] (``mix_seg``)."""
+        return mix_seg(seg, params, x, self.apply, hard=self.hard, who=self.name)
 
     def mix_targets(self, y: Tensor, params: MixParams) -> Tensor:
         """Soft targets ``lam * y + (1 - lam) * y[index]`` in float32 (or y's wider float dtype)."""
-        if not params.mixed:
-            return self.to_target(y)
-        if not y.is_floating_point():
-            # Class ids: scatter both weights straight into one [B, C] tensor (no one-hot copies).
-            eps, classes = self.label_smoothing, self.num_classes
-            lam = params.lam.to(device=y.device, dtype=torch.float32).unsqueeze(1)
-            index = params.index.to(y.device)
-            target = torch.full((y.shape[0], classes), eps / classes, dtype=torch.float32, device=y.device)
-            target.scatter_add_(1, y.long().unsqueeze(1), lam * (1.0 - eps))
-            return target.scatter_add_(1, y[index].long().unsqueeze(1), (1.0 - lam) * (1.0 - eps))
-        target = self.to_target(y)
-        lam = params.lam.to(device=target.device, dtype=target.dtype)
-        lam = lam.reshape((-1,) + (1,) * (target.ndim - 1))
-        return torch.lerp(target[params.index.to(target.device)], target, lam)
+        return mix_targets(y, params, self.num_classes, self.label_smoothing)
 
     def to_target(self, y: Tensor) -> Tensor:
         """Class indices -> (smoothed) one-hot float32; float targets -> float32 copy, smoothed if 2-D."""
-        eps = self.label_smoothing
-        if not y.is_floating_point():
-            classes = self.num_classes
-            off = eps / classes
-            target = torch.full((y.shape[0], classes), off, dtype=torch.float32, device=y.device)
-            return target.scatter_(1, y.long().unsqueeze(1), 1.0 - eps + off)
-        target = y.to(torch.promote_types(y.dtype, torch.float32))
-        if eps > 0:
-            target = target * (1.0 - eps) + eps / target.shape[1]
-        return target
+        return to_target(y, self.num_classes, self.label_smoothing)
+
+    @torch.no_grad()
+    def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, *,
+                    context: Any = None) -> dict[str, Tensor]:
+        """One mix of ``x`` for pictures: ``{"x", "partner", "mask", "mixed", "lam"}`` on the CPU.
+
+        ``mask`` [N, 1, H, W] is the partner's weight at each pixel, read off by mixing a one-hot "sample id"
+        probe, so it is right for every mixer (``resizemix`` included). A sample paired with itself shows
+        nothing, so the draw is repeated (a few times) until every sample has another partner.
+        """
+        if y is None:
+            y = torch.zeros(x.shape[0], 1)
+        for _ in range(20):
+            out = self(x, y, generator, context=context)
+            if x.shape[0] < 2 or bool((out.index != torch.arange(x.shape[0], device=out.index.device)).all()):
+                break
+        n, size = x.shape[0], tuple(x.shape[-2:])
+        probe = torch.eye(n).view(n, n, 1, 1).expand(n, n, *size).contiguous()
+        own = self.apply(probe.to(out.params.index.device), out.params)
+        own = own[torch.arange(n), torch.arange(n)].unsqueeze(1).float().cpu()
+        return {"x": x.cpu(), "partner": x[out.index].cpu(), "mask": 1.0 - own, "mixed": out.x.detach().cpu(),
+                "lam": out.lam.cpu()}
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: Any) -> None:
@@ -268,9 +312,20 @@ class BaseMixer:
     def _draw_lam(self, n: int, gen: torch.Generator) -> Tensor:
         return sample_beta(self.alpha, n, gen)
 
-    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
-        """Build the draw from partner ``index`` and ``lam`` ([B], or expanded from one value in batch mode)."""
-        return MixParams(index, lam, self.mode, True, tuple(x.shape[2:]) if self.spatial else None)
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, context: Any = None
+                ) -> Region:
+        """What this mixer draws beyond lambda: its box or mask, and lam corrected to what they realise.
+
+        Args:
+            x: the batch [B, C, *spatial] (read only by content-dependent mixers).
+            lam: float32 [n] drawn lambdas, ``n`` = 1 in batch mode, else B (1 for samples left unmixed).
+            gen: the generator every further draw must come from (so a draw replays exactly).
+            index: long [B] partner of each sample.
+            context: the model's context for ``needs`` (None for static mixers).
+
+        Returns a ``Region`` with tensors of ``n`` rows. The default (mixup) draws nothing more.
+        """
+        return Region()
 
     def _finish(self, params: MixParams, active: Tensor | None, device: torch.device) -> MixParams:
         """Share draws inside pairs, blank inactive samples and move tensors to the data's device."""
@@ -292,21 +347,32 @@ class BaseMixer:
                        mask=None if mask is None else mask.to(device))
 
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
-        """Blend with the partner by ``params.mask`` / ``params.box`` / ``1 - lam``.
+        """Blend with the partner (``blend``); mixers whose mix is not a blend (resizemix) override it."""
+        return blend(t, params)
 
-        Every path allocates one full-size tensor: the partner gather ``t[index]`` (which keeps
-        channels_last), into which ``t`` is then blended in place. A second temporary would cost
-        as much again (at 224px most of the time is faulting in fresh pages).
-        """
-        index = params.index.to(t.device)
-        if params.box is not None:
-            return _paste_box(t, index, params.box)
-        if params.mask is not None:
-            return _blend(t, index, params.mask)
-        if params.mode == "batch" and params.lam.device.type == "cpu":
-            return t[index].lerp_(t, float(params.lam[0]))
-        w = params.lam.to(device=t.device, dtype=t.dtype).view((-1,) + (1,) * (t.ndim - 1))
-        return t[index].lerp_(t, w)
+
+def blend(t: Tensor, params: MixParams) -> Tensor:
+    """Blend each sample of ``t`` with its partner by ``params.box`` / ``params.mask`` / ``1 - lam``.
+
+    The one blend of every draw that is a partner weight (mixup, boxes, masks, AutoMix's and SAMix's Mix Block
+    masks). ``t`` is [B, ...] with the draw's batch size (and spatial size for a box or mask). Gradients flow
+    to ``t`` and to a mask that carries a graph (AutoMix trains its Mix Block through it).
+
+    Every path allocates one full-size tensor where it can: the partner gather ``t[index]`` (which keeps
+    channels_last), into which ``t`` is then blended in place. A second temporary would cost as much again
+    (at 224px most of the time is faulting in fresh pages).
+    """
+    if not params.mixed:
+        return t
+    index = params.index.to(t.device)
+    if params.box is not None:
+        return _paste_box(t, index, params.box)
+    if params.mask is not None:
+        return _blend(t, index, params.mask)
+    if params.mode == "batch" and params.lam.device.type == "cpu":
+        return t[index].lerp_(t, float(params.lam[0]))
+    w = params.lam.to(device=t.device, dtype=t.dtype).view((-1,) + (1,) * (t.ndim - 1))
+    return t[index].lerp_(t, w)
 
 
 def _blend(t: Tensor, index: Tensor, mask: Tensor) -> Tensor:
@@ -316,9 +382,13 @@ def _blend(t: Tensor, index: Tensor, mask: Tensor) -> Tensor:
     if not t.is_floating_point():  # integer maps (segmentation): select, no interpolation
         keep = ~mask if mask.dtype == torch.bool else mask < 0.5
         return torch.where(keep, t, out)
-    # lerp is exact at weights 0 and 1, so hard masks select exactly; in place keeps one allocation
-    # and stays differentiable (the weight never needs a gradient here).
-    return out.lerp_(t, 1.0 - mask.to(t.dtype))
+    # t + mask * (partner - t): lerp is exact at weights 0 and 1, so hard masks select exactly. In place
+    # (out= the partner gather) keeps one allocation; autograd cannot record out=, so with a graph to keep
+    # (a learned mask, a batch that needs its gradient) the blend gets a tensor of its own.
+    weight = mask.to(t.dtype)
+    if torch.is_grad_enabled() and (t.requires_grad or weight.requires_grad):
+        return torch.lerp(t, out, weight)
+    return torch.lerp(t, out, weight, out=out)
 
 
 def _paste_box(t: Tensor, index: Tensor, box: Tensor) -> Tensor:
@@ -334,6 +404,75 @@ def _paste_box(t: Tensor, index: Tensor, box: Tensor) -> Tensor:
     return _blend(t, index, box_mask(box, t.shape[t.ndim - dims:], t.device))
 
 
+def to_target(y: Tensor, num_classes: int | None, label_smoothing: float = 0.0) -> Tensor:
+    """Class indices [B] -> (smoothed) one-hot float32 [B, num_classes]; float targets -> float32 (or wider)
+    copy, smoothed over dim 1 when ``label_smoothing > 0``."""
+    eps = label_smoothing
+    if not y.is_floating_point():
+        classes = num_classes
+        off = eps / classes
+        target = torch.full((y.shape[0], classes), off, dtype=torch.float32, device=y.device)
+        return target.scatter_(1, y.long().unsqueeze(1), 1.0 - eps + off)
+    target = y.to(torch.promote_types(y.dtype, torch.float32))
+    if eps > 0:
+        target = target * (1.0 - eps) + eps / target.shape[1]
+    return target
+
+
+def mix_targets(y: Tensor, params: MixParams, num_classes: int | None = None, label_smoothing: float = 0.0) -> Tensor:
+    """Soft targets ``lam * y + (1 - lam) * y[index]`` of any draw, float32 (or y's wider float dtype).
+
+    ``y``: class ids [B] (give ``num_classes``) or float targets [B, ...] (one-hot, soft, multi-label or
+    regression). The targets of every mixer and of the learned methods come from here.
+    """
+    if not params.mixed:
+        return to_target(y, num_classes, label_smoothing)
+    if not y.is_floating_point():
+        # Class ids: scatter both weights straight into one [B, C] tensor (no one-hot copies).
+        eps, classes = label_smoothing, num_classes
+        lam = params.lam.to(device=y.device, dtype=torch.float32).unsqueeze(1)
+        index = params.index.to(y.device)
+        target = torch.full((y.shape[0], classes), eps / classes, dtype=torch.float32, device=y.device)
+        target.scatter_add_(1, y.long().unsqueeze(1), lam * (1.0 - eps))
+        return target.scatter_add_(1, y[index].long().unsqueeze(1), (1.0 - lam) * (1.0 - eps))
+    target = to_target(y, num_classes, label_smoothing)
+    lam = params.lam.to(device=target.device, dtype=target.dtype)
+    lam = lam.reshape((-1,) + (1,) * (target.ndim - 1))
+    return torch.lerp(target[params.index.to(target.device)], target, lam)
+
+
+def mix_seg(seg: Tensor, params: MixParams, x: Tensor, apply: Any, *, hard: bool, who: str) -> Tensor:
+    """Mix a segmentation target with the draw that mixed ``x`` [B, C, *spatial], through ``apply(t, params)``.
+
+    ``seg`` is an integer map [B, *spatial] (only when the mask is hard, ``hard=True``) or a float one-hot /
+    soft map [B, K, *spatial]. Raises ``ValueError`` for a shape that does not match ``x`` and ``TypeError``
+    for an integer map under a soft mask (``who`` names the mixer or method).
+    """
+    check_tensor("seg", seg)
+    spatial = tuple(x.shape[2:])
+    if not spatial or seg.shape[0] != x.shape[0] or tuple(seg.shape[seg.ndim - len(spatial):]) != spatial:
+        raise ValueError(f"seg must have shape [B, *spatial] or [B, C, *spatial] matching x {tuple(x.shape)}, "
+                         f"got {tuple(seg.shape)}")
+    if seg.is_floating_point():
+        return apply(seg if seg.ndim == x.ndim else seg.unsqueeze(1), params).reshape(seg.shape)
+    if not hard:
+        raise TypeError(f"seg must be a float one-hot/soft map for {who}, whose mask is soft; got an "
+                        f"integer map of dtype {seg.dtype} (one-hot it first)")
+    if seg.ndim != x.ndim - 1:
+        shape = {1: "[B, T]", 2: "[B, H, W]", 3: "[B, D, H, W]"}.get(len(spatial), "[B, *spatial]")
+        raise ValueError(f"seg as class indices must be {shape}, got shape {tuple(seg.shape)}")
+    return apply(seg.unsqueeze(1), params).squeeze(1)
+
+
+def partner_weight(params: MixParams, size: tuple[int, ...], device: torch.device) -> Tensor:
+    """The partner's weight of a blend draw: [N, 1, *size] for a box or mask, [B, 1, 1, ...] from lam."""
+    if params.box is not None:
+        return box_mask(params.box, size, device)
+    if params.mask is not None:
+        return params.mask.to(device)
+    return (1.0 - params.lam.to(device)).view((-1,) + (1,) * (len(size) + 1))
+
+
 def lam_from_mask(mask: Tensor) -> Tensor:
     """Weight of the sample itself implied by a partner mask [N, 1, *spatial]: ``1 - mean(mask)``."""
     return 1.0 - mask.float().mean(dim=tuple(range(1, mask.ndim)))
@@ -344,4 +483,5 @@ def check_spatial_size(name: str, size: tuple[int, ...], params: MixParams) -> N
         raise ValueError(f"{name} has spatial size {tuple(size)} but params were drawn for {params.size}")
 
 
-__all__ = ["BaseMixer", "MixOutput", "MixParams", "MODES", "lam_from_mask", "check_spatial_size", "check_type"]
+__all__ = ["BaseMixer", "MixOutput", "MixParams", "Region", "MODES", "blend", "lam_from_mask", "mix_seg", "mix_targets",
+           "partner_weight", "to_target", "check_spatial_size", "check_type"]

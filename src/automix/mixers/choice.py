@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_number, check_range
-from ._sampling import box_mask, pair_index, pair_leader
-from .base import BaseMixer, MixParams, _blend
+from ._sampling import pair_index, pair_leader
+from .base import BaseMixer, MixParams, _blend, partner_weight
 from .registry import create_mixer, register_mixer
 
 
@@ -108,19 +108,19 @@ class MixChoice(BaseMixer):
         return (f"MixChoice(mixers={self.mixers!r}, probs={probs}, prob={self.prob}, mode={self.mode!r}, "
                 f"num_classes={self.num_classes})")
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> MixParams:
+    def sample(self, x: Tensor, generator: torch.Generator | None = None, *, context: Any = None) -> MixParams:
         self.check_input(x)
         gen = self._generator(generator)
         if self.mode != "batch":
-            return self._draw_per_sample(x, gen)
+            return self._draw_per_sample(x, gen, context)
         choice = int(torch.multinomial(self.probs.to(gen.device), 1, generator=gen))
         chosen = self.mixers[choice]
         # The switch's own prob gates mixing; the chosen mixer keeps its own prob too (1 by default).
-        params = chosen._draw(x, gen, chosen.prob * self.prob)
+        params = chosen._draw(x, gen, chosen.prob * self.prob, context)
         params.extra["choice"] = choice
         return params
 
-    def _draw_per_sample(self, x: Tensor, gen: torch.Generator) -> MixParams:
+    def _draw_per_sample(self, x: Tensor, gen: torch.Generator, context: Any = None) -> MixParams:
         """timm's pair / elem switch: a mixer, a lambda and the mix-or-not coin for every sample (or pair)."""
         batch, dev = x.shape[0], gen.device
         index = pair_index(batch, self.pairing, self.mode == "pair", gen)
@@ -138,11 +138,12 @@ class MixChoice(BaseMixer):
             # Samples that did not get mixer k are inactive for it: lam 1, empty box, zero mask.
             mine = active & (choice == k)
             lam = torch.where(mine, lam, torch.ones_like(lam))
-            parts.append(mixer._finish(mixer._sample(x, index, lam, gen), mine, x.device))
+            parts.append(mixer._finish(mixer._params(x, index, lam, gen, context), mine, x.device))
         choice = choice.to(x.device)
         lam = torch.stack([p.lam for p in parts]).gather(0, choice.unsqueeze(0)).squeeze(0)
         size = tuple(x.shape[2:]) if self.spatial else None
-        return MixParams(index.to(x.device), lam, self.mode, True, size, extra={"choice": choice, "parts": parts})
+        return MixParams(index=index.to(x.device), lam=lam, mode=self.mode, size=size,
+                         extra={"choice": choice, "parts": parts})
 
     def check_input(self, x: Any) -> None:
         for mixer in self.mixers:
@@ -159,7 +160,7 @@ class MixChoice(BaseMixer):
             # output tensor as for a single mixer, not one per candidate.
             weight = None
             for k, part in enumerate(parts):
-                w = _partner_weight(part, tuple(t.shape[2:]), t.device)
+                w = partner_weight(part, tuple(t.shape[2:]), t.device)
                 weight = w if weight is None else torch.where(choice == k, w, weight)
             return _blend(t, params.index.to(t.device), weight)
         # Each mixer leaves the samples it did not get unchanged; keep every sample from its own mixer.
@@ -176,15 +177,6 @@ class MixChoice(BaseMixer):
         if isinstance(choice, int):
             return self.mixers[choice].apply_seg(seg, params, x)
         return super().apply_seg(seg, params, x)
-
-
-def _partner_weight(part: MixParams, spatial: tuple[int, ...], device: torch.device) -> Tensor:
-    """The partner's weight in a plain-blend draw: [B, 1, *spatial] for a box or mask, [B, 1, 1, ...] for a lam."""
-    if part.box is not None:
-        return box_mask(part.box, spatial, device)
-    if part.mask is not None:
-        return part.mask.to(device)
-    return (1.0 - part.lam.to(device)).view((-1,) + (1,) * (len(spatial) + 1))
 
 
 @register_mixer("mixup_cutmix")

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .._checks import check_pair, check_type
 from ._sampling import box_area, box_from_lam, box_inside, rand_int
-from .base import BaseMixer, MixParams
+from .base import BaseMixer, Region
 from .registry import register_mixer
 
 
@@ -67,23 +67,20 @@ class CutMix(BaseMixer):
     def _repr_keys(self) -> tuple[str, ...]:
         return ("cutmix_minmax", "correct_lam")
 
-    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, **_) -> Region:
         size = tuple(x.shape[2:])
-        n = 1 if self.mode == "batch" else x.shape[0]
-        draw = lam[:n]
+        n = lam.numel()
         if self.cutmix_minmax is None and n == 1:
-            box = _one_box(float(draw[0]), size, gen)  # plain floats: a few us, not ~20 tensor ops
+            box = _one_box(float(lam[0]), size, gen)  # plain floats: a few us, not ~20 tensor ops
         elif self.cutmix_minmax is None:
-            box = box_from_lam(draw, size, gen)
+            box = box_from_lam(lam, size, gen)
         else:
             lo, hi = self.cutmix_minmax
             cut = torch.stack([_uniform_side(n, side, lo, hi, gen) for side in size], dim=1)
             # An inactive sample (lam == 1, elem/pair modes) gets an empty box.
-            cut[:, 0] = torch.where(draw.to(cut.device) < 1, cut[:, 0], 0)
+            cut[:, 0] = torch.where(lam.to(cut.device) < 1, cut[:, 0], 0)
             box = box_inside(cut, size, gen)
-        if self.correct_lam:
-            draw = 1.0 - box_area(box) / float(math.prod(size))
-        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True, size, box=box)
+        return Region(box=box, lam=1.0 - box_area(box) / float(math.prod(size)) if self.correct_lam else None)
 
 
 def _one_box(lam: float, size: tuple[int, ...], gen: torch.Generator) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .._checks import check_positive, check_range, check_type
 from ._sampling import sample_beta
-from .base import BaseMixer, MixParams, lam_from_mask
+from .base import BaseMixer, Region, lam_from_mask
 from .registry import register_mixer
 
 
@@ -69,13 +69,10 @@ class FMix(BaseMixer):
             return sample_beta(self.alpha + 1.0, n, gen, beta=self.alpha)
         return sample_beta(self.alpha, n, gen)
 
-    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
-        size = tuple(x.shape[2:])
-        n = 1 if self.mode == "batch" else x.shape[0]
-        noise = fourier_noise(n, size, self.decay_power, gen)
-        mask = threshold_mask(noise, lam[:n], self.max_soft)
-        draw = lam_from_mask(mask) if self.correct_lam else lam[:n].float()
-        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True, size, mask=mask)
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, **_) -> Region:
+        noise = fourier_noise(lam.numel(), tuple(x.shape[2:]), self.decay_power, gen)
+        mask = threshold_mask(noise, lam, self.max_soft)
+        return Region(mask=mask, lam=lam_from_mask(mask) if self.correct_lam else None)
 
 
 def fourier_noise(n: int, size: Sequence[int], decay_power: float, gen: torch.Generator) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .._checks import check_pair, check_type
 from ._sampling import rand_int
-from .base import BaseMixer, MixParams, lam_from_mask
+from .base import BaseMixer, Region, lam_from_mask
 from .registry import register_mixer
 
 
@@ -56,10 +56,9 @@ class GridMix(BaseMixer):
     def _repr_keys(self) -> tuple[str, ...]:
         return ("n_holes", "hole_aspect_ratio", "cut_area_ratio", "cut_aspect_ratio")
 
-    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, **_) -> Region:
         height, width = x.shape[-2:]
-        n = 1 if self.mode == "batch" else x.shape[0]
-        dev = gen.device
+        n, dev = lam.numel(), gen.device
 
         def uniform(bounds: tuple[float, float]) -> Tensor:
             return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=gen, device=dev)
@@ -74,7 +73,7 @@ class GridMix(BaseMixer):
         # Patches across the crop, then a hole of side sqrt(1 - lam) of the patch in each.
         patch_w = (cut_w / holes.clamp_max(cut_w)).ceil().clamp_min(2)
         patch_h = (patch_w * uniform(self.hole_aspect_ratio)).floor().clamp_min(2)
-        ratio = (1.0 - lam[:n].to(dev)).clamp(0, 1).sqrt()
+        ratio = (1.0 - lam.to(dev)).clamp(0, 1).sqrt()
         hole_w = torch.minimum((patch_w * ratio).floor().clamp_min(1), patch_w - 1)
         hole_h = torch.minimum((patch_h * ratio).floor().clamp_min(1), patch_h - 1)
         rows = torch.arange(height, device=dev)[None, :] - y0[:, None]
@@ -82,6 +81,4 @@ class GridMix(BaseMixer):
         in_rows = (rows >= 0) & (rows < cut_h[:, None]) & (rows % patch_h[:, None] < hole_h[:, None])
         in_cols = (cols >= 0) & (cols < cut_w[:, None]) & (cols % patch_w[:, None] < hole_w[:, None])
         mask = in_rows[:, None, :, None] & in_cols[:, None, None, :]
-        draw = lam_from_mask(mask)
-        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
-                         (height, width), mask=mask)
+        return Region(mask=mask, lam=lam_from_mask(mask))

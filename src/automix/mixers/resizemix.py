@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_pair, check_type
 from ._sampling import box_area, box_inside, box_mask, sample_beta
-from .base import BaseMixer, MixParams
+from .base import BaseMixer, MixParams, Region
 from .registry import register_mixer
 
 
@@ -44,9 +44,9 @@ class ResizeMix(BaseMixer):
     def _repr_keys(self) -> tuple[str, ...]:
         return ("scope", "use_alpha", "interpolation")
 
-    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, **_) -> Region:
         height, width = x.shape[-2:]
-        n = 1 if self.mode == "batch" else x.shape[0]
+        n = lam.numel()
         lo, hi = self.scope
         if self.use_alpha:
             tau = sample_beta(self.alpha, n, gen).clamp(lo, hi)
@@ -55,11 +55,9 @@ class ResizeMix(BaseMixer):
         cut_h = (tau * height).round().long().clamp(1, height)
         cut_w = (tau * width).round().long().clamp(1, width)
         # Inactive samples (lam == 1 in elem / pair modes) get an empty box.
-        active = (lam[:n] < 1).to(cut_h.device)
+        active = (lam < 1).to(cut_h.device)
         box = box_inside(torch.stack([cut_h, cut_w], dim=1) * active.unsqueeze(1), (height, width), gen)
-        draw = 1.0 - box_area(box) / float(height * width)
-        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
-                         (height, width), box=box)
+        return Region(box=box, lam=1.0 - box_area(box) / float(height * width))
 
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         index = params.index.to(t.device)

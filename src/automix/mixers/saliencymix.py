@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .._checks import check_type
 from ._sampling import box_area, box_around
-from .base import BaseMixer, MixParams
+from .base import BaseMixer, Region
 from .registry import register_mixer
 
 _GREY = (0.299, 0.587, 0.114)
@@ -65,17 +65,13 @@ class SaliencyMix(BaseMixer):
     def _repr_keys(self) -> tuple[str, ...]:
         return ("correct_lam",)
 
-    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, **_) -> Region:
         height, width = x.shape[-2:]
-        n = 1 if self.mode == "batch" else x.shape[0]
-        partners = index[:n].to(x.device)
+        partners = index[:lam.numel()].to(x.device)
         cy, cx = peak_location(saliency_map(x[partners]))
         cy, cx = cy.to(gen.device), cx.to(gen.device)
-        draw = lam[:n].to(gen.device)
+        draw = lam.to(gen.device)
         sides = torch.tensor([height, width], device=draw.device)
         cut = (sides * (1.0 - draw).clamp(0, 1).sqrt().unsqueeze(1)).floor().long()
         box = box_around(torch.stack([cy, cx], dim=1), cut, (height, width))
-        if self.correct_lam:
-            draw = 1.0 - box_area(box) / float(height * width)
-        return MixParams(index, draw.to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
-                         (height, width), box=box)
+        return Region(box=box, lam=1.0 - box_area(box) / float(height * width) if self.correct_lam else None)

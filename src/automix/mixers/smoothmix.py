@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_pair
-from .base import BaseMixer, MixParams, lam_from_mask
+from .base import BaseMixer, Region, lam_from_mask
 from .registry import register_mixer
 
 
@@ -36,10 +36,9 @@ class SmoothMix(BaseMixer):
     def _repr_keys(self) -> tuple[str, ...]:
         return ("sigma_range",)
 
-    def _sample(self, x: Tensor, index: Tensor, lam: Tensor, gen: torch.Generator) -> MixParams:
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, **_) -> Region:
         height, width = x.shape[-2:]
-        n = 1 if self.mode == "batch" else x.shape[0]
-        dev = gen.device
+        n, dev = lam.numel(), gen.device
         cy = torch.rand(n, generator=gen, device=dev) * height
         cx = torch.rand(n, generator=gen, device=dev) * width
         lo, hi = self.sigma_range
@@ -48,5 +47,4 @@ class SmoothMix(BaseMixer):
         dx = (torch.arange(width, device=dev)[None, :] + 0.5 - cx[:, None]) ** 2
         dist = dy[:, :, None] + dx[:, None, :]
         mask = torch.exp(-dist / (2 * sigma[:, None, None] ** 2)).unsqueeze(1)
-        return MixParams(index, lam_from_mask(mask).to(lam.device).expand(x.shape[0]).clone(), self.mode, True,
-                         (height, width), mask=mask)
+        return Region(mask=mask, lam=lam_from_mask(mask))

@@ -250,10 +250,9 @@ class Run:
         return row
 
     def picture(self) -> None:
-        source = getattr(self.method, "mixer", self.method)
-        if not self.cfg.save_images or not self.info.is_main or source is None:
+        if not self.cfg.save_images or not self.info.is_main or not self.method.mixes:
             return
-        viz.save_mix_grid(self.out / "mixes" / f"epoch{self.epoch:03d}.png", source, self.preview_x,
+        viz.save_mix_grid(self.out / "mixes" / f"epoch{self.epoch:03d}.png", self.method, self.preview_x,
                           torch.zeros(self.preview_x.shape[0], dtype=torch.long, device=self.device),
                           mean=self.data.mean, std=self.data.std,
                           title=f"{self.cfg.method}, epoch {self.epoch} of {self.cfg.epochs}")

@@ -1,0 +1,164 @@
+"""Context: what a model-aware mixer needs from the model, as small functions of ``(model, x, y)``.
+
+The mixers stay pure tensor functions *given* a context (``BaseMixer.needs`` names the one a mixer reads,
+``BaseMixer.context_options()`` gives its keyword arguments); how to get it from a model lives here, so one
+generic method (``MixerMethod``) serves every model-aware mixer. Each function works with any backbone:
+layers are module paths resolved with forward hooks (``automix.models.FeatureTap``).
+
+* ``input_saliency``: |d loss / d x| per pixel (PuzzleMix arXiv:2009.06962, GuidedMixup arXiv:2306.16612);
+* ``class_activation_map``: CAM of the label class at a layer (SnapMix arXiv:2012.04846);
+* ``features``: the output of a layer (AttentiveMix arXiv:2003.13048, AlignMix arXiv:2103.15375,
+  ManifoldMix arXiv:1806.05236);
+* ``attention``: the output of an attention module, e.g. its attention probabilities (TransMix
+  arXiv:2111.09833), read during a forward pass with ``capture_context``.
+
+``register_context(name)`` adds one; ``get_context(name)`` returns it. A context function runs the model on
+the clean batch: in train mode it updates BN statistics as a forward pass does (the papers do the same);
+none of them leaves gradients on the model's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models import FeatureTap
+
+_CONTEXTS: dict[str, Callable[..., Any]] = {}
+
+
+def register_context(name: str) -> Callable:
+    """Decorator registering ``fn(model, x, y, **options) -> Tensor`` as context ``name``.
+
+    Raises:
+        ValueError: ``name`` is taken.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _CONTEXTS:
+            raise ValueError(f"a context named {name!r} is already registered")
+        _CONTEXTS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_context(name: str) -> Callable[..., Any]:
+    """The context function registered as ``name``.
+
+    Raises:
+        ValueError: no context is called ``name``.
+    """
+    if not isinstance(name, str) or name not in _CONTEXTS:
+        raise ValueError(f"context must be one of {sorted(_CONTEXTS)}, got {name!r}")
+    return _CONTEXTS[name]
+
+
+def list_contexts() -> list[str]:
+    """Names of every registered context, sorted."""
+    return sorted(_CONTEXTS)
+
+
+@register_context("saliency")
+def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, reduce: str = "abs_max") -> Tensor:
+    """Input-gradient saliency: float32 [B, H, W] (``"abs_max"``: max over channels of |d CE / d x|; ``"l2"``:
+    its L2 norm over channels), the map PuzzleMix (arXiv:2009.06962) and GuidedMixup derive their masks from.
+
+    Args:
+        model: a classifier giving logits [B, K].
+        x: float batch [B, C, H, W].
+        y: class ids [B] or float targets [B, K] (soft-target CE).
+
+    Raises:
+        ValueError: ``reduce`` is not ``"abs_max"`` or ``"l2"``.
+
+    The gradient is taken with respect to the input only (``torch.autograd.grad``): parameters get no
+    ``.grad``. It runs even under ``torch.no_grad()``.
+    """
+    if reduce not in ("abs_max", "l2"):
+        raise ValueError(f"reduce must be 'abs_max' or 'l2', got {reduce!r}")
+    with torch.enable_grad():
+        inp = x.detach().requires_grad_(True)
+        logits = model(inp).float()
+        loss = F.cross_entropy(logits, y) if not y.is_floating_point() else -(y * logits.log_softmax(1)).sum(1).mean()
+        (grad,) = torch.autograd.grad(loss, inp)
+    grad = grad.float()
+    return grad.abs().amax(1) if reduce == "abs_max" else grad.pow(2).sum(1).sqrt()
+
+
+@register_context("features")
+@torch.no_grad()
+def features(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str) -> Tensor:
+    """The output of ``model.<layer>`` on ``x`` (detached; [B, C, h, w] for a CNN stage, [B, N, C] for tokens).
+
+    Raises:
+        ValueError: ``layer`` is not a module path of ``model`` (``automix.models.FeatureTap``).
+    """
+    with FeatureTap(model, layer, detach=True) as tap:
+        model(x)
+        return tap.pop()
+
+
+@register_context("cam")
+@torch.no_grad()
+def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str, head: str) -> Tensor:
+    """Class activation maps of the label class: float32 [B, h, w], ``sum_c W[y, c] * F[:, c]`` over the
+    features ``F`` at ``layer`` and the weights ``W`` [K, C] of the linear classifier at ``head`` (SnapMix,
+    arXiv:2012.04846). Float targets [B, K] use their arg-max class.
+
+    Raises:
+        ValueError: ``layer`` or ``head`` is not a module path of ``model``.
+        TypeError: ``head`` is not an ``nn.Linear``, or ``layer``'s output is not [B, C, h, w] with C matching it.
+    """
+    linear = model.get_submodule(head) if head else None
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"head must name an nn.Linear of the model, got {type(linear).__name__} at {head!r}")
+    feats = features(model, x, y, layer=layer).float()
+    if feats.ndim != 4 or feats.shape[1] != linear.in_features:
+        raise TypeError(f"layer {layer!r} gives shape {tuple(feats.shape)}; a CAM needs [B, {linear.in_features}, h, w]")
+    cls = y.argmax(1) if y.is_floating_point() else y.long()
+    weight = linear.weight.float()[cls]  # [B, C]
+    return torch.einsum("bc,bchw->bhw", weight, feats)
+
+
+@register_context("attention")
+@torch.no_grad()
+def attention(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str) -> Tensor:
+    """The output of the attention module at ``layer`` on ``x`` (e.g. attention probabilities
+    [B, heads, N, N] when ``layer`` is a module returning them). Same hook as ``features``."""
+    return features(model, x, y, layer=layer)
+
+
+class Seen:
+    """What ``capture_context`` read during a forward pass: ``value`` (None until the pass ran)."""
+
+    value: Tensor | None = None
+
+
+@contextmanager
+def capture_context(name: str, model: nn.Module, **options: Any) -> Iterator[Seen]:
+    """Read context ``name`` (``"features"`` / ``"attention"``: the output at ``options["layer"]``) during the
+    forward passes run inside the block, e.g. the mixed batch's own forward pass, so no second pass is needed.
+
+    Raises:
+        ValueError: the context cannot be read from a forward pass (only layer outputs can), or no ``layer``.
+    """
+    if name not in ("features", "attention") or "layer" not in options:
+        raise ValueError(f"capture_context reads a layer's output ('features' or 'attention' with layer=...), "
+                         f"got {name!r} with options {sorted(options)}")
+    seen = Seen()
+    tap = FeatureTap(model, options["layer"], detach=True)
+    try:
+        yield seen
+        seen.value = tap.pop()
+    finally:
+        tap.remove()
+
+
+__all__ = ["attention", "capture_context", "class_activation_map", "features", "get_context", "input_saliency",
+           "list_contexts", "register_context"]
