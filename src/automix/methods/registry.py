@@ -141,8 +141,8 @@ def create_method(name: str, model: nn.Module, *, num_classes: int | None = None
     ValueError: unknown option(s) ['alpah'] for method 'cutmix'; it takes [...]
     """
     spec = method_spec(name)
-    options = spec.check(options)
-    return spec.build(model, num_classes=num_classes, total_steps=total_steps, seed=seed, loss=loss, **options)
+    options = spec.check({"loss": loss, **options})  # loss is every method's option, checked like the rest
+    return spec.build(model, num_classes=num_classes, total_steps=total_steps, seed=seed, **options)
 
 
 @register_method("none", kind="vanilla")
