@@ -118,7 +118,7 @@ def test_ema_moves_only_by_the_ema_rule():
     opt = sgd(method)
     x, y = batch()
     before_k = [p.clone() for p in method.model_k.parameters()]
-    m = method.current_momentum()
+    m = method.current_ema_decay()
     step(method, opt, x, y)
     assert all(p.grad is None for p in method.model_k.parameters())
     for k_old, k_new, q in zip(before_k, method.model_k.parameters(), method.model.parameters()):
@@ -201,9 +201,9 @@ def test_soft_targets_and_missing_num_classes():
 
 def test_bad_arguments_name_the_argument():
     model = automix.create_model("preact_resnet18", num_classes=4, width=8)
-    for kw, word in [({"alpha": 0}, "alpha"), ({"momentum": 1.5}, "momentum"), ({"eval_net": "k"}, "eval_net"),
+    for kw, word in [({"alpha": 0}, "alpha"), ({"model_ema_decay": 1.5}, "model_ema_decay"), ({"eval_net": "k"}, "eval_net"),
                      ({"feature_layer": "layer9"}, "feature_layer"), ({"loss_weights": {"foo": 1}}, "loss_weights"),
-                     ({"mask_loss": -1}, "mask_loss"), ({"head_layer": "nope"}, "nope")]:
+                     ({"mask_loss_weight": -1}, "mask_loss_weight"), ({"head_layer": "nope"}, "nope")]:
         with pytest.raises((ValueError, TypeError), match=word):
             automix.AutoMix(model, num_classes=4, **kw)
     with pytest.raises(ValueError, match="lam_concat"):
@@ -379,18 +379,18 @@ def test_mask_fit_gradient_is_the_implicit_one():
 
 def test_reference_mode_keeps_the_free_mask_and_momenta():
     ref = make(automix.AutoMix, reference=True, total_steps=2000)
-    assert not ref.mix_block.mask_fit and (ref.momentum, ref.end_momentum) == (0.999, 0.999999)
+    assert not ref.mix_block.mask_fit and (ref.model_ema_decay, ref.model_ema_end_decay) == (0.999, 0.999999)
     ours = make(automix.AutoMix, total_steps=2000)
     assert ours.mix_block.mask_fit
-    assert ours.momentum == pytest.approx(0.9) and ours.end_momentum == pytest.approx(0.9999)
+    assert ours.model_ema_decay == pytest.approx(0.9) and ours.model_ema_end_decay == pytest.approx(0.9999)
 
 
 @pytest.mark.parametrize("total,expected", [(200_000, (0.999, 0.999999)), (2000, (0.9, 0.9999)),
                                             (100, (0.5, 0.998))])
 def test_momentum_follows_total_steps(total, expected):
     method = make(automix.AutoMix, total_steps=total)
-    assert (method.momentum, method.end_momentum) == pytest.approx(expected)
+    assert (method.model_ema_decay, method.model_ema_end_decay) == pytest.approx(expected)
     method.set_total_steps(2 * total)  # the trainer may tell it later; the schedule follows
-    assert method.end_momentum == pytest.approx(1 - (1 - 0.999999) * 200_000 / (2 * total))
-    explicit = make(automix.AutoMix, total_steps=total, momentum=0.99, end_momentum=0.995)
-    assert (explicit.momentum, explicit.end_momentum) == (0.99, 0.995)
+    assert method.model_ema_end_decay == pytest.approx(1 - (1 - 0.999999) * 200_000 / (2 * total))
+    explicit = make(automix.AutoMix, total_steps=total, model_ema_decay=0.99, model_ema_end_decay=0.995)
+    assert (explicit.model_ema_decay, explicit.model_ema_end_decay) == (0.99, 0.995)

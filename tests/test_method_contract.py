@@ -233,3 +233,16 @@ def test_label_weight_is_set_after_the_forward_pass(fakes):
     logits = method.model(method.apply(x, params))
     expected = automix.losses.target_loss("ce", logits, target.float())
     torch.testing.assert_close(loss, expected)
+
+
+def test_old_option_names_still_reach_the_renamed_ones():
+    """Configs and cached benchmark runs say momentum / end_momentum / mask_loss: create_method renames them."""
+    old = build("automix", momentum=0.9, end_momentum=0.99, momentum_warmup=0.2, mask_loss=0.3)
+    new = build("automix", model_ema_decay=0.9, model_ema_end_decay=0.99, model_ema_warmup=0.2, mask_loss_weight=0.3)
+    for method in (old, new):
+        assert (method.model_ema_decay, method.model_ema_end_decay, method.model_ema_warmup) == (0.9, 0.99, 0.2)
+        assert method.mask_loss_weight == 0.3
+    with pytest.raises(ValueError, match="'momentum' and 'model_ema_decay' of method 'samix' set the same thing"):
+        build("samix", momentum=0.9, model_ema_decay=0.9)
+    with pytest.raises(TypeError, match="option model_ema_decay='high' for method 'automix'"):
+        build("automix", momentum="high")

@@ -1,6 +1,7 @@
-"""AutoMix (Liu et al., ECCV 2022) and SAMix as plain-PyTorch Methods, for any backbone.
+"""AutoMix (arXiv:2103.13027, ECCV 2022) and SAMix (arXiv:2111.15454) as plain-PyTorch Methods, for any backbone.
 
-One training step, exactly as the reference runs it (spec 1.2):
+The reference is OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372), ``openmixup/models/classifiers/automix.py`` (class ``AutoMixup``; SAMix is
+the same class with another config). One training step, exactly as it runs one (``forward_train``):
 
 1. draw ``lam_mb, lam_bb ~ Beta(alpha, alpha)`` and two random permutations ``perm_mb, perm_bb``;
 2. features ``z`` of the clean batch from the EMA encoder ``k`` (no grad, train-mode BN), read at
@@ -28,12 +29,12 @@ Defaults that differ from the reference, and why (``reference=True`` restores th
   flat masks and gets no gradient to leave them (measured: CIFAR masks' spatial std 0.0002 after four
   epochs with 0.01, 0.14-0.32 within six with fan-in; later in the run they still flatten toward a
   blend, docs/benchmarks.md "What the fitted mask does on CIFAR").
-* ``momentum=None, end_momentum=None``: the EMA schedule follows ``total_steps``, keeping the
+* ``model_ema_decay=None, model_ema_end_decay=None``: the EMA schedule follows ``total_steps``, keeping the
   reference's averaging horizons as fractions of the run (``ema.scaled_momentum``: 200,000 steps give
   its 0.999 -> 0.999999; 2,000 steps 0.9 -> 0.9999). The reference's fixed values make the EMA encoder
   lag far behind a short run (it is what ``eval_model()`` returns and what the run reports).
 
-Deliberate differences from the reference code (spec 1.4, 1.8), documented, not copied:
+Deliberate differences from the reference code (its losses and secondary switches), documented, not copied:
 * ``mask_adjust`` rescales the backbone mask toward ``lam_bb`` (the reference uses ``lam_mb``);
 * no mask-loss decay schedule here (CIFAR/Tiny configs use a constant weight; the reference's
   ImageNet "cosine" compounds and vanishes within a few epochs). Set ``mask_loss`` as needed.
@@ -61,7 +62,12 @@ from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
 from .registry import register_method
 
 
-@register_method("automix", kind="learned")
+# Old option names (configs and cached benchmark runs use them) -> current names.
+OPTION_ALIASES = {"momentum": "model_ema_decay", "end_momentum": "model_ema_end_decay",
+                  "momentum_warmup": "model_ema_warmup", "mask_loss": "mask_loss_weight"}
+
+
+@register_method("automix", kind="learned", aliases=OPTION_ALIASES)
 class AutoMix(Method):
     """AutoMix: a Mix Block learns the mixing mask from a momentum encoder's features.
 
@@ -71,14 +77,18 @@ class AutoMix(Method):
             e.g. ``"layer3"`` for the CIFAR ResNets).
         num_classes: number of classes, needed when ``y`` holds class indices.
         alpha: Beta(alpha, alpha) for both lambdas (2.0 in every reference config).
-        momentum, end_momentum, momentum_warmup: EMA schedule, constant for the first 10% of steps then
-            a cosine; ``None`` (default) scales the reference's 0.999 -> 0.999999 to ``total_steps``
-            (``ema.scaled_momentum``); a float is used as given.
+        model_ema_decay, model_ema_end_decay, model_ema_warmup: the EMA encoder's decay (the reference's
+            "momentum") schedule, named as the trainer's weight EMA (``--model-ema-decay``): constant
+            ``model_ema_decay`` for the first ``model_ema_warmup`` share of steps, then a cosine to
+            ``model_ema_end_decay``; ``None`` (default) scales the reference's 0.999 -> 0.999999 to
+            ``total_steps`` (``ema.scaled_momentum``); a float is used as given. The old names ``momentum``,
+            ``end_momentum`` and ``momentum_warmup`` are still accepted by ``create_method`` and in configs.
         mask_fit: fit each sample's mask mean to ``1 - lam`` (default; see the module docstring). ``False``
             is the reference's free mask.
         reference: the reference's behaviour: ``mask_fit=False`` (with the reference's Normal(0, 0.01)
-            Mix Block init) and, unless given, momenta 0.999 -> 0.999999 whatever the run's length (spec 1.5).
-        mask_loss, mask_loss_margin: weight and margin of the mask hinge (0.1, 0.1).
+            Mix Block init) and, unless given, momenta 0.999 -> 0.999999 whatever the run's length (the reference's CIFAR configs).
+        mask_loss_weight, mask_loss_margin: weight and margin of the mask hinge (0.1, 0.1); ``create_method``
+            and configs still accept the old name ``mask_loss`` for the weight.
         mask_loss_mode: ``"L1"`` (AutoMix's) or ``"L1+Variance"`` (SAMix's, which also rewards sharp masks);
             ``None`` keeps the class's. With ``mask_fit`` the L1 term is 0 (each mask's mean is exact).
         lam_margin: the backbone falls back to plain mixup when ``min(lam, 1 - lam) <= lam_margin``.
@@ -111,16 +121,17 @@ class AutoMix(Method):
     mask_loss_mode = "L1"
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None, num_classes: int | None = None, *,
-                 alpha: float = 2.0, momentum: float | None = None, end_momentum: float | None = None,
-                 momentum_warmup: float = 0.1, mask_loss: float = 0.1, mask_loss_margin: float = 0.1,
+                 alpha: float = 2.0,
+                 model_ema_decay: float | None = None, model_ema_end_decay: float | None = None,
+                 model_ema_warmup: float = 0.1,
+                 mask_loss_weight: float = 0.1, mask_loss_margin: float = 0.1, mask_loss_mode: str | None = None,
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
                  upsample: str = "nearest", mask_fit: bool = True, separate_heads: bool = True,
                  head_layer: str | None = None, eval_net: str = "ema", eval_head: str = "one",
                  label_smoothing: float = 0.0, loss: str = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
                  input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
-                 mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False,
-                 mask_loss_mode: str | None = None) -> None:
+                 mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
         if mask_loss_mode is not None:  # else the class's: "L1" (AutoMix), "L1+Variance" (SAMix)
             self.mask_loss_mode = check_choice("mask_loss_mode", mask_loss_mode, ("L1", "L1+Variance"))
@@ -128,15 +139,16 @@ class AutoMix(Method):
         self.reference = reference
         if reference:
             mask_fit = False
-            momentum = REFERENCE_MOMENTUM[0] if momentum is None else momentum
-            end_momentum = REFERENCE_MOMENTUM[1] if end_momentum is None else end_momentum
+            model_ema_decay = REFERENCE_MOMENTUM[0] if model_ema_decay is None else model_ema_decay
+            model_ema_end_decay = REFERENCE_MOMENTUM[1] if model_ema_end_decay is None else model_ema_end_decay
         self.alpha = check_positive("alpha", alpha)
         # None: follow the run's length (scaled_momentum), re-derived whenever total_steps is set.
-        self._momentum_arg = None if momentum is None else check_range("momentum", momentum, 0.0, 1.0)
-        self._end_momentum_arg = None if end_momentum is None else check_range("end_momentum", end_momentum, 0.0, 1.0)
-        self._derive_momenta()
-        self.momentum_warmup = check_range("momentum_warmup", momentum_warmup, 0.0, 1.0)
-        self.mask_loss_weight = check_range("mask_loss", mask_loss, 0.0, float("inf"))
+        self._decay_arg = None if model_ema_decay is None else check_range("model_ema_decay", model_ema_decay, 0.0, 1.0)
+        self._end_decay_arg = None if model_ema_end_decay is None else check_range(
+            "model_ema_end_decay", model_ema_end_decay, 0.0, 1.0)
+        self._derive_decays()
+        self.model_ema_warmup = check_range("model_ema_warmup", model_ema_warmup, 0.0, 1.0)
+        self.mask_loss_weight = check_range("mask_loss_weight", mask_loss_weight, 0.0, float("inf"))
         self.mask_loss_margin = check_range("mask_loss_margin", mask_loss_margin, 0.0, 1.0)
         self.lam_margin = check_range("lam_margin", lam_margin, -1.0, 0.5)
         self.mask_adjust = check_range("mask_adjust", mask_adjust, 0.0, 1.0)
@@ -302,25 +314,27 @@ class AutoMix(Method):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        m = self.current_momentum()
+        m = self.current_ema_decay()
         ema_update([self.model_k] + ([self.head_mix_k] if self.head_mix is not None else []),
                    [self.model] + ([self.head_mix] if self.head_mix is not None else []), m)
         super().after_step()
 
-    def _derive_momenta(self) -> None:
-        self.momentum, self.end_momentum = scaled_momentum(self.total_steps, self._momentum_arg, self._end_momentum_arg)
+    def _derive_decays(self) -> None:
+        self.model_ema_decay, self.model_ema_end_decay = scaled_momentum(self.total_steps, self._decay_arg,
+                                                                         self._end_decay_arg)
 
     def set_total_steps(self, total_steps: int) -> None:
         super().set_total_steps(total_steps)
-        self._derive_momenta()
+        self._derive_decays()
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         super().set_extra_state(state)  # total_steps comes back with it, and the momenta follow it
-        self._derive_momenta()
+        self._derive_decays()
 
-    def current_momentum(self) -> float:
-        """The EMA momentum the next ``after_step()`` will use."""
-        return ema_momentum(int(self.step), self.total_steps, self.momentum, self.end_momentum, self.momentum_warmup)
+    def current_ema_decay(self) -> float:
+        """The EMA encoder's decay (momentum) the next ``after_step()`` will use."""
+        return ema_momentum(int(self.step), self.total_steps, self.model_ema_decay, self.model_ema_end_decay,
+                            self.model_ema_warmup)
 
     # ------------------------------------------------------------------ evaluation and pictures
     def eval_model(self, net: str | None = None, head: str | None = None) -> nn.Module:
@@ -378,9 +392,10 @@ def detached(params: MixParams) -> MixParams:
     return replace(params, mask=params.mask.detach())
 
 
-@register_method("samix", kind="learned")
+@register_method("samix", kind="learned", aliases=OPTION_ALIASES)
 class SAMix(AutoMix):
-    """SAMix (spec 2): AutoMix with SAMix's Mix Block and the L1+Variance mask loss.
+    """SAMix (arXiv:2111.15454): AutoMix with SAMix's Mix Block and the L1+Variance mask loss (reference: the
+    ``cifar100/samix`` configs of OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372)).
 
     Mix Block: multiplicative lam residual with the S-curve (``lam_mul_k=0.25`` on CIFAR/Tiny, -1 on
     ImageNet), separate query/key convs over the concatenated pair, a ConvNeck value with ELU and

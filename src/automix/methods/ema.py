@@ -1,6 +1,7 @@
 """Momentum-encoder helpers: the reference's EMA momentum schedule and a parameter-only EMA update.
 
-Schedule (spec 1.5, ``CosineScheduleHook`` with ``warming_up="constant"``): ``m = base`` while
+Schedule (AutoMix arXiv:2103.13027; ``CosineScheduleHook`` with ``warming_up="constant"`` in
+OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372) ``openmixup/core/hooks/momentum_hook.py``): ``m = base`` while
 ``t < warmup * T``, then ``m = end - (end - base) * (cos(pi * t / T) + 1) / 2``. The cosine uses
 ``t / T`` (not the progress since the warm-up), so there is no jump at ``warmup * T``.
 """

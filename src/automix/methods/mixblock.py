@@ -3,7 +3,9 @@
 Given features ``z`` [N, C, h, w] of a batch, a mixing ratio ``lam`` and a partner permutation,
 the block computes for every position of each sample's map a single logit, attention-pooled from
 the partner's map, upsamples it to the image size and applies a sigmoid: that is the weight of the
-partner at each pixel (the sample itself gets ``1 - mask``). Spec sections 1.3 (AutoMix) and 2 (SAMix):
+partner at each pixel (the sample itself gets ``1 - mask``). As ``PixelMixBlock.forward`` in
+OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372) ``openmixup/models/heads/pmix_block.py``, for AutoMix (arXiv:2103.13027) and SAMix
+(arXiv:2111.15454):
 
 * ``z_a = z`` (the sample, label weight lam) and ``z_b = z[perm]`` (the partner);
 * lam encoding: none; a constant channel (``lam_concat``: lam on z_a, 1 - lam on z_b); or the SAMix
@@ -222,7 +224,7 @@ def adjust_mask(mask: Tensor, lam: float) -> Tensor:
     """Rescale each sample's partner mask so its mean is exactly ``1 - lam``, staying inside [0, 1].
 
     This is what the reference's ``mask_adjust`` intends for the backbone mask; the reference
-    rescales toward the *other* branch's lam (spec 1.8), which mismatches mask and labels. Here the
+    rescales toward the *other* branch's lam (``lam[0]``), which mismatches mask and labels. Here the
     lam that built the mask and labels the batch is used.
     """
     mean = mask.mean(dim=(1, 2, 3), keepdim=True)

@@ -53,11 +53,14 @@ class MethodSpec:
         """``options`` with aliases renamed, checked against the declaration (``ValueError`` / ``TypeError``
         naming the key and this method)."""
         renamed: dict[str, Any] = {}
+        given_as: dict[str, str] = {}
         for key, value in options.items():
             new = self.aliases.get(key, key)
             if new in renamed:
-                raise ValueError(f"options {key!r} and {new!r} of method {self.name!r} set the same thing; give one")
-            renamed[new] = value
+                first, second = sorted((given_as[new], key), key=lambda k: k == new)  # the old name first
+                raise ValueError(f"options {first!r} and {second!r} of method {self.name!r} set the same thing; "
+                                 f"give one")
+            renamed[new], given_as[new] = value, key
         check_options(renamed, self.options, f"method {self.name!r}")
         return renamed
 

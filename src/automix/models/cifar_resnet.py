@@ -39,7 +39,7 @@ def init_weights(model: nn.Module) -> None:
 
     Convolutions get Kaiming-normal weights (``fan_out``, ReLU gain), BatchNorm weight 1 and
     bias 0, and Linear layers Normal(0, 0.01) weights with zero bias, as the reference's
-    classification heads do (spec 1.1).
+    classification heads do (OpenMixup, github.com/Westlake-AI/openmixup @ 37e1372).
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

@@ -1,7 +1,8 @@
 """String registry of backbones: ``create_model("preact_resnet18", num_classes=100)``.
 
 Each registered factory also declares its default AutoMix feature layer, the module whose output
-feeds the Mix Block (spec 1.1: stage 3 of the CIFAR ResNets, stage 2 of WRN). Names with a
+feeds the Mix Block (as the AutoMix configs of OpenMixup, github.com/Westlake-AI/openmixup @ 37e1372:
+stage 3 of the CIFAR ResNets, stage 2 of WRN). Names with a
 ``timm:`` or ``torchvision:`` prefix are forwarded to those libraries, imported only when used.
 """
 

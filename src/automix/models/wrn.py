@@ -2,7 +2,8 @@
 
 Pre-activation blocks, three stages of ``16 * widen``, ``32 * widen`` and ``64 * widen``
 channels at 32x32, 16x16 and 8x8. The AutoMix reference feeds the Mix Block from stage 2
-(``layer2``: 256 channels at 16x16 for WRN-28-8, ``mask_layer=1``, spec 1.1).
+(``layer2``: 256 channels at 16x16 for WRN-28-8, ``mask_layer=1`` in the AutoMix configs of OpenMixup,
+github.com/Westlake-AI/openmixup @ 37e1372).
 
 The width keyword is ``widen`` (the WRN "k"), not ``width`` as for the CIFAR ResNets, because the
 paper's names (WRN-28-8) are stated in it.
