@@ -91,9 +91,11 @@ def _step_table(results: dict) -> list[str]:
 
 def _breakdown(bds: list[dict]) -> list[str]:
     """The AutoMix and vanilla pieces at every width that has a breakdown, and the floor check."""
-    lines = ["", "Where AutoMix's time goes (one step with its pieces called one by one; median of "
-             + ", ".join(f"{w['breakdown']['n']} (width {w['width']})" for w in bds)
-             + " split steps; \"× vanilla\" = piece time / vanilla full-step time at that width):", ""]
+    lines = ["", "Where AutoMix's time goes (an ordinary step under `torch.profiler`, split by the `record_function` "
+             "labels in `AutoMix.compute_losses`, its backward by the label of the forward op each autograd node "
+             "came from; median of " + ", ".join(f"{w['breakdown']['n']} (width {w['width']})" for w in bds)
+             + " profiled steps, so the profiler's own cost is in the sum; \"× vanilla\" = piece time / vanilla "
+             "full-step time at that width):", ""]
     head = "| piece |" + "".join(f" w{w['width']} ms | w{w['width']} % | w{w['width']} × vanilla |" for w in bds)
     lines += [head, "|---|" + "---:|---:|---:|" * len(bds)]
     for key, label in PIECES:

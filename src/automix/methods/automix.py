@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
 from ..losses import TARGET_LOSSES, soft_targets, target_loss
@@ -237,28 +238,33 @@ class AutoMix(Method):
         adjust = self.mask_adjust > 0 and float(torch.rand(1, generator=self.generator)) < self.mask_adjust
         size = tuple(x.shape[-2:])
 
-        with torch.no_grad():
+        # The record_function labels name the step's pieces for torch.profiler (benchmarks/_step_pieces.py).
+        with torch.no_grad(), record_function("automix/encoder_features"):
             self._tap.clear()
             self.model_k(x)
             z = self._tap.pop()
-        m_mb = self.mix_block(z, lam_mb, perm_mb, size)
-        with torch.no_grad():
-            if min(lam_bb, 1.0 - lam_bb) <= self.lam_margin:
-                m_bb = torch.full((n, 1) + size, 1.0 - lam_bb, device=x.device)  # plain mixup
-            else:
-                m_bb = self.mix_block(z, lam_bb, perm_bb, size)
-                if adjust:
-                    m_bb = adjust_mask(m_bb, lam_bb)
-        loss_mask = mask_loss(m_mb, lam_mb, self.mask_loss_margin, self.mask_loss_mode) * self.mask_loss_weight
+        with record_function("automix/mix_block"):
+            m_mb = self.mix_block(z, lam_mb, perm_mb, size)
+            with torch.no_grad():
+                if min(lam_bb, 1.0 - lam_bb) <= self.lam_margin:
+                    m_bb = torch.full((n, 1) + size, 1.0 - lam_bb, device=x.device)  # plain mixup
+                else:
+                    m_bb = self.mix_block(z, lam_bb, perm_bb, size)
+                    if adjust:
+                        m_bb = adjust_mask(m_bb, lam_bb)
+            loss_mask = mask_loss(m_mb, lam_mb, self.mask_loss_margin, self.mask_loss_mode) * self.mask_loss_weight
 
-        x_mb = torch.lerp(x, x[perm_mb], m_mb.to(x.dtype))
-        x_bb = torch.lerp(x, x[perm_bb], m_bb.to(x.dtype))
-        logits_k = self._logits(self.model_k, self._switch_k, x_mb, mix_head=True)
-        self._tap.clear()  # the hook stored features of x_mb; drop them now
-        loss_mb = target_loss(self.loss, logits_k, torch.lerp(target[perm_mb], target, lam_mb))
-        loss_one = target_loss(self.loss, self.model(x), target)
-        logits_mix = self._logits(self.model, self._switch_q, x_bb, mix_head=True)
-        loss_mix = target_loss(self.loss, logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
+        with record_function("automix/mixing"):
+            x_mb = torch.lerp(x, x[perm_mb], m_mb.to(x.dtype))
+            x_bb = torch.lerp(x, x[perm_bb], m_bb.to(x.dtype))
+        with record_function("automix/encoder_mixed"):
+            logits_k = self._logits(self.model_k, self._switch_k, x_mb, mix_head=True)
+            self._tap.clear()  # the hook stored features of x_mb; drop them now
+            loss_mb = target_loss(self.loss, logits_k, torch.lerp(target[perm_mb], target, lam_mb))
+        with record_function("automix/backbone"):
+            loss_one = target_loss(self.loss, self.model(x), target)
+            logits_mix = self._logits(self.model, self._switch_q, x_bb, mix_head=True)
+            loss_mix = target_loss(self.loss, logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
         # What was mixed this step, for pictures and checks (detached, small).
         self.last_mix = {"x": x.detach(), "x_mb": x_mb.detach(), "mask_mb": m_mb.detach(), "perm_mb": perm_mb,
                          "lam_mb": lam_mb, "x_bb": x_bb.detach(), "mask_bb": m_bb, "perm_bb": perm_bb,
