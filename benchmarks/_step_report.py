@@ -77,7 +77,7 @@ def _step_table(results: dict) -> list[str]:
             st = w["methods"][name]
             row += [_ms(st["median"]), f"{st['img_per_s']:.0f}", f"{st['ratio']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"Spread (min–max ms/step): " + "; ".join(
+    lines += ["", "Spread (min–max ms/step): " + "; ".join(
         f"w{w['width']}: " + ", ".join(f"{LABELS.get(n, n)} {_ms(w['methods'][n]['min'])}–"
                                        f"{_ms(w['methods'][n]['max'])}" for n in results["methods"])
         for w in widths)]

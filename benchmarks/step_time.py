@@ -76,8 +76,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _*.py helpers beside this script (also under -P)
-from _common import (ROOT, OtherCpu, add_output_args, automix, automix_version, command_line,  # noqa: E402
-                     gc_paused, loadavg, machine_info, output_paths, wait_for_low_load, write_outputs)
+from _common import (  # noqa: E402
+    ROOT,
+    OtherCpu,
+    add_output_args,
+    automix,
+    automix_version,
+    command_line,
+    gc_paused,
+    loadavg,
+    machine_info,
+    output_paths,
+    wait_for_low_load,
+    write_outputs,
+)
 from _step_pieces import breakdown  # noqa: E402
 from _step_report import LABELS, TARGET_RATIO, render  # noqa: E402
 from automix.methods import create_method  # noqa: E402

@@ -200,7 +200,8 @@ def test_cpu_automix_recipe_is_the_benchmark_cell():
     cell = asdict(bench.run_config(fit, "automix_fit_min_lr_0.05", 0, Path("x")))
     recipe = asdict(from_dict(load_yaml(ROOT / "configs" / "cpu" / "cifar10_automix_w16.yaml")))
     cosmetic = {"output", "seed", "eval_batch_size", "progress", "save_images"}
-    assert {k: v for k, v in cell.items() if k not in cosmetic} == {k: v for k, v in recipe.items() if k not in cosmetic}
+    assert ({k: v for k, v in cell.items() if k not in cosmetic}
+            == {k: v for k, v in recipe.items() if k not in cosmetic})
 
 
 def test_cost_is_robust_to_one_slowed_seed(tmp_path):

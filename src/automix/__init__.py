@@ -5,12 +5,13 @@ Layers (arrows point down only): ``mixers`` (input-space mixers, torch only) and
 """
 
 from . import losses
-from .mixers import BaseMixer, MixOutput, MixParams, create_mixer, list_mixers, register_mixer
 from .methods import AutoMix, Method, MixerMethod, SAMix, create_method, list_methods
+from .mixers import BaseMixer, MixOutput, MixParams, create_mixer, list_mixers, register_mixer
 from .models import FeatureTap, create_model, default_feature_layer, forward_with_features, list_models, register_model
 
 __version__ = "0.1.0"
 
 __all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "losses",
            "FeatureTap", "create_model", "default_feature_layer", "forward_with_features", "list_models",
-           "register_model", "AutoMix", "SAMix", "Method", "MixerMethod", "create_method", "list_methods", "__version__"]
+           "register_model", "AutoMix", "SAMix", "Method", "MixerMethod", "create_method", "list_methods",
+           "__version__"]

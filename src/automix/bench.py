@@ -317,7 +317,8 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             t0 = time.time()
             with (out / "train.log").open("a") as log:
                 code = _train(cmd, log)
-            print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+            print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr,
+                  flush=True)
             if code != 0:
                 raise RuntimeError(f"run {out} failed with exit code {code}; see {out / 'train.log'}")
     return dirs
@@ -428,8 +429,7 @@ def plot_cost(rows: list[dict[str, Any]], out: Path) -> Path:
     draw.text((left, bottom + 30), "seconds per epoch (training cost)", fill="black", font=font)
     draw.text((4, top - 14), "top-1 % (mean ± std over seeds)", fill="black", font=font)
     if pts:
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        x0, x1 = 0.0, max(xs) * 1.1
+        x0, x1 = 0.0, max(p[0] for p in pts) * 1.1
         y0, y1 = min(p[1] - p[2] for p in pts) - 0.5, max(p[1] + p[2] for p in pts) + 0.5
 
         def px(x: float, y: float) -> tuple[float, float]:

@@ -10,18 +10,13 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = [
-    "check_positive_int",
-    "create_model",
-    "default_feature_layer",
-    "list_models",
-    "register_model",
-]
+__all__ = ["check_positive_int", "create_model", "default_feature_layer", "list_models", "register_model"]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -104,10 +99,8 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def _unknown_name(name: str) -> ValueError:
-    return ValueError(
-        f"name {name!r} is not a registered model; available: {', '.join(list_models())} "
-        f"(or use a 'timm:<name>' / 'torchvision:<name>' prefix)"
-    )
+    return ValueError(f"name {name!r} is not a registered model; available: {', '.join(list_models())} "
+                      f"(or use a 'timm:<name>' / 'torchvision:<name>' prefix)")
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -149,10 +142,8 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         accepted = [k for k in params if k != "num_classes"]
         for key in kwargs:
             if key not in params or key == "num_classes":
-                raise TypeError(
-                    f"create_model({name!r}) got an unexpected keyword argument {key!r}; "
-                    f"accepted: {', '.join(accepted) or '(none)'}"
-                )
+                raise TypeError(f"create_model({name!r}) got an unexpected keyword argument {key!r}; "
+                                f"accepted: {', '.join(accepted) or '(none)'}")
     return entry.fn(num_classes=num_classes, **kwargs)
 
 
@@ -202,14 +193,10 @@ def default_feature_layer(name_or_model: str | nn.Module) -> str:
             return _REGISTRY[name].feature_layer
         elif not name.startswith("timm:"):
             raise _unknown_name(name)
-        raise ValueError(
-            f"no default feature layer known for name {name!r}; build the model and pass the "
-            "instance to default_feature_layer(), or pass feature_layer= explicitly"
-        )
+        raise ValueError(f"no default feature layer known for name {name!r}; build the model and pass the "
+                         "instance to default_feature_layer(), or pass feature_layer= explicitly")
     if not isinstance(name_or_model, nn.Module):
-        raise TypeError(
-            f"name_or_model must be a str or nn.Module, got {type(name_or_model).__name__}"
-        )
+        raise TypeError(f"name_or_model must be a str or nn.Module, got {type(name_or_model).__name__}")
     model = name_or_model
     layer = getattr(model, "default_feature_layer", None)
     if isinstance(layer, str):
@@ -222,7 +209,5 @@ def default_feature_layer(name_or_model: str | nn.Module) -> str:
     children = dict(model.named_children())
     if {"layer3", "layer4", "fc"} <= children.keys():
         return "layer3"
-    raise ValueError(
-        f"no default feature layer known for model {type(model).__name__}; pass feature_layer= "
-        f"explicitly (top-level modules: {', '.join(list(children)[:10])})"
-    )
+    raise ValueError(f"no default feature layer known for model {type(model).__name__}; pass feature_layer= "
+                     f"explicitly (top-level modules: {', '.join(list(children)[:10])})")
