@@ -10,7 +10,7 @@ from __future__ import annotations
 from _step_pieces import PIECES, VANILLA_PIECES
 
 LABELS = {"none": "vanilla", "mixup": "mixup", "cutmix": "cutmix", "automix": "AutoMix", "samix": "SAMix"}
-TARGET_RATIO = 3.0  # AutoMix step time <= 3.0x vanilla (the issue's target; FLOP floor about 2.9x)
+TARGET_RATIO = 3.0  # AutoMix step time <= 3.0x vanilla (the project's target; FLOP floor about 2.9x)
 NOISY_SHARE = 0.05  # other processes using more than this share of the CPUs during a measurement: flagged
 
 
@@ -83,7 +83,7 @@ def _step_table(results: dict) -> list[str]:
         for w in widths)]
     vd = verdicts(results)
     if vd:
-        lines += ["", f"Target (issue): AutoMix step ≤ {TARGET_RATIO:.1f}× vanilla (FLOP floor ≈ 2.9×; the "
+        lines += ["", f"Target: AutoMix step ≤ {TARGET_RATIO:.1f}× vanilla (FLOP floor ≈ 2.9×; the "
                       "reference measured 4.1× on ResNet-18):", ""]
         lines += [f"- **{'PASS' if ok else 'FAIL'}** width {w}: {r:.2f}×" for w, ok, r in vd]
     return lines

@@ -28,7 +28,8 @@ def init_weights(model: nn.Module) -> None:
 
     Convolutions get Kaiming-normal weights (``fan_out``, ReLU gain), BatchNorm weight 1 and
     bias 0, and Linear layers Normal(0, 0.01) weights with zero bias, as the reference's
-    classification heads do (spec 1.1).
+    classification heads do (``openmixup/models/heads/cls_mixup_head.py`` of ``Westlake-AI/openmixup`` at
+    commit ``37e1372``).
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -97,7 +98,7 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation basic block (He et al. 2016): BN-ReLU-conv3x3, twice, plus shortcut."""
+    """Pre-activation basic block (He et al., arXiv 1603.05027): BN-ReLU-conv3x3, twice, plus shortcut."""
 
     expansion = 1
 

@@ -1,8 +1,10 @@
-"""Wide ResNets (Zagoruyko & Komodakis 2016) for 32x32 inputs: WRN-28-8 and any depth/widen.
+"""Wide ResNets (Zagoruyko & Komodakis, arXiv 1605.07146) for 32x32 inputs: WRN-28-8 and any depth/widen.
 
 Pre-activation blocks, three stages of ``16 * widen``, ``32 * widen`` and ``64 * widen``
 channels at 32x32, 16x16 and 8x8. The AutoMix reference feeds the Mix Block from stage 2
-(``layer2``: 256 channels at 16x16 for WRN-28-8, ``mask_layer=1``, spec 1.1).
+(``layer2``: 256 channels at 16x16 for WRN-28-8, ``mask_layer=1`` in
+``configs/classification/cifar100/automix/basic/wrn28_8_l1_a2_near_L1_01_mlr1e_3.py`` of
+``Westlake-AI/openmixup`` at commit ``37e1372``).
 
 The width keyword is ``widen`` (the WRN "k"), not ``width`` as for the CIFAR ResNets, because the
 paper's names (WRN-28-8) are stated in it.
