@@ -88,7 +88,7 @@ def build_cases(names: list[str], timm_mixup, pkg_cases: dict, shapes: list[str]
         perm = torch.randperm(dims[0], generator=gen)
         buf = torch.empty_like(x)
 
-        def add(kind, method, mode, fn, setup=None, note=""):
+        def add(kind, method, mode, fn, setup=None, note="", shape=shape):
             cases.append({"kind": kind, "method": method, "mode": mode, "shape": shape, "fn": fn, "setup": setup,
                           "note": note})
 

@@ -94,7 +94,7 @@ def _header(results: dict, command: str) -> list[str]:
         f"- torch {info['torch']} ({info['threads']} threads, the default), Python {info['python']}, "
         f"numpy {info['numpy']}, automix {info['automix']}, timm {info['timm'] or '(not installed)'}, "
         f"mixup {info['mixup'] or '(not installed)'}",
-        f"- Inputs: float32 contiguous batches, " + " and ".join(f"{s} = B×C×H×W {'×'.join(map(str, d))}"
+        "- Inputs: float32 contiguous batches, " + " and ".join(f"{s} = B×C×H×W {'×'.join(map(str, d))}"
                                                                   for s, d in SHAPES.items())
         + f"; class-index targets, num_classes={NUM_CLASSES}; a fixed `torch.Generator` passed per call.",
         "",

@@ -1,113 +1,108 @@
-"""Where a training step's time goes: one AutoMix/SAMix (or vanilla) step with its pieces called and timed one by one.
+"""Where a training step's time goes: one AutoMix/SAMix step profiled, split by the labels inside the real code.
 
 Part of the step-time benchmark (run ``PYTHONPATH=src python benchmarks/step_time.py``), not a module to use on
-its own. ``automix_pieces`` replicates the calls of ``AutoMix.compute_losses`` / ``training_step`` here, so that
-nothing in src/ has to change for the benchmark; only the single ``backward`` of the summed loss is split in two.
+its own. ``AutoMix.compute_losses`` marks its pieces with ``torch.profiler.record_function`` labels
+(``automix/encoder_features``, ``automix/mix_block``, ``automix/mixing``, ``automix/encoder_mixed``,
+``automix/backbone``); ``automix_pieces`` runs one ordinary step (``zero_grad``, ``training_step``, one
+``backward``, ``opt.step()``, ``after_step()``) under ``torch.profiler.profile`` and reads each piece's wall time
+from its label. The single backward is split by where its autograd nodes came from: each node's profiler event
+carries the sequence number of the forward op that created it, and that op lies inside one of the labels.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from _common import gc_paused  # also puts src/ on sys.path when PYTHONPATH=src is missing
-from automix.losses import soft_target_cross_entropy
-from automix.methods.mixblock import adjust_mask, mask_loss
-from automix.mixers._sampling import sample_beta
 
 # AutoMix pieces, in the order they run, with the label used in the tables.
 PIECES = [
     ("zero_grad", "zero_grad"),
-    ("draws", "draws, one-hot targets"),
-    ("ema_clean_fwd", "EMA encoder forward, clean batch (no grad)"),
-    ("mix_block", "Mix Block x2 + mask loss + mixing"),
-    ("ema_mb_fwd", "EMA encoder forward on the Mix Block's batch (graph to input)"),
-    ("ema_mb_bwd", "EMA encoder backward to the input (+ Mix Block backward)"),
-    ("online_fwd", "online forward x2 (clean, mixed) + losses"),
-    ("online_bwd", "online backward x2"),
+    ("step_rest", "training_step outside the labels (checks, draws, targets, loss sum, logs)"),
+    ("ema_clean_fwd", "EMA encoder forward, clean batch (no grad) `automix/encoder_features`"),
+    ("mix_block", "Mix Block x2 + mask loss `automix/mix_block`"),
+    ("mixing", "mixing, two lerps `automix/mixing`"),
+    ("ema_mb_fwd", "EMA encoder forward on the Mix Block's batch + loss `automix/encoder_mixed`"),
+    ("online_fwd", "online forward x2 (clean, mixed) + losses `automix/backbone`"),
+    ("ema_mb_bwd", "backward to the input: EMA encoder, mixing, Mix Block"),
+    ("online_bwd", "backward of the online forwards"),
+    ("bwd_rest", "backward, rest (loss sum, gradient accumulation)"),
     ("opt_step", "SGD step"),
     ("after_step", "after_step (EMA update)"),
 ]
 VANILLA_PIECES = [("zero_grad", "zero_grad"), ("fwd", "forward + loss"), ("bwd", "backward"),
                   ("opt_step", "SGD step"), ("after_step", "after_step")]
+# The labels inside AutoMix.compute_losses -> forward piece, and the backward piece their autograd nodes go to.
+FORWARD = {"automix/encoder_features": "ema_clean_fwd", "automix/mix_block": "mix_block", "automix/mixing": "mixing",
+           "automix/encoder_mixed": "ema_mb_fwd", "automix/backbone": "online_fwd"}
+BACKWARD = {"automix/mix_block": "ema_mb_bwd", "automix/mixing": "ema_mb_bwd", "automix/encoder_mixed": "ema_mb_bwd",
+            "automix/backbone": "online_bwd"}
+STEP = ("zero_grad", "training_step", "backward", "opt_step", "after_step")  # the benchmark's own labels
+
+
+def _label(event) -> str | None:
+    """The innermost ``automix/`` label an event ran inside, or None."""
+    while event is not None:
+        if event.name.startswith("automix/"):
+            return event.name
+        event = event.cpu_parent
+    return None
+
+
+def split_profile(events) -> dict[str, float]:
+    """Seconds per piece (PIECES keys) from the events of one profiled step."""
+    us: dict[str, float] = {key: 0.0 for key, _ in PIECES}
+    step = {e.name[len("step/"):]: e.time_range.elapsed_us() for e in events if e.name.startswith("step/")}
+    missing = [name for name in STEP if name not in step]
+    if missing:
+        raise RuntimeError(f"profile has no step/{missing[0]} range")
+    origin: dict[int, str] = {}  # forward op sequence number -> its label
+    for e in events:
+        if e.name.startswith("automix/"):
+            us[FORWARD[e.name]] += e.time_range.elapsed_us()
+        elif e.sequence_nr >= 0 and not e.name.startswith("autograd::engine::"):
+            label = _label(e)
+            if label is not None:
+                origin.setdefault(e.sequence_nr, label)
+    unknown = {e.name for e in events if e.name.startswith("automix/")} - set(FORWARD)
+    if unknown:
+        raise RuntimeError(f"labels {sorted(unknown)} in compute_losses are not pieces here; add them to FORWARD")
+    for e in events:
+        if e.name.startswith("autograd::engine::evaluate_function:"):
+            piece = BACKWARD.get(origin.get(e.sequence_nr, ""))
+            if piece is not None:
+                us[piece] += e.time_range.elapsed_us()
+    us["zero_grad"], us["opt_step"], us["after_step"] = step["zero_grad"], step["opt_step"], step["after_step"]
+    us["step_rest"] = step["training_step"] - sum(us[FORWARD[k]] for k in FORWARD)
+    us["bwd_rest"] = step["backward"] - us["ema_mb_bwd"] - us["online_bwd"]
+    return {k: v * 1e-6 for k, v in us.items()}
+
+
+@contextmanager
+def _step(name: str):
+    with record_function(f"step/{name}"):
+        yield
 
 
 def automix_pieces(method, opt, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """One AutoMix/SAMix step with its pieces called (and timed) one by one.
-
-    The calls replicate ``AutoMix.compute_losses`` / ``training_step`` (same modules, shapes and draws);
-    only the single ``backward`` of the summed loss is split in two (the EMA branch, then the online branch),
-    which computes the same gradients.
-    """
-    clock = time.perf_counter
-    t: dict[str, float] = {}
-    w = method.loss_weights
-    with gc_paused():
-        t0 = clock()
-        opt.zero_grad(set_to_none=True)
-        t1 = clock()
-        t["zero_grad"] = t1 - t0
-
-        n = x.shape[0]
-        target = method._targets(y)
-        lam_mb, lam_bb = sample_beta(method.alpha, 2, method.generator).tolist()
-        perm_mb = torch.randperm(n, generator=method.generator).to(x.device)
-        perm_bb = torch.randperm(n, generator=method.generator).to(x.device)
-        adjust = method.mask_adjust > 0 and float(torch.rand(1, generator=method.generator)) < method.mask_adjust
-        size = tuple(x.shape[-2:])
-        t2 = clock()
-        t["draws"] = t2 - t1
-
-        with torch.no_grad():
-            method._tap.clear()
-            method.model_k(x)
-            z = method._tap.pop()
-        t3 = clock()
-        t["ema_clean_fwd"] = t3 - t2
-
-        m_mb = method.mix_block(z, lam_mb, perm_mb, size)
-        with torch.no_grad():
-            if min(lam_bb, 1.0 - lam_bb) <= method.lam_margin:
-                m_bb = torch.full((n, 1) + size, 1.0 - lam_bb, device=x.device)
-            else:
-                m_bb = method.mix_block(z, lam_bb, perm_bb, size)
-                if adjust:
-                    m_bb = adjust_mask(m_bb, lam_bb)
-        loss_mask = mask_loss(m_mb, lam_mb, method.mask_loss_margin, method.mask_loss_mode) * method.mask_loss_weight
-        x_mb = torch.lerp(x, x[perm_mb], m_mb.to(x.dtype))
-        x_bb = torch.lerp(x, x[perm_bb], m_bb.to(x.dtype))
-        t4 = clock()
-        t["mix_block"] = t4 - t3
-
-        logits_k = method._logits(method.model_k, method._switch_k, x_mb, mix_head=True)
-        method._tap.clear()
-        loss_mb = soft_target_cross_entropy(logits_k, torch.lerp(target[perm_mb], target, lam_mb))
-        t5 = clock()
-        t["ema_mb_fwd"] = t5 - t4
-
-        (w["mb"] * loss_mb + loss_mask).backward()
-        t6 = clock()
-        t["ema_mb_bwd"] = t6 - t5
-
-        loss_one = soft_target_cross_entropy(method.model(x), target)
-        logits_mix = method._logits(method.model, method._switch_q, x_bb, mix_head=True)
-        loss_mix = soft_target_cross_entropy(logits_mix, torch.lerp(target[perm_bb], target, lam_bb))
-        t7 = clock()
-        t["online_fwd"] = t7 - t6
-
-        (w["one"] * loss_one + w["mix"] * loss_mix).backward()
-        t8 = clock()
-        t["online_bwd"] = t8 - t7
-
-        opt.step()
-        t9 = clock()
-        t["opt_step"] = t9 - t8
-
-        method.after_step()
-        t["after_step"] = clock() - t9
-    return t
+    """One ordinary AutoMix/SAMix step under the profiler; seconds per piece (see ``split_profile``)."""
+    with gc_paused(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        with _step("zero_grad"):
+            opt.zero_grad(set_to_none=True)
+        with _step("training_step"):
+            loss, _ = method.training_step(x, y)
+        with _step("backward"):
+            loss.backward()
+        with _step("opt_step"):
+            opt.step()
+        with _step("after_step"):
+            method.after_step()
+    return split_profile(prof.events())
 
 
 def vanilla_pieces(method, opt, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -158,7 +153,7 @@ def breakdown(automix_built, vanilla_built, x: torch.Tensor, y: torch.Tensor, st
     snap = monitor.snapshot()
     am_method, am_opt = automix_built
     va_method, va_opt = vanilla_built
-    automix_pieces(am_method, am_opt, x, y)  # one untimed split step: the two-backward path warmed up
+    automix_pieces(am_method, am_opt, x, y)  # one untimed profiled step: the profiler warmed up
     two_passes_vs_one_batch(va_method, x, y)  # warm-up of the 2B shapes
     am_samples, va_samples, batch_samples = [], [], []
     for _ in range(steps):

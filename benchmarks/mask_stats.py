@@ -15,7 +15,8 @@ pairing; seeded by ``--seed``), so the averages cover many lam, and prints one m
   its label gives the partner, averaged over samples (0 = pixels and labels agree);
 * whole-image choices: the share of samples whose mask mean is below 0.05 or above 0.95, i.e. that show
   one of the two images almost alone while the label mixes them (a sample whose lam is itself below 0.05
-  or above 0.95 is not counted: its mask agrees with its label; before issue 11 it was, about 1.5%).
+  or above 0.95 is not counted: its mask agrees with its label; the count used before the fitted mask
+  included it, about 1.5%).
 
 Nothing is written; paste the table with this command above it. Checkpoints are not committed; they are
 re-created by the run's ``automix bench`` / ``automix train`` command.

@@ -61,7 +61,8 @@ def main() -> None:
     method, block = run.method, run.method.mix_block
     value_conv = block.value if isinstance(block.value, torch.nn.Conv2d) else block.value.conv2
     logits_seen: list[torch.Tensor] = []
-    hook = block.register_forward_hook(lambda m, i, o: logits_seen.append(torch.logit(o.detach().clamp(1e-7, 1 - 1e-7))))
+    hook = block.register_forward_hook(
+        lambda m, i, o: logits_seen.append(torch.logit(o.detach().clamp(1e-7, 1 - 1e-7))))
     qk: list[torch.Tensor] = []
     qhook = block.query.register_forward_hook(lambda m, i, o: qk.append(o.detach()))
     rows = []

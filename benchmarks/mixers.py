@@ -57,10 +57,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _*.py helpers beside this script (also under -P)
-from _common import (OtherCpu, add_output_args, automix, automix_version, command_line, dist_version,  # noqa: E402
-                     gc_paused, loadavg, machine_info, output_paths, write_outputs)
-from _mixers_cases import (SHAPES, SWITCHES, build_cases, load_mixup_package, load_timm_mixup,  # noqa: E402
-                           mixup_package_cases)
+from _common import (  # noqa: E402
+    OtherCpu,
+    add_output_args,
+    automix,
+    automix_version,
+    command_line,
+    dist_version,
+    gc_paused,
+    loadavg,
+    machine_info,
+    output_paths,
+    write_outputs,
+)
+from _mixers_cases import SHAPES, SWITCHES, build_cases, load_mixup_package, load_timm_mixup, mixup_package_cases  # noqa: E402
 from _mixers_report import render  # noqa: E402
 
 KEY, HEADING = "mixers", "## Mixer throughput"  # the section of docs/benchmarks.md this script owns

@@ -45,20 +45,21 @@ weight_decay=5e-4)``. Each method gets its warm-up steps, then the timed steps r
 (one step of every method per round, garbage collector off during a step), so a burst of load from elsewhere
 spreads over all methods; the table shows the median.
 
-Where AutoMix's time goes: the same step is run again with its pieces called one by one (the same calls, shapes
-and modules as ``AutoMix.compute_losses``, replicated in _step_pieces.py; nothing in src/ is changed) and each
-piece timed: the EMA encoder's forward on the clean batch (no grad), the Mix Block twice plus the mixing, the EMA
-encoder's forward on the Mix Block's batch and its backward to the input (which also reaches the Mix Block),
-the online network's forward on the clean and the mixed batch and their backward, the SGD step and
-``after_step()`` (the EMA update ``automix.methods.ema.ema_update``). The split needs two ``backward`` calls
-instead of one; the sum of the pieces is printed next to the measured full step. The vanilla step is split the
-same way (forward, backward, SGD step) as the yardstick: each piece is also shown in units of the vanilla step.
+Where AutoMix's time goes: the same step is run again under ``torch.profiler`` (_step_pieces.py) and split by
+the ``record_function`` labels inside ``AutoMix.compute_losses`` itself (no copy of it here): the EMA encoder's
+forward on the clean batch (no grad), the Mix Block twice with the mask loss, the mixing, the EMA encoder's forward
+on the Mix Block's batch, the online network's forward on the clean and the mixed batch; the one ``backward`` is
+split by the label of the forward op that made each autograd node (backward to the input through the EMA encoder,
+the mixing and the Mix Block; backward of the online passes), then the SGD step and ``after_step()`` (the EMA
+update ``automix.methods.ema.ema_update``). The sum of the pieces (profiler overhead included) is printed next to
+the measured full step. The vanilla step is split by timing its public calls (forward + loss, backward, SGD
+step) as the yardstick: each piece is also shown in units of the vanilla step.
 From those pieces the report states the floor on this machine (4 vanilla forwards, 2 vanilla backwards, the
 measured backward to the input, one SGD step), and it times one forward + backward over a batch of 2B against two
 over B, which says whether batching AutoMix's two online passes could beat that floor.
 
-Code: this file measures; _step_pieces.py splits a step into pieces, _step_report.py writes the tables and
-_common.py (shared with mixers.py) holds the machine facts, the quiet-machine waits and the output files.
+Code: this file measures; _step_pieces.py profiles a step and splits it into pieces, _step_report.py writes the
+tables and _common.py (shared with mixers.py) holds the machine facts, the quiet-machine waits and the output files.
 """
 
 from __future__ import annotations
@@ -75,8 +76,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _*.py helpers beside this script (also under -P)
-from _common import (ROOT, OtherCpu, add_output_args, automix, automix_version, command_line,  # noqa: E402
-                     gc_paused, loadavg, machine_info, output_paths, wait_for_low_load, write_outputs)
+from _common import (  # noqa: E402
+    ROOT,
+    OtherCpu,
+    add_output_args,
+    automix,
+    automix_version,
+    command_line,
+    gc_paused,
+    loadavg,
+    machine_info,
+    output_paths,
+    wait_for_low_load,
+    write_outputs,
+)
 from _step_pieces import breakdown  # noqa: E402
 from _step_report import LABELS, TARGET_RATIO, render  # noqa: E402
 from automix.methods import create_method  # noqa: E402

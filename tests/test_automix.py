@@ -201,7 +201,8 @@ def test_soft_targets_and_missing_num_classes():
 
 def test_bad_arguments_name_the_argument():
     model = automix.create_model("preact_resnet18", num_classes=4, width=8)
-    for kw, word in [({"alpha": 0}, "alpha"), ({"model_ema_decay": 1.5}, "model_ema_decay"), ({"eval_net": "k"}, "eval_net"),
+    for kw, word in [({"alpha": 0}, "alpha"), ({"model_ema_decay": 1.5}, "model_ema_decay"),
+                     ({"eval_net": "k"}, "eval_net"),
                      ({"feature_layer": "layer9"}, "feature_layer"), ({"loss_weights": {"foo": 1}}, "loss_weights"),
                      ({"mask_loss_weight": -1}, "mask_loss_weight"), ({"head_layer": "nope"}, "nope")]:
         with pytest.raises((ValueError, TypeError), match=word):

@@ -1,8 +1,13 @@
-"""A tiny smoke of the accuracy-benchmark runner: runs, caching, resume of a killed cell, the report."""
+"""A tiny smoke of the accuracy-benchmark runner: runs, caching, resume of a killed cell, the results file, the
+report; and the repository's committed accuracy results against the protocols and docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +47,52 @@ def test_grid_runs_caches_and_reports(tmp_path, capsys):
     assert main(args) == 0  # everything cached: nothing retrains
     assert done.stat().st_mtime_ns == stamp and "bench: cutmix seed 1: " not in capsys.readouterr().err
     assert text.count("accuracy-tiny:start") == 1 and report.read_text().count("accuracy-tiny:start") == 1
+    # Every finished run is in the results file, with its config hash; the report is made from that file alone.
+    results = json.loads((tmp_path / "runs" / "tiny.json").read_text())
+    proto = bench.load_protocol(proto_path)
+    assert sorted((r["method"], r["seed"]) for r in results["runs"]) == [("cutmix", 0), ("cutmix", 1),
+                                                                        ("vanilla", 0), ("vanilla", 1)]
+    entry = next(r for r in results["runs"] if (r["method"], r["seed"]) == ("cutmix", 1))
+    assert entry["config_hash"] == bench.config_hash(bench.run_config(proto, "cutmix", 1, Path("elsewhere")))
+    assert entry["metrics"] == json.loads(done.read_text()) and entry["summary"]["epoch"] == [0]
+    assert entry["config"]["alpha"] == 0.2 and "output" not in entry["config"]
+    # A fresh copy holds the results file and no run folders: nothing retrains, the report is the same.
+    shutil.rmtree(tmp_path / "runs" / "tiny")
+    report.write_text("# Benchmarks\n")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert not (tmp_path / "runs" / "tiny").exists() and "bench: " not in capsys.readouterr().err
+    assert report.read_text().split("<!-- accuracy-tiny:start -->")[1] == text.split("<!-- accuracy-tiny:start -->")[1]
+    assert json.loads((tmp_path / "runs" / "tiny.json").read_text()) == results
+
+
+def test_results_entry_with_other_settings_is_refused(tmp_path):
+    proto = bench.load_protocol(protocol(tmp_path))
+    cfg = bench.run_config(proto, "vanilla", 0, Path("x"))
+    entry = {"method": "vanilla", "seed": 0, "config_hash": "0" * 12, "metrics": {"val_top1": 50.0}, "summary": {},
+             "config": {**bench.config_record(cfg), "epochs": 7}}
+    results_file = bench.results_path(tmp_path / "runs", proto)
+    results_file.parent.mkdir()
+    results_file.write_text(bench.dumps_results({"protocol": "tiny", "runs": [entry]}))
+    with pytest.raises(ValueError, match="vanilla seed 0 in .* epochs: 7 there, 1 now"):
+        bench.run_grid(proto, tmp_path / "runs", ["vanilla"], [0], dry_run=True)
+    with pytest.raises(ValueError, match="epochs: 7 there, 1 now"):
+        bench.collect(proto, bench.load_results(results_file))
+    entry.update(config_hash=bench.config_hash(cfg), config=bench.config_record(cfg))  # the same settings
+    results_file.write_text(bench.dumps_results({"protocol": "tiny", "runs": [entry]}))
+    rows = {r["method"]: r for r in bench.collect(proto, bench.load_results(results_file))}
+    assert rows["vanilla"]["done"] == 1 and rows["vanilla"]["val_top1"] == (50.0, 0.0)
+    assert rows["cutmix"]["done"] == 0
+
+
+def test_config_hash_follows_what_changes_results():
+    proto = bench.Protocol("p", {"dataset": "digits", "epochs": 1}, {"a": {"method": "mixup"}}, [0, 1], "p.yaml")
+    one = bench.run_config(proto, "a", 0, Path("x"))
+    assert bench.config_hash(one) == bench.config_hash(bench.run_config(proto, "a", 0, Path("y")))  # output
+    assert bench.config_hash(one) != bench.config_hash(bench.run_config(proto, "a", 1, Path("x")))  # seed
+    proto.methods["a"]["alpha"] = 0.5
+    assert bench.config_hash(one) != bench.config_hash(bench.run_config(proto, "a", 0, Path("x")))
+    assert len(bench.config_hash(one)) == 12
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):
@@ -85,7 +136,8 @@ def test_extends_reuses_runs_and_derives_methods(tmp_path, capsys):
     assert proto.methods["vanilla"] == {"method": "none"}
     assert proto.methods["cutmix_a1_b"] == {"method": "cutmix", "alpha": 1.0, "batch_size": 8}
     assert proto.notes == "" and "a note" in bench.markdown(
-        bench.Protocol(**{**vars(proto), "notes": "a note"}), bench.collect(proto, tmp_path / "none"), "cmd", None)
+        bench.Protocol(**{**vars(proto), "notes": "a note"}),
+        bench.collect(proto, bench.load_results(tmp_path / "none.json")), "cmd", None)
     # The same name shares the run directory: a run recorded with other settings is refused, not reused.
     root = tmp_path / "runs"
     assert main(["bench", str(parent), "--root", str(root), "--methods", "vanilla", "--seeds", "0",
@@ -148,19 +200,71 @@ def test_cpu_automix_recipe_is_the_benchmark_cell():
     cell = asdict(bench.run_config(fit, "automix_fit_min_lr_0.05", 0, Path("x")))
     recipe = asdict(from_dict(load_yaml(ROOT / "configs" / "cpu" / "cifar10_automix_w16.yaml")))
     cosmetic = {"output", "seed", "eval_batch_size", "progress", "save_images"}
-    assert {k: v for k, v in cell.items() if k not in cosmetic} == {k: v for k, v in recipe.items() if k not in cosmetic}
+    assert ({k: v for k, v in cell.items() if k not in cosmetic}
+            == {k: v for k, v in recipe.items() if k not in cosmetic})
 
 
 def test_cost_is_robust_to_one_slowed_seed(tmp_path):
+    from automix.train.config import to_yaml
+
     proto = bench.load_protocol(protocol(tmp_path))
     proto.seeds = [0, 1, 2]
     for method, scale in (("vanilla", 1.0), ("cutmix", 2.0)):
         for seed, times in enumerate(([1.0, 1.0, 9.0], [1.1, 1.2, 1.1], [5.0, 6.0, 7.0])):  # seed 2: a busy machine
             out = bench.run_dir(tmp_path / "runs", proto, method, seed)
             out.mkdir(parents=True)
+            (out / "bench.yaml").write_text(to_yaml(bench.run_config(proto, method, seed, out)))
             (out / "metrics.json").write_text(json.dumps({"val_top1": 50.0 + seed}))
             rows = "".join(f"{e},{t * scale},{100 / (t * scale)}\n" for e, t in enumerate(times))
             (out / "summary.csv").write_text("epoch,epoch_time,img_per_s\n" + rows)
-    rows = {r["method"]: r for r in bench.collect(proto, tmp_path / "runs")}
+    rows = {r["method"]: r for r in bench.collect(proto, bench.aggregate(tmp_path / "runs", proto))}
     assert rows["vanilla"]["epoch_s"] == 1.1 and rows["cutmix"]["epoch_s"] == 2.2  # the middle seed's median
     assert rows["cutmix"]["cost"] == 2.0 and rows["vanilla"]["val_top1"] == (51.0, 1.0)
+
+
+# ---------------------------------------------------------------- the repository's committed accuracy results
+RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
+
+
+def test_committed_results_give_the_docs_tables():
+    """docs/benchmarks.md's accuracy sections are what benchmarks/accuracy_report.py makes from the results files."""
+    proc = subprocess.run([sys.executable, "benchmarks/accuracy_report.py", "--check"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("checked section accuracy-") == len(list((ROOT / "configs" / "bench").glob("*.yaml")))
+
+
+def test_committed_results_match_the_protocols():
+    """Every entry of a results file is a cell of a shipped protocol with the config it asks for now."""
+    cells = {}
+    for path in sorted((ROOT / "configs" / "bench").glob("*.yaml")):
+        proto = bench.load_protocol(path)
+        for method in proto.methods:
+            for seed in proto.seeds:
+                cells[(proto.name, method, seed)] = bench.config_hash(bench.run_config(proto, method, seed, Path(".")))
+    files = sorted(RESULTS.glob("*.json"))
+    assert files, "no committed results file"
+    for path in files:
+        results = bench.load_results(path)
+        assert results["runs"]
+        for entry in results["runs"]:
+            key = (path.stem, entry["method"], entry["seed"])
+            assert cells.get(key) == entry["config_hash"], key
+            assert {"val_top1", "val_top1_ema"} <= set(entry["metrics"]), key
+
+
+def test_cpu_automix_recipe_is_a_recorded_cell():
+    """configs/cpu/cifar10_automix_w16.yaml, with the protocol's seed and cosmetic keys, is a run in the results."""
+    from dataclasses import replace
+
+    from automix.train.config import from_dict, load_yaml
+
+    fit = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu_mask_fit.yaml")
+    recipe = from_dict(load_yaml(ROOT / "configs" / "cpu" / "cifar10_automix_w16.yaml"))
+    results = bench.load_results(bench.results_path(RESULTS, fit))
+    by_hash = {r["config_hash"]: r for r in results["runs"]}
+    cell = bench.run_config(fit, "automix_fit_min_lr_0.05", 0, Path("x"))
+    as_run = replace(recipe, seed=0, eval_batch_size=cell.eval_batch_size, save_images=cell.save_images)
+    entry = by_hash.get(bench.config_hash(as_run))
+    assert entry is not None and (entry["method"], entry["seed"]) == ("automix_fit_min_lr_0.05", 0)
+    assert entry["metrics"]["val_top1"] > 70

@@ -77,6 +77,12 @@ def test_step_time_quick():
         assert label in rows, label
     assert rows["vanilla"][3] == "1.00"  # ratios are to vanilla
     assert "Where AutoMix's time goes" in out and "**sum of pieces**" in rows
+    # The pieces come from the record_function labels inside AutoMix.compute_losses: each one was seen.
+    for label in ("automix/encoder_features", "automix/mix_block", "automix/mixing", "automix/encoder_mixed",
+                  "automix/backbone"):
+        cells = next(cells for name, cells in rows.items() if f"`{label}`" in name)
+        assert float(cells[1]) > 0, cells
+    assert float(next(c for n, c in rows.items() if n.startswith("backward to the input"))[1]) > 0
     assert "- width 8: two passes of 8 " in out and "The floor on this machine" in out
     assert "Raw per-step times" not in out  # no JSON named: --quick --no-write writes nothing
 

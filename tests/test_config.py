@@ -27,7 +27,8 @@ def parse(argv: list[str]):
 
 def test_defaults_yaml_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"lr": 0.05, "epochs": 3, "method": "cutmix", "method_opts": {"correct_lam": False}}))
+    path.write_text(yaml.safe_dump({"lr": 0.05, "epochs": 3, "method": "cutmix",
+                                    "method_opts": {"correct_lam": False}}))
     cfg = parse(["--config", str(path), "--epochs", "7", "--method-opt", "alpha=0.3"])
     assert cfg.lr == 0.05 and cfg.epochs == 7 and cfg.method == "cutmix"
     assert cfg.method_opts == {"correct_lam": False, "alpha": 0.3}
@@ -155,8 +156,8 @@ def test_every_shipped_config_parses():
 
 @settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(["lr", "epochs", "batch_size", "mixup_prob", "smoothing", "alpha", "val_split"]),
-                       st.one_of(st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3),
-                                 st.booleans(), st.none()), max_size=3))
+                       st.one_of(st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True),
+                                 st.text(max_size=3), st.booleans(), st.none()), max_size=3))
 def test_config_parser_accepts_only_valid_values(values):
     """Any mapping either gives a valid Config or raises ValueError/TypeError naming one of its keys."""
     try:

@@ -19,10 +19,19 @@ import torch
 from PIL import Image
 
 import automix.data as D
+from automix.data import (
+    DatasetNotFoundError,
+    ImageData,
+    LazyImageDataset,
+    download_and_extract,
+    list_datasets,
+    load_dataset,
+    normalize,
+    random_crop_flip,
+    split_indices,
+)
 from automix.data import cifar as cifar_mod
 from automix.data import folder as folder_mod
-from automix.data import (DatasetNotFoundError, ImageData, LazyImageDataset, download_and_extract,
-                          list_datasets, load_dataset, normalize, random_crop_flip, split_indices)
 
 SHARED_CIFAR = "/work/shared/data/cifar10/train"
 
@@ -162,7 +171,8 @@ def test_split_indices_basic_and_pinned():
 
 
 def test_split_indices_stratified():
-    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[torch.randperm(100, generator=torch.Generator().manual_seed(1))]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)[order]
     train, val = split_indices(100, 0.2, seed=0, labels=labels)
     assert torch.bincount(labels[val]).tolist() == [10, 6, 4]
     assert sorted(train.tolist() + val.tolist()) == list(range(100))
@@ -506,8 +516,8 @@ def test_lazy_random_resized_box_in_bounds():
     g = torch.Generator().manual_seed(0)
     for wh in [(120, 100), (500, 40), (40, 500), (1, 1)]:
         for _ in range(50):
-            l, t, r, b = D.lazy.random_resized_box(wh, g)
-            assert 0 <= l < r <= wh[0] and 0 <= t < b <= wh[1]
+            left, top, right, bottom = D.lazy.random_resized_box(wh, g)
+            assert 0 <= left < right <= wh[0] and 0 <= top < bottom <= wh[1]
 
 
 def test_image_data_checks():

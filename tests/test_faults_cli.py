@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from automix.cli import main
 from conftest import spawn_ddp_ranks, write_tiny_protocol
 from test_reliability import same_weights, summary
+
+from automix.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--subset", "64", "--epochs", "1", "--img-size", "8", "--width", "4",
@@ -552,8 +552,9 @@ def test_plot_and_show_write_into_the_run_folder(finished, tmp_path, monkeypatch
 
 def test_show_samples_across_classes(tmp_path, monkeypatch):
     """Item 14: `automix show` took the first N files, all of one class in a class-sorted folder."""
-    from automix import viz
     from test_data import make_folder
+
+    from automix import viz
 
     make_folder(str(tmp_path / "imgs"), classes=("a", "b", "c", "d"), per_class=12, size=8)
     shown = {}

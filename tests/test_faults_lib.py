@@ -9,9 +9,9 @@ import re
 
 import pytest
 import torch
+from conftest import MIXER_KWARGS
 
 import automix
-from conftest import MIXER_KWARGS
 
 
 def tiny_model(num_classes: int = 4, seed: int = 0) -> torch.nn.Module:

@@ -13,14 +13,13 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import MIXER_KWARGS
 
 import automix
 from automix.methods import method_spec
 from automix.mixers import BaseMixer, CutMix
 from automix.mixers.base import Region, lam_from_mask
 from automix.mixers.registry import _MIXERS
-
-from conftest import MIXER_KWARGS
 
 
 class FakeSaliencyMix(BaseMixer):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
+from conftest import NUM_CLASSES, build_mixer, sample_id_probe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import automix
-from conftest import NUM_CLASSES, build_mixer, sample_id_probe
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 names = st.sampled_from(automix.list_mixers())

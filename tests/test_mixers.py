@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import LABEL_KINDS, NUM_CLASSES, build_mixer, make_targets, sample_id_probe
 
 import automix
-from conftest import LABEL_KINDS, NUM_CLASSES, build_mixer, make_targets, sample_id_probe
 
 MODES = ("batch", "pair", "elem")
 DTYPES = (torch.float32, torch.bfloat16)
@@ -90,7 +90,8 @@ def test_small_and_odd_batches(mixer_name, batch):
 def test_gradients_flow_to_input(mixer_name):
     for mode in MODES:
         x = torch.rand(4, 3, 16, 16, requires_grad=True)
-        out = build_mixer(mixer_name, mode=mode)(x, torch.randint(0, NUM_CLASSES, (4,)), torch.Generator().manual_seed(2))
+        y = torch.randint(0, NUM_CLASSES, (4,))
+        out = build_mixer(mixer_name, mode=mode)(x, y, torch.Generator().manual_seed(2))
         (out.x * torch.linspace(0, 1, out.x.numel()).view_as(out.x)).sum().backward()
         assert x.grad is not None and x.grad.abs().sum() > 0
 
@@ -98,7 +99,8 @@ def test_gradients_flow_to_input(mixer_name):
 def test_channels_last_is_kept(mixer_name):
     x = torch.rand(4, 3, 16, 16).to(memory_format=torch.channels_last)
     for mode in MODES:
-        out = build_mixer(mixer_name, mode=mode)(x, torch.randint(0, NUM_CLASSES, (4,)), torch.Generator().manual_seed(2))
+        y = torch.randint(0, NUM_CLASSES, (4,))
+        out = build_mixer(mixer_name, mode=mode)(x, y, torch.Generator().manual_seed(2))
         assert out.x.is_contiguous(memory_format=torch.channels_last), mode
 
 
@@ -144,7 +146,8 @@ def test_mixup_on_feature_vectors_and_regression():
 
 
 def test_flip_pairing():
-    out = automix.create_mixer("cutmix", pairing="flip", num_classes=3)(torch.rand(5, 3, 8, 8), torch.zeros(5, dtype=torch.long))
+    mixer = automix.create_mixer("cutmix", pairing="flip", num_classes=3)
+    out = mixer(torch.rand(5, 3, 8, 8), torch.zeros(5, dtype=torch.long))
     assert torch.equal(out.index, torch.tensor([4, 3, 2, 1, 0]))
 
 

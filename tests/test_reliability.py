@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import spawn_ddp_ranks
+from test_data import make_folder
 
 from automix.cli import main
-from conftest import spawn_ddp_ranks
 from automix.methods import MixerMethod
 from automix.train import checkpoint as ckpt
-from test_data import make_folder
 
 TINY = ["--model", "preact_resnet18", "--width", "4", "--batch-size", "16", "--eval-batch-size", "128",
         "--no-progress", "--log-interval", "1000", "--no-save-images"]

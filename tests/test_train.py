@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_data import make_folder, write_cifar_pickles
 
 from automix.cli import main
 from automix.train import engine
-from test_data import make_folder, write_cifar_pickles
 
 TINY = ["--model", "preact_resnet18", "--width", "4", "--batch-size", "16", "--eval-batch-size", "64",
         "--no-progress", "--log-interval", "1000"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import build_mixer
 from PIL import Image
 
 import automix
 from automix import viz
-from conftest import build_mixer
 
 
 def test_grid_for_every_mixer(tmp_path, mixer_name):

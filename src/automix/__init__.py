@@ -5,8 +5,8 @@ Layers (arrows point down only): ``mixers`` (input-space mixers, torch only) and
 """
 
 from . import losses
-from .mixers import BaseMixer, MixOutput, MixParams, create_mixer, list_mixers, register_mixer
 from .methods import AutoMix, Method, MixerMethod, SAMix, create_method, list_methods, register_method
+from .mixers import BaseMixer, MixOutput, MixParams, create_mixer, list_mixers, register_mixer
 from .models import FeatureTap, create_model, default_feature_layer, forward_with_features, list_models, register_model
 
 __version__ = "0.1.0"

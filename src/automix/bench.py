@@ -13,21 +13,31 @@ A protocol can ``extends: other.yaml`` (a path relative to it): it then takes th
 ``base`` entries win), ``name`` and ``seeds`` unless it gives them, and its methods can name the other's: a
 method written ``mixup:`` with no value is the other protocol's ``mixup``, and ``{from: automix, min_lr:
 0.05}`` is its ``automix`` with one change. Keeping the other's ``name`` shares its run directory, so its
-finished runs are reused; ``section`` then keeps the two reports apart in docs/benchmarks.md. A run whose
+finished runs are reused; ``section`` then keeps the two reports apart in the report file. A run whose
 recorded ``bench.yaml`` disagrees with the protocol is refused rather than reused.
 
 Each (method, seed) is its own ``automix train`` run in a child process, in
 ``<root>/<protocol>/<method>/seed<k>``. A run with ``metrics.json`` is done and skipped; one with a
 ``last.pt`` is resumed (``--resume auto``), so the grid can be finished over several sittings and
-survives a kill. ``report`` turns the finished runs into a markdown table (top-1 mean +- std over
-seeds for the evaluated network, the online network and the weight-EMA copy; images/s; seconds per
-epoch; cost relative to vanilla) and a PNG of accuracy against training cost.
+survives a kill.
+
+Finished runs are gathered into one results file per protocol name, ``<root>/<protocol>.json``
+(``aggregate``): per run its method, seed, ``config_hash`` (``config_hash``: the resolved training config
+without the keys that only say where and how verbosely it ran), the config itself, ``metrics.json`` and
+every ``summary.csv`` column per epoch. The report is made from that file alone, and a cell whose config
+hash is in it is skipped like a finished run folder, so a copy of the results file (without the run
+folders) is enough to report, and to extend the grid without retraining what it holds. ``report`` turns
+the results into a markdown table (top-1 mean +- std over seeds for the evaluated network, the online
+network and the weight-EMA copy; images/s; seconds per epoch; cost relative to vanilla) and a PNG of
+accuracy against training cost.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import math
 import signal
 import statistics
 import subprocess
@@ -37,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .plot import COLOURS, nice_ticks, read_summary
+from .plot import COLOURS, nice_ticks
 from .train.config import from_dict, load_yaml, to_yaml, validate
 
 
@@ -143,16 +153,144 @@ def is_done(out: Path) -> bool:
     return (out / "metrics.json").is_file()
 
 
+# Config keys that say where a run wrote and how it printed, not what it computed: left out of the hash.
+HASH_IGNORES = ("output", "resume", "progress")
+
+
+def config_record(cfg) -> dict[str, Any]:
+    """The resolved config of a run as plain data (YAML/JSON types), without ``HASH_IGNORES``."""
+    import yaml
+
+    data = yaml.safe_load(to_yaml(cfg))
+    return {k: v for k, v in data.items() if k not in HASH_IGNORES}
+
+
+def config_hash(cfg) -> str:
+    """12 hex digits of the SHA-256 of ``config_record(cfg)`` as sorted, compact JSON.
+
+    Every key of the resolved config counts (a changed default changes the hash), except ``HASH_IGNORES``.
+    """
+    text = json.dumps(config_record(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def results_path(root: Path, proto: Protocol) -> Path:
+    """The protocol's results file: ``<root>/<name>.json``, beside the ``<root>/<name>/`` run folders."""
+    return Path(root) / f"{proto.name}.json"
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """The results file at ``path`` (``{"protocol": name, "runs": [...]}``), or an empty one if there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return {"protocol": path.stem, "runs": []}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise ValueError(f"results file {path} is not a bench results file (no 'runs' list)")
+    return data
+
+
+def _summary_columns(path: Path) -> dict[str, list[float | None]]:
+    """``summary.csv`` as columns; an empty or non-numeric cell is None."""
+    import csv
+
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list[float | None]] = {}
+    for i, row in enumerate(rows):
+        for key, text in row.items():
+            try:
+                value = float(text) if text not in ("", None) else None
+            except ValueError:
+                value = None
+            if value is not None and not math.isfinite(value):
+                value = None
+            columns.setdefault(key, [None] * i).append(value)
+    if "epoch" in columns:
+        columns["epoch"] = [None if v is None else int(v) for v in columns["epoch"]]
+    return columns
+
+
+def run_record(out: Path, method: str, seed: int) -> dict[str, Any]:
+    """One finished run folder (``bench.yaml``, ``metrics.json``, ``summary.csv``) as a results-file entry."""
+    cfg = from_dict(load_yaml(out / "bench.yaml"), source=str(out / "bench.yaml"))
+    summary = out / "summary.csv"
+    return {"method": method, "seed": seed, "config_hash": config_hash(cfg),
+            "metrics": json.loads((out / "metrics.json").read_text()),
+            "summary": _summary_columns(summary) if summary.is_file() else {},
+            "config": config_record(cfg)}
+
+
+def aggregate(root: Path, proto: Protocol, path: Path | None = None) -> dict[str, Any]:
+    """Fold every finished run folder of ``<root>/<name>/`` into the results file and return its contents.
+
+    Entries are keyed by (method, seed), the run folder: a folder replaces its entry, and entries whose
+    folder is not here (a fresh copy of the repository, a deleted run) are kept. The file is rewritten only
+    when its contents change, sorted by method and seed, so running this again changes nothing.
+    """
+    path = Path(path) if path is not None else results_path(root, proto)
+    data = load_results(path)
+    runs = {(r["method"], r["seed"]): r for r in data["runs"]}
+    base = Path(root) / proto.name
+    for metrics in sorted(base.glob("*/seed*/metrics.json")) if base.is_dir() else []:
+        out = metrics.parent
+        seed_text = out.name[len("seed"):]
+        if not seed_text.isdigit() or not (out / "bench.yaml").is_file():
+            continue
+        runs[(out.parent.name, int(seed_text))] = run_record(out, out.parent.name, int(seed_text))
+    new = {"protocol": proto.name,
+           "about": "automix bench results: one entry per finished (method, seed) run, with its config_hash "
+                    "(automix.bench.config_hash), resolved config, metrics.json and summary.csv columns",
+           "runs": [runs[k] for k in sorted(runs, key=lambda k: (k[0], k[1]))]}
+    if new != data or not path.is_file():
+        if new["runs"] or path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(dumps_results(new))
+    return new
+
+
+def dumps_results(data: Any, indent: int = 0) -> str:
+    """JSON with one key per line and every list of numbers on one line (short diffs, readable files)."""
+    pad, inner = " " * indent, " " * (indent + 1)
+    if isinstance(data, dict) and data:
+        items = [f"{inner}{json.dumps(str(k))}: {dumps_results(v, indent + 1)}" for k, v in data.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(data, list) and data and any(isinstance(v, (dict, list)) for v in data):
+        return "[\n" + ",\n".join(f"{inner}{dumps_results(v, indent + 1)}" for v in data) + f"\n{pad}]"
+    return json.dumps(data)
+
+
+def recorded_hashes(results: dict[str, Any]) -> set[str]:
+    return {r["config_hash"] for r in results["runs"]}
+
+
+def check_entry(results: dict[str, Any], method: str, seed: int, cfg, source: str = "the results file") -> None:
+    """Refuse a recorded (method, seed) whose config is not the one the protocol asks for now."""
+    entry = next((r for r in results["runs"] if (r["method"], r["seed"]) == (method, seed)), None)
+    if entry is None or entry["config_hash"] == config_hash(cfg):
+        return
+    old, new = entry["config"], config_record(cfg)
+    differ = sorted(k for k in set(old) | set(new) if old.get(k, "(absent)") != new.get(k, "(absent)"))
+    raise ValueError(f"{method} seed {seed} in {source} was made with other settings than the protocol asks for: "
+                     + ", ".join(f"{k}: {old.get(k, '(absent)')!r} there, {new.get(k, '(absent)')!r} now"
+                                 for k in differ)
+                     + "; use another --root or protocol name, or delete the entry and its run folder")
+
+
 def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seeds: list[int] | None = None,
              dry_run: bool = False) -> list[Path]:
     """Run every missing (method, seed) of the grid in turn; returns the run dirs.
 
-    dry_run lists the runs that would start and writes nothing.
+    A cell is done when its run folder holds ``metrics.json`` or when the results file
+    (``results_path(root, proto)``) holds a run with its config hash. dry_run lists the runs that would
+    start and writes nothing.
     """
     methods = methods or list(proto.methods)
     bad = [m for m in methods if m not in proto.methods]
     if bad:
         raise ValueError(f"methods {bad} are not in protocol {proto.path}: {list(proto.methods)}")
+    results = load_results(results_path(root, proto))
+    recorded = recorded_hashes(results)
     dirs = []
     for seed in seeds if seeds is not None else proto.seeds:
         for method in methods:
@@ -160,7 +298,9 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             dirs.append(out)
             cfg = run_config(proto, method, seed, out)
             check_recorded(out, cfg)
-            if is_done(out):
+            if not is_done(out):
+                check_entry(results, method, seed, cfg, str(results_path(root, proto)))
+            if is_done(out) or config_hash(cfg) in recorded:
                 continue
             cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
             if (out / "last.pt").is_file():
@@ -177,7 +317,8 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
             t0 = time.time()
             with (out / "train.log").open("a") as log:
                 code = _train(cmd, log)
-            print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+            print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr,
+                  flush=True)
             if code != 0:
                 raise RuntimeError(f"run {out} failed with exit code {code}; see {out / 'train.log'}")
     return dirs
@@ -202,25 +343,31 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def collect(proto: Protocol, root: Path) -> list[dict[str, Any]]:
-    """One row per method with the statistics of its finished seeds."""
+def collect(proto: Protocol, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method with the statistics of its finished seeds, from a results file's contents.
+
+    A (method, seed) counts when the results hold it with the config hash the protocol asks for; one held
+    with another config is refused (``check_entry``).
+    """
+    by_hash = {r["config_hash"]: r for r in results["runs"]}
     rows = []
     for method in proto.methods:
         finals: dict[str, list[float]] = {"val_top1": [], "val_top1_online": [], "val_top1_ema": []}
         speed, epoch_s, done = [], [], 0
         for seed in proto.seeds:
-            out = run_dir(root, proto, method, seed)
-            if not is_done(out):
+            cfg = run_config(proto, method, seed, Path("."))
+            entry = by_hash.get(config_hash(cfg))
+            if entry is None:
+                check_entry(results, method, seed, cfg)
                 continue
-            check_recorded(out, run_config(proto, method, seed, out))
             done += 1
-            metrics = json.loads((out / "metrics.json").read_text())
+            metrics = entry["metrics"]
             for key in finals:
                 if key in metrics:
                     finals[key].append(metrics[key])
-            summary = read_summary(out)  # one median per seed: a seed slowed by other work moves it less
-            seed_speed = [r["img_per_s"] for r in summary if "img_per_s" in r]
-            seed_time = [r["epoch_time"] for r in summary if "epoch_time" in r]
+            # One median per seed: a seed slowed by other work moves it less.
+            seed_speed = [v for v in entry["summary"].get("img_per_s", []) if v is not None]
+            seed_time = [v for v in entry["summary"].get("epoch_time", []) if v is not None]
             if seed_speed and seed_time:
                 speed.append(statistics.median(seed_speed))
                 epoch_s.append(statistics.median(seed_time))
@@ -282,8 +429,7 @@ def plot_cost(rows: list[dict[str, Any]], out: Path) -> Path:
     draw.text((left, bottom + 30), "seconds per epoch (training cost)", fill="black", font=font)
     draw.text((4, top - 14), "top-1 % (mean ± std over seeds)", fill="black", font=font)
     if pts:
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        x0, x1 = 0.0, max(xs) * 1.1
+        x0, x1 = 0.0, max(p[0] for p in pts) * 1.1
         y0, y1 = min(p[1] - p[2] for p in pts) - 0.5, max(p[1] + p[2] for p in pts) + 0.5
 
         def px(x: float, y: float) -> tuple[float, float]:
@@ -317,3 +463,23 @@ def write_section(path: Path, key: str, body: str, heading: str) -> None:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def report(proto: Protocol, results: dict[str, Any], path: Path, command: str, plot: Path | None = None,
+           write: bool = True) -> str:
+    """The protocol's section of the markdown report at ``path``, and its cost plot; returns the section body.
+
+    The section lies between ``<!-- accuracy-<section>:start -->`` and its end marker (the rest of the file is
+    kept); the plot is ``plot`` (default: ``<section>-cost.png`` beside the report), linked relative to it.
+    ``write=False`` only returns the body.
+    """
+    import os
+
+    rows = collect(proto, results)
+    path = Path(path)
+    plot = Path(plot) if plot is not None else path.parent / f"{proto.section}-cost.png"
+    body = markdown(proto, rows, command, Path(os.path.relpath(plot, path.parent)).as_posix())
+    if write:
+        plot_cost(rows, plot)
+        write_section(path, f"accuracy-{proto.section}", body, f"## Accuracy: {proto.section}")
+    return body

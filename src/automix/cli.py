@@ -121,14 +121,9 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         bench.run_grid(proto, root, ns.methods, ns.seeds, dry_run=ns.dry_run)
     if ns.dry_run:
         return 0
-    rows = bench.collect(proto, root)
-    report = make_parent(ns.report, "--report")
-    plot_path = report.parent / f"{proto.section}-cost.png"
-    bench.plot_cost(rows, plot_path)
-    command = f"automix bench {ns.protocol} --root {ns.root}"
-    body = bench.markdown(proto, rows, command, plot_path.name)
-    bench.write_section(report, f"accuracy-{proto.section}", body, f"## Accuracy: {proto.section}")
-    print(body)
+    results = bench.aggregate(root, proto)  # finished run folders into <root>/<name>.json; the report reads that
+    report = make_parent(ns.report or root / f"{proto.name}.md", "--report")
+    print(bench.report(proto, results, report, f"automix bench {ns.protocol} --root {ns.root}"))
     return 0
 
 
@@ -230,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs/bench", help="where the runs live (finished ones are reused)")
     p.add_argument("--methods", nargs="+", default=None, help="only these methods of the protocol")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds")
-    p.add_argument("--report", default="docs/benchmarks.md", help="markdown file whose section is rewritten")
+    p.add_argument("--report", default=None,
+                   help="markdown file whose section is rewritten (default: <root>/<protocol name>.md)")
     p.add_argument("--report-only", action="store_true", help="do not train; report the finished runs")
     p.add_argument("--dry-run", action="store_true", help="print the runs that would start; write nothing")
     p.set_defaults(func=_cmd_bench)

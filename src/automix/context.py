@@ -120,7 +120,8 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str, 
         raise TypeError(f"head must name an nn.Linear of the model, got {type(linear).__name__} at {head!r}")
     feats = features(model, x, y, layer=layer).float()
     if feats.ndim != 4 or feats.shape[1] != linear.in_features:
-        raise TypeError(f"layer {layer!r} gives shape {tuple(feats.shape)}; a CAM needs [B, {linear.in_features}, h, w]")
+        raise TypeError(f"layer {layer!r} gives shape {tuple(feats.shape)}; "
+                        f"a CAM needs [B, {linear.in_features}, h, w]")
     cls = y.argmax(1) if y.is_floating_point() else y.long()
     weight = linear.weight.float()[cls]  # [B, C]
     return torch.einsum("bc,bchw->bhw", weight, feats)

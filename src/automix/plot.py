@@ -64,7 +64,8 @@ def _panel(draw, box, series, metric, font) -> None:
     left, bottom = x0 + 50, y1 - 30
 
     def to_px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - xlo) / (xhi - xlo) * (x1 - 10 - left), bottom - (y - ylo) / (yhi - ylo) * (bottom - y0 - 20))
+        return (left + (x - xlo) / (xhi - xlo) * (x1 - 10 - left),
+                bottom - (y - ylo) / (yhi - ylo) * (bottom - y0 - 20))
 
     draw.rectangle([left, y0 + 20, x1 - 10, bottom], outline="black")
     draw.text((left, y0 + 4), metric, fill="black", font=font)

@@ -17,8 +17,20 @@ from __future__ import annotations
 
 import os
 
-from .base import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD,
-                   SPLITS, TINY_IMAGENET_MEAN, TINY_IMAGENET_STD, DatasetNotFoundError, ImageData, as_path)
+from .base import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SPLITS,
+    TINY_IMAGENET_MEAN,
+    TINY_IMAGENET_STD,
+    DatasetNotFoundError,
+    ImageData,
+    as_path,
+)
 from .cache import cache_root
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, load_cifar
 from .digits import load_digits

@@ -17,8 +17,7 @@ import pickle
 import torch
 
 from . import fetch
-from .base import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DatasetNotFoundError,
-                   ImageData)
+from .base import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DatasetNotFoundError, ImageData
 from .folder import load_image_folder
 from .transforms import resize_images
 

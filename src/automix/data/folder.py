@@ -83,7 +83,7 @@ def _drop(labels: torch.Tensor, files: list[str], bad: list[int]) -> tuple[torch
     keep = torch.ones(len(files), dtype=torch.bool)
     keep[bad] = False
     skipped = [files[i] for i in bad]
-    warnings.warn(f"skipped {len(bad)} unreadable image(s), e.g. {skipped[0]}")
+    warnings.warn(f"skipped {len(bad)} unreadable image(s), e.g. {skipped[0]}", stacklevel=2)
     return labels[keep], [f for f, k in zip(files, keep.tolist()) if k], skipped
 
 

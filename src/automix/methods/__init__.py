@@ -8,10 +8,10 @@ that turns any input-space mixer into a Method, so a trainer treats every method
 
 from __future__ import annotations
 
-from .base import Method, MixerMethod
-from .registry import KINDS, MethodSpec, create_method, list_methods, method_spec, register_method
 from .automix import AutoMix, SAMix
+from .base import Method, MixerMethod
 from .mixblock import PixelMixBlock, mask_loss, rescale_lam
+from .registry import KINDS, MethodSpec, create_method, list_methods, method_spec, register_method
 
 __all__ = ["AutoMix", "SAMix", "Method", "MixerMethod", "MethodSpec", "KINDS", "PixelMixBlock", "create_method",
            "list_methods", "method_spec", "register_method", "mask_loss", "rescale_lam"]

@@ -1,7 +1,8 @@
 """AutoMix (arXiv:2103.13027, ECCV 2022) and SAMix (arXiv:2111.15454) as plain-PyTorch Methods, for any backbone.
 
-The reference is OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372), ``openmixup/models/classifiers/automix.py`` (class ``AutoMixup``; SAMix is
-the same class with another config). One training step, exactly as it runs one (``forward_train``):
+The reference is OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372),
+``openmixup/models/classifiers/automix.py`` (class ``AutoMixup``; SAMix is the same class with another config).
+One training step, exactly as it runs one (``forward_train``):
 
 1. draw ``lam_mb, lam_bb ~ Beta(alpha, alpha)`` and two random permutations ``perm_mb, perm_bb``;
 2. features ``z`` of the clean batch from the EMA encoder ``k`` (no grad, train-mode BN), read at
@@ -48,6 +49,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
 from ..losses import TARGET_LOSSES, soft_targets, target_loss
@@ -60,7 +62,6 @@ from .ema import REFERENCE_MOMENTUM, ema_momentum, ema_update, scaled_momentum
 from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
 from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
 from .registry import register_method
-
 
 # Old option names (configs and cached benchmark runs use them) -> current names.
 OPTION_ALIASES = {"momentum": "model_ema_decay", "end_momentum": "model_ema_end_decay",
@@ -86,7 +87,8 @@ class AutoMix(Method):
         mask_fit: fit each sample's mask mean to ``1 - lam`` (default; see the module docstring). ``False``
             is the reference's free mask.
         reference: the reference's behaviour: ``mask_fit=False`` (with the reference's Normal(0, 0.01)
-            Mix Block init) and, unless given, momenta 0.999 -> 0.999999 whatever the run's length (the reference's CIFAR configs).
+            Mix Block init) and, unless given, momenta 0.999 -> 0.999999 whatever the run's length (the
+            reference's CIFAR configs).
         mask_loss_weight, mask_loss_margin: weight and margin of the mask hinge (0.1, 0.1); ``create_method``
             and configs still accept the old name ``mask_loss`` for the weight.
         mask_loss_mode: ``"L1"`` (AutoMix's) or ``"L1+Variance"`` (SAMix's, which also rewards sharp masks);
@@ -255,29 +257,34 @@ class AutoMix(Method):
         adjust = self.mask_adjust > 0 and float(torch.rand(1, generator=self.generator)) < self.mask_adjust
         size = tuple(x.shape[-2:])
 
-        with torch.no_grad():
+        # The record_function labels name the step's pieces for torch.profiler (benchmarks/_step_pieces.py).
+        with torch.no_grad(), record_function("automix/encoder_features"):
             self._tap.clear()
             self.model_k(x)
             z = self._tap.pop()
-        m_mb = self.mix_block(z, lam_mb, perm_mb, size)
-        with torch.no_grad():
-            if min(lam_bb, 1.0 - lam_bb) <= self.lam_margin:
-                m_bb = torch.full((n, 1) + size, 1.0 - lam_bb, device=x.device)  # plain mixup
-            else:
-                m_bb = self.mix_block(z, lam_bb, perm_bb, size)
-                if adjust:
-                    m_bb = adjust_mask(m_bb, lam_bb)
-        loss_mask = mask_loss(m_mb, lam_mb, self.mask_loss_margin, self.mask_loss_mode) * self.mask_loss_weight
+        with record_function("automix/mix_block"):
+            m_mb = self.mix_block(z, lam_mb, perm_mb, size)
+            with torch.no_grad():
+                if min(lam_bb, 1.0 - lam_bb) <= self.lam_margin:
+                    m_bb = torch.full((n, 1) + size, 1.0 - lam_bb, device=x.device)  # plain mixup
+                else:
+                    m_bb = self.mix_block(z, lam_bb, perm_bb, size)
+                    if adjust:
+                        m_bb = adjust_mask(m_bb, lam_bb)
+            loss_mask = mask_loss(m_mb, lam_mb, self.mask_loss_margin, self.mask_loss_mode) * self.mask_loss_weight
 
         # Both masks become draws like any mixer's: blended and turned into targets by the same code.
         params_mb, params_bb = mask_params(perm_mb, lam_mb, m_mb), mask_params(perm_bb, lam_bb, m_bb)
-        x_mb, x_bb = blend(x, params_mb), blend(x, params_bb)
-        logits_k = self._logits(self.model_k, self._switch_k, x_mb, mix_head=True)
-        self._tap.clear()  # the hook stored features of x_mb; drop them now
-        loss_mb = target_loss(self.loss, logits_k, mix_targets(target, params_mb))
-        loss_one = target_loss(self.loss, self.model(x), target)
-        logits_mix = self._logits(self.model, self._switch_q, x_bb, mix_head=True)
-        loss_mix = target_loss(self.loss, logits_mix, mix_targets(target, params_bb))
+        with record_function("automix/mixing"):
+            x_mb, x_bb = blend(x, params_mb), blend(x, params_bb)
+        with record_function("automix/encoder_mixed"):
+            logits_k = self._logits(self.model_k, self._switch_k, x_mb, mix_head=True)
+            self._tap.clear()  # the hook stored features of x_mb; drop them now
+            loss_mb = target_loss(self.loss, logits_k, mix_targets(target, params_mb))
+        with record_function("automix/backbone"):
+            loss_one = target_loss(self.loss, self.model(x), target)
+            logits_mix = self._logits(self.model, self._switch_q, x_bb, mix_head=True)
+            loss_mix = target_loss(self.loss, logits_mix, mix_targets(target, params_bb))
         self.last_params = {"mb": detached(params_mb), "bb": params_bb}
         # What was mixed this step, for pictures and checks (detached, small).
         self.last_mix = {"x": x.detach(), "x_mb": x_mb.detach(), "mask_mb": m_mb.detach(), "perm_mb": perm_mb,

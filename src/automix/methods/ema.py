@@ -15,7 +15,6 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-
 # The reference's CIFAR schedule, 0.999 -> 0.999999, was set for its 400-epoch runs (200,000 steps): an
 # averaging horizon 1 / (1 - m) of 0.5% of the run at the start and 5x the run at the end.
 REFERENCE_STEPS = 200_000

@@ -1,7 +1,8 @@
 """A second classifier head on any backbone, switched on by a forward hook.
 
 The AutoMix reference trains two heads on the same backbone features: one on clean images and one
-on mixed images (OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372) ``openmixup/models/classifiers/automix.py``). To do that with *any* model, without editing it, we find its
+on mixed images (OpenMixup, github.com/Westlake-AI/openmixup @ 37e1372,
+``openmixup/models/classifiers/automix.py``). To do that with *any* model, without editing it, we find its
 classifier module (``fc``, ``head``, ``classifier``, or a path given by the user) and register a
 forward hook that, while a switch is on, replaces the classifier's output by the second head's
 output on the same input. One forward pass, no second pass, no change to the model's code.

@@ -4,8 +4,8 @@ Given features ``z`` [N, C, h, w] of a batch, a mixing ratio ``lam`` and a partn
 the block computes for every position of each sample's map a single logit, attention-pooled from
 the partner's map, upsamples it to the image size and applies a sigmoid: that is the weight of the
 partner at each pixel (the sample itself gets ``1 - mask``). As ``PixelMixBlock.forward`` in
-OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372) ``openmixup/models/heads/pmix_block.py``, for AutoMix (arXiv:2103.13027) and SAMix
-(arXiv:2111.15454):
+OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372) ``openmixup/models/heads/pmix_block.py``, for AutoMix
+(arXiv:2103.13027) and SAMix (arXiv:2111.15454):
 
 * ``z_a = z`` (the sample, label weight lam) and ``z_b = z[perm]`` (the partner);
 * lam encoding: none; a constant channel (``lam_concat``: lam on z_a, 1 - lam on z_b); or the SAMix

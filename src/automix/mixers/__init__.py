@@ -5,15 +5,15 @@ Every mixer follows the contract of ``base.BaseMixer`` and is registered by name
 """
 
 from .base import BaseMixer, MixOutput, MixParams
-from .registry import create_mixer, list_mixers, register_mixer
-from .mixup import Mixup
+from .choice import MixChoice, mixup_cutmix
 from .cutmix import CutMix
 from .fmix import FMix
 from .gridmix import GridMix
-from .smoothmix import SmoothMix
+from .mixup import Mixup
+from .registry import create_mixer, list_mixers, register_mixer
 from .resizemix import ResizeMix
 from .saliencymix import SaliencyMix, saliency_map
-from .choice import MixChoice, mixup_cutmix
+from .smoothmix import SmoothMix
 
 __all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "Mixup", "CutMix",
            "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "MixChoice", "mixup_cutmix"]

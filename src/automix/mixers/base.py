@@ -29,8 +29,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from .._checks import (check_batch, check_choice, check_generator, check_positive, check_positive_int,
-                       check_range, check_targets, check_tensor, check_type)
+from .._checks import (
+    check_batch,
+    check_choice,
+    check_generator,
+    check_positive,
+    check_positive_int,
+    check_range,
+    check_targets,
+    check_tensor,
+    check_type,
+)
 from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 
 MODES = ("batch", "pair", "elem")

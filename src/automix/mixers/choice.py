@@ -65,7 +65,8 @@ class MixChoice(BaseMixer):
             raise TypeError("alpha is set on each mixer of a mix_choice, not on the switch (got alpha=...)")
         super().__init__(1.0, prob=prob, **kwargs)
         if isinstance(mixers, (str, BaseMixer)) or not isinstance(mixers, Sequence) or len(mixers) == 0:
-            raise ValueError(f"mixers must be a non-empty list of mixers, names or (name, kwargs) pairs, got {mixers!r}")
+            raise ValueError(f"mixers must be a non-empty list of mixers, names or (name, kwargs) pairs, "
+                             f"got {mixers!r}")
         shared = {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
                   "label_smoothing": self.label_smoothing}
         self.mixers = [self._build(m, shared) for m in mixers]
@@ -99,7 +100,8 @@ class MixChoice(BaseMixer):
             return spec
         if isinstance(spec, str):
             return create_mixer(spec, **shared)
-        if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
+        if (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)
+                and isinstance(spec[1], dict)):
             return create_mixer(spec[0], **{**shared, **spec[1]})
         raise TypeError(f"mixers entries must be a mixer, a name or a (name, kwargs) pair, got {spec!r}")
 

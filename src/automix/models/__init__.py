@@ -20,13 +20,7 @@ Example:
     >>> tap.remove()
 """
 
-from automix.models.registry import (
-    create_model,
-    default_feature_layer,
-    list_models,
-    register_model,
-)
-from automix.models.cifar_resnet import (
+from .cifar_resnet import (
     Backbone,
     BasicBlock,
     Bottleneck,
@@ -39,31 +33,11 @@ from automix.models.cifar_resnet import (
     resnet34,
     resnext50_32x4d,
 )
-from automix.models.wrn import WideBasicBlock, WideResNet, wide_resnet, wrn28_8, wrn28_10
-from automix.models.features import FeatureTap, forward_with_features, resolve_module
+from .features import FeatureTap, forward_with_features, resolve_module
+from .registry import create_model, default_feature_layer, list_models, register_model
+from .wrn import WideBasicBlock, WideResNet, wide_resnet, wrn28_8, wrn28_10
 
-__all__ = [
-    "Backbone",
-    "BasicBlock",
-    "Bottleneck",
-    "CifarResNet",
-    "FeatureTap",
-    "PreActBlock",
-    "WideBasicBlock",
-    "WideResNet",
-    "create_model",
-    "default_feature_layer",
-    "forward_with_features",
-    "init_weights",
-    "list_models",
-    "preact_resnet18",
-    "preact_resnet34",
-    "register_model",
-    "resnet18",
-    "resnet34",
-    "resnext50_32x4d",
-    "resolve_module",
-    "wide_resnet",
-    "wrn28_10",
-    "wrn28_8",
-]
+__all__ = ["Backbone", "BasicBlock", "Bottleneck", "CifarResNet", "FeatureTap", "PreActBlock", "WideBasicBlock",
+           "WideResNet", "create_model", "default_feature_layer", "forward_with_features", "init_weights",
+           "list_models", "preact_resnet18", "preact_resnet34", "register_model", "resnet18", "resnet34",
+           "resnext50_32x4d", "resolve_module", "wide_resnet", "wrn28_10", "wrn28_8"]

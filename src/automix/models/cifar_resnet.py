@@ -14,21 +14,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from automix.models.registry import check_positive_int, register_model
+from .registry import check_positive_int, register_model
 
-__all__ = [
-    "Backbone",
-    "BasicBlock",
-    "Bottleneck",
-    "CifarResNet",
-    "PreActBlock",
-    "init_weights",
-    "preact_resnet18",
-    "preact_resnet34",
-    "resnet18",
-    "resnet34",
-    "resnext50_32x4d",
-]
+__all__ = ["Backbone", "BasicBlock", "Bottleneck", "CifarResNet", "PreActBlock", "init_weights", "preact_resnet18",
+           "preact_resnet34", "resnet18", "resnet34", "resnext50_32x4d"]
 
 # ReLUs are never in-place: a FeatureTap keeps a reference to a module's output, and an
 # in-place op further down the network would silently overwrite the stored features.
@@ -39,7 +28,8 @@ def init_weights(model: nn.Module) -> None:
 
     Convolutions get Kaiming-normal weights (``fan_out``, ReLU gain), BatchNorm weight 1 and
     bias 0, and Linear layers Normal(0, 0.01) weights with zero bias, as the reference's
-    classification heads do (OpenMixup, github.com/Westlake-AI/openmixup @ 37e1372).
+    classification heads do (``openmixup/models/heads/cls_mixup_head.py`` of ``Westlake-AI/openmixup`` at
+    commit ``37e1372``).
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -83,9 +73,7 @@ class Backbone(nn.Module):
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
 
 class BasicBlock(nn.Module):
@@ -110,7 +98,7 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation basic block (He et al. 2016): BN-ReLU-conv3x3, twice, plus shortcut."""
+    """Pre-activation basic block (He et al., arXiv 1603.05027): BN-ReLU-conv3x3, twice, plus shortcut."""
 
     expansion = 1
 
@@ -122,9 +110,7 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.act = nn.ReLU()
         use_proj = stride != 1 or cin != planes
-        self.shortcut = (
-            nn.Conv2d(cin, planes, 1, stride=stride, bias=False) if use_proj else None
-        )
+        self.shortcut = nn.Conv2d(cin, planes, 1, stride=stride, bias=False) if use_proj else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(self.bn1(x))
@@ -140,9 +126,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, cin: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64
-    ) -> None:
+    def __init__(self, cin: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64) -> None:
         super().__init__()
         # Grouped width as in ResNeXt: planes * base_width / 64 per group; at least one channel
         # per group so that narrow test networks still build.
@@ -183,15 +167,8 @@ class CifarResNet(Backbone):
     default_feature_layer = "layer3"
     stage_names = ("layer1", "layer2", "layer3", "layer4")
 
-    def __init__(
-        self,
-        block: type[nn.Module],
-        layers: Sequence[int],
-        num_classes: int = 10,
-        width: int = 64,
-        in_chans: int = 3,
-        **block_kwargs: int,
-    ) -> None:
+    def __init__(self, block: type[nn.Module], layers: Sequence[int], num_classes: int = 10, width: int = 64,
+                 in_chans: int = 3, **block_kwargs: int) -> None:
         super().__init__()
         num_classes = check_positive_int("num_classes", num_classes)
         width = check_positive_int("width", width)
@@ -244,21 +221,13 @@ def resnet34(num_classes: int = 10, width: int = 64, in_chans: int = 3) -> Cifar
 
 
 @register_model("resnext50_32x4d", feature_layer="layer3")
-def resnext50_32x4d(
-    num_classes: int = 10,
-    width: int = 64,
-    in_chans: int = 3,
-    groups: int = 32,
-    base_width: int = 4,
-) -> CifarResNet:
+def resnext50_32x4d(num_classes: int = 10, width: int = 64, in_chans: int = 3, groups: int = 32,
+                    base_width: int = 4) -> CifarResNet:
     """ResNeXt-50 32x4d with the CIFAR stem (~23.0M parameters; layer3 gives 1024 channels).
 
     Stage outputs are ``4 * width * 2**i`` channels (256/512/1024/2048 at width 64).
     """
     groups = check_positive_int("groups", groups)
     base_width = check_positive_int("base_width", base_width)
-    return CifarResNet(
-        Bottleneck, (3, 4, 6, 3), num_classes, width, in_chans, groups=groups,
-        base_width=base_width,
-    )
+    return CifarResNet(Bottleneck, (3, 4, 6, 3), num_classes, width, in_chans, groups=groups, base_width=base_width)
 

@@ -22,10 +22,8 @@ def _import(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(
-            f"{package} models need the '{package}' package, which is not installed; "
-            f"run `pip install {package}`"
-        ) from err
+        raise ImportError(f"{package} models need the '{package}' package, which is not installed; "
+                          f"run `pip install {package}`") from err
 
 
 def create_external_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -51,12 +49,8 @@ def create_external_model(name: str, num_classes: int, **kwargs: Any) -> nn.Modu
         models = _import("torchvision.models", "torchvision")
         get_model = getattr(models, "get_model", None)
         if get_model is None:
-            raise ImportError(
-                "torchvision:<name> needs torchvision >= 0.14 (torchvision.models.get_model); "
-                "run `pip install -U torchvision`"
-            )
+            raise ImportError("torchvision:<name> needs torchvision >= 0.14 (torchvision.models.get_model); "
+                              "run `pip install -U torchvision`")
         kwargs = {"weights": None, **kwargs}
         return get_model(arch, num_classes=num_classes, **kwargs)
-    raise ValueError(
-        f"name {name!r} has an unknown prefix {prefix!r}; use 'timm:' or 'torchvision:'"
-    )
+    raise ValueError(f"name {name!r} has an unknown prefix {prefix!r}; use 'timm:' or 'torchvision:'")

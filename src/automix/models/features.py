@@ -36,10 +36,8 @@ def resolve_module(model: nn.Module, feature_layer: str) -> nn.Module:
             top-level children.
     """
     if not isinstance(feature_layer, str):
-        raise TypeError(
-            f"feature_layer must be a module path string such as 'layer3', got "
-            f"{feature_layer!r} ({type(feature_layer).__name__})"
-        )
+        raise TypeError(f"feature_layer must be a module path string such as 'layer3', got "
+                        f"{feature_layer!r} ({type(feature_layer).__name__})")
     try:
         if not feature_layer:
             raise AttributeError
@@ -47,10 +45,8 @@ def resolve_module(model: nn.Module, feature_layer: str) -> nn.Module:
     except AttributeError:
         names = [n for n, _ in model.named_children()]
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise ValueError(
-            f"feature_layer {feature_layer!r} is not a submodule of {type(model).__name__}; "
-            f"top-level modules are: {shown or '(none)'}"
-        ) from None
+        raise ValueError(f"feature_layer {feature_layer!r} is not a submodule of {type(model).__name__}; "
+                         f"top-level modules are: {shown or '(none)'}") from None
 
 
 def _first_tensor(output: Any, feature_layer: str) -> Tensor:
@@ -60,10 +56,8 @@ def _first_tensor(output: Any, feature_layer: str) -> Tensor:
         for item in output:
             if isinstance(item, Tensor):
                 return item
-    raise TypeError(
-        f"feature_layer {feature_layer!r} returned {type(output).__name__}, "
-        "which holds no tensor to record"
-    )
+    raise TypeError(f"feature_layer {feature_layer!r} returned {type(output).__name__}, "
+                    "which holds no tensor to record")
 
 
 class FeatureTap:
@@ -147,10 +141,8 @@ class FeatureTap:
 
     def _empty_message(self) -> str:
         state = "" if self.active else " (the tap has been removed)"
-        return (
-            f"no features stored for feature_layer {self.feature_layer!r}{state}: run a forward "
-            "pass of the tapped model (not a copy of it) before pop(); each pop() clears them"
-        )
+        return (f"no features stored for feature_layer {self.feature_layer!r}{state}: run a forward "
+                "pass of the tapped model (not a copy of it) before pop(); each pop() clears them")
 
     def __enter__(self) -> FeatureTap:
         return self
@@ -159,10 +151,8 @@ class FeatureTap:
         self.remove()
 
     def __repr__(self) -> str:
-        return (
-            f"FeatureTap(feature_layer={self.feature_layer!r}, active={self.active}, "
-            f"stored={self._features is not None})"
-        )
+        return (f"FeatureTap(feature_layer={self.feature_layer!r}, active={self.active}, "
+                f"stored={self._features is not None})")
 
 
 def forward_with_features(model: nn.Module, x: Tensor, tap: FeatureTap) -> tuple[Tensor, Tensor]:

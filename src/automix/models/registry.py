@@ -1,9 +1,10 @@
 """String registry of backbones: ``create_model("preact_resnet18", num_classes=100)``.
 
 Each registered factory also declares its default AutoMix feature layer, the module whose output
-feeds the Mix Block (as the AutoMix configs of OpenMixup, github.com/Westlake-AI/openmixup @ 37e1372:
-stage 3 of the CIFAR ResNets, stage 2 of WRN). Names with a
-``timm:`` or ``torchvision:`` prefix are forwarded to those libraries, imported only when used.
+feeds the Mix Block (stage 3 of the CIFAR ResNets, stage 2 of WRN: ``out_indices`` and ``mask_layer`` in the
+AutoMix configs under ``configs/classification/cifar100/automix/basic/`` of ``Westlake-AI/openmixup`` at commit
+``37e1372``). Names with a ``timm:`` or ``torchvision:`` prefix are forwarded to those libraries, imported only
+when used.
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = [
-    "check_positive_int",
-    "create_model",
-    "default_feature_layer",
-    "list_models",
-    "register_model",
-]
+__all__ = ["check_positive_int", "create_model", "default_feature_layer", "list_models", "register_model"]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -105,10 +101,8 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def _unknown_name(name: str) -> ValueError:
-    return ValueError(
-        f"name {name!r} is not a registered model; available: {', '.join(list_models())} "
-        f"(or use a 'timm:<name>' / 'torchvision:<name>' prefix)"
-    )
+    return ValueError(f"name {name!r} is not a registered model; available: {', '.join(list_models())} "
+                      f"(or use a 'timm:<name>' / 'torchvision:<name>' prefix)")
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -150,10 +144,8 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         accepted = [k for k in params if k != "num_classes"]
         for key in kwargs:
             if key not in params or key == "num_classes":
-                raise TypeError(
-                    f"create_model({name!r}) got an unexpected keyword argument {key!r}; "
-                    f"accepted: {', '.join(accepted) or '(none)'}"
-                )
+                raise TypeError(f"create_model({name!r}) got an unexpected keyword argument {key!r}; "
+                                f"accepted: {', '.join(accepted) or '(none)'}")
     return entry.fn(num_classes=num_classes, **kwargs)
 
 
@@ -203,14 +195,10 @@ def default_feature_layer(name_or_model: str | nn.Module) -> str:
             return _REGISTRY[name].feature_layer
         elif not name.startswith("timm:"):
             raise _unknown_name(name)
-        raise ValueError(
-            f"no default feature layer known for name {name!r}; build the model and pass the "
-            "instance to default_feature_layer(), or pass feature_layer= explicitly"
-        )
+        raise ValueError(f"no default feature layer known for name {name!r}; build the model and pass the "
+                         "instance to default_feature_layer(), or pass feature_layer= explicitly")
     if not isinstance(name_or_model, nn.Module):
-        raise TypeError(
-            f"name_or_model must be a str or nn.Module, got {type(name_or_model).__name__}"
-        )
+        raise TypeError(f"name_or_model must be a str or nn.Module, got {type(name_or_model).__name__}")
     model = name_or_model
     layer = getattr(model, "default_feature_layer", None)
     if isinstance(layer, str):
@@ -223,7 +211,5 @@ def default_feature_layer(name_or_model: str | nn.Module) -> str:
     children = dict(model.named_children())
     if {"layer3", "layer4", "fc"} <= children.keys():
         return "layer3"
-    raise ValueError(
-        f"no default feature layer known for model {type(model).__name__}; pass feature_layer= "
-        f"explicitly (top-level modules: {', '.join(list(children)[:10])})"
-    )
+    raise ValueError(f"no default feature layer known for model {type(model).__name__}; pass feature_layer= "
+                     f"explicitly (top-level modules: {', '.join(list(children)[:10])})")

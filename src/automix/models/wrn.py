@@ -1,9 +1,10 @@
-"""Wide ResNets (Zagoruyko & Komodakis 2016) for 32x32 inputs: WRN-28-8 and any depth/widen.
+"""Wide ResNets (Zagoruyko & Komodakis, arXiv 1605.07146) for 32x32 inputs: WRN-28-8 and any depth/widen.
 
 Pre-activation blocks, three stages of ``16 * widen``, ``32 * widen`` and ``64 * widen``
 channels at 32x32, 16x16 and 8x8. The AutoMix reference feeds the Mix Block from stage 2
-(``layer2``: 256 channels at 16x16 for WRN-28-8, ``mask_layer=1`` in the AutoMix configs of OpenMixup,
-github.com/Westlake-AI/openmixup @ 37e1372).
+(``layer2``: 256 channels at 16x16 for WRN-28-8, ``mask_layer=1`` in
+``configs/classification/cifar100/automix/basic/wrn28_8_l1_a2_near_L1_01_mlr1e_3.py`` of
+``Westlake-AI/openmixup`` at commit ``37e1372``).
 
 The width keyword is ``widen`` (the WRN "k"), not ``width`` as for the CIFAR ResNets, because the
 paper's names (WRN-28-8) are stated in it.
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from automix.models.cifar_resnet import Backbone, init_weights
-from automix.models.registry import check_positive_int, register_model
+from .cifar_resnet import Backbone, init_weights
+from .registry import check_positive_int, register_model
 
 __all__ = ["WideBasicBlock", "WideResNet", "wide_resnet", "wrn28_8", "wrn28_10"]
 
@@ -59,14 +60,8 @@ class WideResNet(Backbone):
     default_feature_layer = "layer2"
     stage_names = ("layer1", "layer2", "layer3")
 
-    def __init__(
-        self,
-        depth: int = 28,
-        widen: int = 8,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, depth: int = 28, widen: int = 8, num_classes: int = 10, in_chans: int = 3,
+                 drop_rate: float = 0.0) -> None:
         super().__init__()
         depth = check_positive_int("depth", depth)
         widen = check_positive_int("widen", widen)
@@ -93,28 +88,19 @@ class WideResNet(Backbone):
         init_weights(self)
 
 
-def wide_resnet(
-    depth: int = 28,
-    widen: int = 8,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    drop_rate: float = 0.0,
-) -> WideResNet:
+def wide_resnet(depth: int = 28, widen: int = 8, num_classes: int = 10, in_chans: int = 3,
+                drop_rate: float = 0.0) -> WideResNet:
     """Generic WRN builder, e.g. ``wide_resnet(16, 4, num_classes=100)`` for WRN-16-4."""
     return WideResNet(depth, widen, num_classes, in_chans, drop_rate)
 
 
 @register_model("wrn28_8", feature_layer="layer2")
-def wrn28_8(
-    num_classes: int = 10, widen: int = 8, in_chans: int = 3, drop_rate: float = 0.0
-) -> WideResNet:
+def wrn28_8(num_classes: int = 10, widen: int = 8, in_chans: int = 3, drop_rate: float = 0.0) -> WideResNet:
     """WRN-28-8 (~23.4M parameters at 10 classes); ``layer2`` gives 256 channels at 16x16."""
     return WideResNet(28, widen, num_classes, in_chans, drop_rate)
 
 
 @register_model("wrn28_10", feature_layer="layer2")
-def wrn28_10(
-    num_classes: int = 10, widen: int = 10, in_chans: int = 3, drop_rate: float = 0.0
-) -> WideResNet:
+def wrn28_10(num_classes: int = 10, widen: int = 10, in_chans: int = 3, drop_rate: float = 0.0) -> WideResNet:
     """WRN-28-10 (~36.5M parameters at 10 classes), the PuzzleMix / Co-Mixup CIFAR backbone."""
     return WideResNet(28, widen, num_classes, in_chans, drop_rate)

@@ -21,8 +21,8 @@ from typing import Any
 
 # Sections group the --help output; the field order is the order of the help text.
 SECTIONS = {
-    "data": ("dataset", "data_dir", "val_split", "eval_split", "split_seed", "img_size", "download", "cache_dir", "workers",
-             "skip_bad_images", "subset", "pad", "flip"),
+    "data": ("dataset", "data_dir", "val_split", "eval_split", "split_seed", "img_size", "download", "cache_dir",
+             "workers", "skip_bad_images", "subset", "pad", "flip"),
     "model": ("model", "width", "widen", "channels_last", "compile", "sync_bn"),
     "method": ("method", "alpha", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
                "mixup_mode", "smoothing", "method_opts"),
@@ -61,7 +61,8 @@ class Config:
     sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under DDP"})
     # method
     method: str = field(default="automix", metadata={"help": "none, automix, samix or any mixer (automix list)"})
-    alpha: float | None = field(default=None, metadata={"help": "Beta(alpha, alpha) of the method (its default if unset)"})
+    alpha: float | None = field(default=None,
+                                metadata={"help": "Beta(alpha, alpha) of the method (its default if unset)"})
     mixup: float = field(default=0.0, metadata={"help": "timm: mixup alpha (with --method mixup_cutmix)"})
     cutmix: float = field(default=0.0, metadata={"help": "timm: cutmix alpha (with --method mixup_cutmix)"})
     cutmix_minmax: list[float] | None = field(default=None, metadata={"help": "timm: cutmix box min/max ratio"})
@@ -96,7 +97,8 @@ class Config:
     model_ema: bool = field(default=False, metadata={"help": "keep a weight-EMA copy of the evaluated net"})
     model_ema_decay: float = field(default=0.999, metadata={"help": "weight-EMA decay per step"})
     model_ema_end_decay: float | None = field(default=None, metadata={
-        "help": "weight-EMA decay at the end, cosine from --model-ema-decay as AutoMix's EMA encoder (default: constant)"})
+        "help": "weight-EMA decay at the end, cosine from --model-ema-decay as AutoMix's EMA encoder "
+                "(default: constant)"})
     eval_interval: int = field(default=1, metadata={"help": "evaluate every N epochs (and always after the last)"})
     checkpoint_interval: int = field(default=0, metadata={"help": "also checkpoint every N steps (0 = per epoch)"})
     log_interval: int = field(default=20, metadata={"help": "steps between progress updates"})
@@ -112,8 +114,8 @@ class Config:
     dist_timeout: float = field(default=600.0, metadata={"help": "seconds before a stuck collective fails"})
 
 
-CHOICES = {"eval_split": ("val", "test"), "mixup_mode": ("batch", "pair", "elem"), "opt": ("sgd", "adamw"), "sched": ("cosine", "none"),
-           "amp": (None, "bf16", "fp16"), "on_nan": ("stop", "skip")}
+CHOICES = {"eval_split": ("val", "test"), "mixup_mode": ("batch", "pair", "elem"), "opt": ("sgd", "adamw"),
+           "sched": ("cosine", "none"), "amp": (None, "bf16", "fp16"), "on_nan": ("stop", "skip")}
 
 
 def _field_types() -> dict[str, Any]:

@@ -28,8 +28,8 @@ from . import checkpoint as ckpt
 from . import distributed as dist_util
 from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule
 from .config import Config, to_yaml
-from .logger import RunLogger
 from .loader import TrainBatches, eval_batches
+from .logger import RunLogger
 from .rundir import claim
 from .setup import load_data, resume_state, seed_everything
 

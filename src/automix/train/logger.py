@@ -40,8 +40,8 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ImportError("tensorboard: --tensorboard needs the tensorboard package (pip install tensorboard)") \
-                    from None
+                raise ImportError("tensorboard: --tensorboard needs the tensorboard package "
+                                  "(pip install tensorboard)") from None
             self.tb = SummaryWriter(str(self.out / "tb"))
         params = sum(p.numel() for p in run.method.model.parameters())
         print(f"automix: {self.cfg.method} on {self.cfg.dataset} ({len(run.train_idx)} train / {len(run.val_idx)} val, "
