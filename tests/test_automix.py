@@ -378,6 +378,98 @@ def test_mask_fit_gradient_is_the_implicit_one():
     assert g.abs().max() < 1e-9
 
 
+def _cut_std(t):
+    return (t * (1 - t)).sqrt()
+
+
+@pytest.mark.parametrize("shape", ["noise", "shrunk", "spike", "sharp"])
+def test_sharp_mask_has_its_mean_and_at_least_the_floor_std(shape):
+    """The escapes a Mix Block found against softer floors (tiny logits, a few extreme pixels) stay sharp."""
+    from automix.methods.mixblock import fit_sharp_mask
+    gen = torch.Generator().manual_seed(1)
+    s = torch.randn(5, 1, 8, 8, generator=gen)
+    if shape == "shrunk":
+        s = s * 1e-4
+    elif shape == "spike":
+        s = s * 1e-3
+        s[:, 0, 0, 0] = 50.0
+    elif shape == "sharp":
+        s = s * 40
+    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.95])
+    m = fit_sharp_mask(s, t, 0.6).flatten(1)
+    assert torch.allclose(m.mean(1), t, atol=1e-4)
+    std = m.std(1, unbiased=False)
+    assert (std >= 0.6 * _cut_std(t) - 1e-3).all(), std / _cut_std(t)
+    if shape == "sharp":  # above the floor already: left as it is (only the mean is fitted)
+        from automix.methods.mixblock import fit_mask_mean
+        assert torch.allclose(m, fit_mask_mean(s, t).flatten(1), atol=1e-6)
+    else:  # the floor binds: the std is the floor's, not more
+        assert torch.allclose(std, 0.6 * _cut_std(t), atol=2e-3), std / _cut_std(t)
+
+
+def test_sharp_mask_of_a_constant_map_is_flat_and_finite():
+    from automix.methods.mixblock import fit_sharp_mask
+    s = torch.zeros(2, 1, 4, 4, requires_grad=True)
+    t = torch.tensor([0.3, 0.0])
+    m = fit_sharp_mask(s, t, 0.6)
+    assert torch.allclose(m.flatten(1), t[:, None].expand(2, 16))
+    g, = torch.autograd.grad((m * torch.randn_like(m)).sum(), s)
+    assert torch.isfinite(g).all()
+
+
+def test_sharp_mask_gradient_is_the_implicit_one(monkeypatch):
+    """Exact where the floor binds (scale and offset both follow the logits) and where it does not."""
+    import functools
+
+    from automix.methods import mixblock
+    # Tight bisections so finite differences see a smooth function.
+    monkeypatch.setattr(mixblock, "sharpness_scale", functools.partial(mixblock.sharpness_scale, iters=60))
+    fit = mixblock._fit_offset
+    monkeypatch.setattr(mixblock, "_fit_offset", lambda flat, t, iters: fit(flat, t, 100))
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(4, 1, 4, 4, generator=gen, dtype=torch.float64) * 0.3
+    s[3] *= 30  # this one is already sharp: only the mean binds
+    s.requires_grad_(True)
+    t = torch.tensor([0.3, 0.5, 0.8, 0.4], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda v: mixblock.fit_sharp_mask(v, t, 0.6), (s,), eps=1e-6, atol=1e-5)
+    m = mixblock.fit_sharp_mask(s, t, 0.6).flatten(1)
+    g_mean, = torch.autograd.grad(m.mean(1).sum(), s, retain_graph=True)
+    assert g_mean.abs().max() < 1e-9  # no gradient moves a mean
+    g_std, = torch.autograd.grad(m[:3].std(1).sum(), s)
+    assert g_std[:3].abs().max() < 1e-7  # nor the std where the floor binds
+
+
+@pytest.mark.parametrize("size", [(32, 32), (30, 30)])
+def test_mix_block_fits_at_feature_size_exactly_when_nearest_upsampling_replicates(size):
+    from automix.methods.mixblock import PixelMixBlock, fit_sharp_mask
+    torch.manual_seed(0)
+    block = PixelMixBlock(8, mask_fit=True, init_std=None, min_sharpness=0.6)
+    z, perm = torch.randn(6, 8, 8, 8), torch.randperm(6)
+    mask = block(z, 0.3, perm, size)
+    assert mask.shape == (6, 1) + size
+    means = mask.flatten(1).mean(1)
+    assert torch.allclose(means, torch.full_like(means, 0.7), atol=1e-5)
+    assert (mask.flatten(1).std(1, unbiased=False) >= 0.6 * 0.21**0.5 - 1e-3).all()
+    if size == (32, 32):  # 4x4 copies of each logit: the same mask as fitting the upsampled logits
+        block.min_sharpness = 0.0
+        with torch.no_grad():
+            block.mask_fit = False
+            logits = torch.logit(block(z, 0.3, perm, size).double()).float()
+        assert torch.allclose(mask, fit_sharp_mask(logits, 0.7, 0.6), atol=1e-4)
+
+
+def test_mask_min_sharpness_defaults_and_errors():
+    assert make(automix.AutoMix).mix_block.min_sharpness == 0.6
+    assert make(automix.AutoMix, reference=True).mix_block.min_sharpness == 0.0
+    assert make(automix.AutoMix, mask_fit=False).mix_block.min_sharpness == 0.0
+    assert make(automix.SAMix).mix_block.min_sharpness == 0.0
+    assert make(automix.AutoMix, mask_min_sharpness=0.0).mix_block.min_sharpness == 0.0
+    with pytest.raises(ValueError, match="mask_min_sharpness"):
+        make(automix.AutoMix, mask_min_sharpness=0.5, mask_fit=False)
+    with pytest.raises(ValueError, match="mask_min_sharpness"):
+        make(automix.AutoMix, mask_min_sharpness=1.0)
+
+
 def test_reference_mode_keeps_the_free_mask_and_momenta():
     ref = make(automix.AutoMix, reference=True, total_steps=2000)
     assert not ref.mix_block.mask_fit and (ref.model_ema_decay, ref.model_ema_end_decay) == (0.999, 0.999999)

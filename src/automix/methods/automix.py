@@ -30,6 +30,12 @@ Defaults that differ from the reference, and why (``reference=True`` restores th
   flat masks and gets no gradient to leave them (measured: CIFAR masks' spatial std 0.0002 after four
   epochs with 0.01, 0.14-0.32 within six with fan-in; later in the run they still flatten toward a
   blend, docs/benchmarks.md "What the fitted mask does on CIFAR").
+* ``mask_min_sharpness=0.6`` (with ``mask_fit``): each mask's spatial std is held at least at 0.6 times a
+  hard cut's, by one logit scale per sample (``mixblock.fit_sharp_mask``). With its level fitted,
+  AutoMix's Mix Block loss prefers a blend at small scale: the masks flattened to a spatial std below
+  0.01 on CIFAR and 0.04 on the quickstart (a floor on the logits' own std was evaded by a few extreme
+  pixels, a larger logit scale by shrinking the value conv). The floor keeps a real cut, and the Mix
+  Block still decides where the partner shows.
 * ``model_ema_decay=None, model_ema_end_decay=None``: the EMA schedule follows ``total_steps``, keeping the
   reference's averaging horizons as fractions of the run (``ema.scaled_momentum``: 200,000 steps give
   its 0.999 -> 0.999999; 2,000 steps 0.9 -> 0.9999). The reference's fixed values make the EMA encoder
@@ -86,6 +92,10 @@ class AutoMix(Method):
             ``end_momentum`` and ``momentum_warmup`` are still accepted by ``create_method`` and in configs.
         mask_fit: fit each sample's mask mean to ``1 - lam`` (default; see the module docstring). ``False``
             is the reference's free mask.
+        mask_min_sharpness: with ``mask_fit``, the least ratio in [0, 1) of each mask's spatial std to that
+            of a hard cut with the same mean, ``sqrt(lam (1 - lam))`` (``mixblock.fit_sharp_mask``); ``None``
+            is the class's ``default_mask_min_sharpness`` (AutoMix 0.6, SAMix 0) with ``mask_fit``, else 0.
+            0 lets the masks flatten into a blend.
         reference: the reference's behaviour: ``mask_fit=False`` (with the reference's Normal(0, 0.01)
             Mix Block init) and, unless given, momenta 0.999 -> 0.999999 whatever the run's length (the
             reference's CIFAR configs).
@@ -121,6 +131,7 @@ class AutoMix(Method):
     """
 
     mask_loss_mode = "L1"
+    default_mask_min_sharpness = 0.6
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None, num_classes: int | None = None, *,
                  alpha: float = 2.0,
@@ -128,9 +139,9 @@ class AutoMix(Method):
                  model_ema_warmup: float = 0.1,
                  mask_loss_weight: float = 0.1, mask_loss_margin: float = 0.1, mask_loss_mode: str | None = None,
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
-                 upsample: str = "nearest", mask_fit: bool = True, separate_heads: bool = True,
-                 head_layer: str | None = None, eval_net: str = "ema", eval_head: str = "one",
-                 label_smoothing: float = 0.0, loss: str = "ce",
+                 upsample: str = "nearest", mask_fit: bool = True, mask_min_sharpness: float | None = None,
+                 separate_heads: bool = True, head_layer: str | None = None, eval_net: str = "ema",
+                 eval_head: str = "one", label_smoothing: float = 0.0, loss: str = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
                  input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
                  mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False) -> None:
@@ -182,8 +193,15 @@ class AutoMix(Method):
         check_type("mask_fit", mask_fit, bool, "a bool")
         # The fitted mask has no level to learn, only where the partner shows, and a uniform attention gives
         # it no gradient for that: start it with attention logits of order 1 (fan-in init), not 0.01.
+        if mask_min_sharpness is None:
+            mask_min_sharpness = self.default_mask_min_sharpness if mask_fit else 0.0
+        check_range("mask_min_sharpness", mask_min_sharpness, 0.0, 1.0, high_open=True)
+        if mask_min_sharpness and not mask_fit:
+            raise ValueError(f"mask_min_sharpness={mask_min_sharpness!r} needs mask_fit=True (a free mask's level "
+                             "would move with the logits' scale)")
         block_kw = {"lam_concat": lam_concat, "upsample": upsample, "mask_fit": mask_fit,
-                    "init_std": None if mask_fit else 0.01, **(mix_block_kwargs or {})}
+                    "init_std": None if mask_fit else 0.01, "min_sharpness": mask_min_sharpness,
+                    **(mix_block_kwargs or {})}
         # In the model's dtype, as `method.to(dtype)` would leave it; the block's attention runs in float32.
         self.mix_block = PixelMixBlock(channels, **block_kw).to(dtype=weight_dtype(model) or torch.float32)
         self.last_mix: dict[str, Any] = {}
@@ -410,6 +428,9 @@ class SAMix(AutoMix):
     """
 
     mask_loss_mode = "L1+Variance"
+    # SAMix's variance term already asks for sharp masks (its CPU runs kept them); its bilinear masks would
+    # also need the floor's bisection at image resolution, about 10x the cost of AutoMix's at feature size.
+    default_mask_min_sharpness = 0.0
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None, num_classes: int | None = None, *,
                  lam_mul_k: float = 0.25, value_dropout: float = 0.0, upsample: str = "bilinear",

@@ -16,7 +16,10 @@ OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372) ``openmixup/models/heads/
 * ``P = softmax(q k / sqrt(d))`` over the partner's positions, in float32 (also under autocast);
 * ``s = P v`` -> [N, 1, h, w] -> upsampled (nearest for AutoMix, bilinear for SAMix) -> sigmoid;
 * with ``mask_fit`` (automix's default, not the reference's): before the sigmoid each sample's logit
-  map is shifted by the one offset that makes its mask mean exactly ``1 - lam`` (``fit_mask_mean``).
+  map is shifted by the one offset that makes its mask mean exactly ``1 - lam`` (``fit_mask_mean``);
+* with ``min_sharpness`` as well (AutoMix's default 0.6), each map is also scaled so that its mask's
+  spatial std is at least that share of a hard cut's (``fit_sharp_mask``); with nearest upsampling by an
+  integer factor both fits run at feature size and the mask is upsampled (the same mask, 16x cheaper).
 
 Convolutions start from zero bias and Normal(0, 0.01) weights (the reference's ``init_std``: the first
 masks are about 0.5 everywhere) or, with ``init_std=None``, Normal(0, 1 / sqrt(fan_in)) (AutoMix's default
@@ -33,6 +36,8 @@ component, every mask's mean equals its label weight, and a mask can be sharp bu
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -84,12 +89,18 @@ class PixelMixBlock(nn.Module):
         init_std: std of the convolutions' Normal init: 0.01 (the reference's: the attention starts
             uniform, every mask is flat) or ``None`` for ``1 / sqrt(fan_in)`` (attention logits of order 1,
             masks that vary in space from the first step).
+        min_sharpness: with ``mask_fit``, the least ratio in [0, 1) of a mask's spatial std to a hard cut's
+            (``fit_sharp_mask``); 0 (default) fits the mean only.
+
+    Raises:
+        ValueError: a value out of range, ``lam_concat`` with ``lam_mul``, or ``min_sharpness`` without
+            ``mask_fit``. TypeError: a flag that is not a bool.
     """
 
     def __init__(self, in_channels: int, *, reduction: int = 2, use_scale: bool = True, lam_concat: bool = False,
                  lam_mul: bool = False, lam_mul_k: float = -1.0, qk_concat: bool = False, value_neck: str = "conv",
                  value_dropout: float = 0.0, upsample: str = "nearest", mask_fit: bool = False,
-                 init_std: float | None = 0.01) -> None:
+                 init_std: float | None = 0.01, min_sharpness: float = 0.0) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("reduction", reduction)
@@ -100,6 +111,10 @@ class PixelMixBlock(nn.Module):
             raise ValueError("lam_concat and lam_mul are alternative lam encodings; set at most one (got both True)")
         self.use_scale, self.lam_concat, self.lam_mul, self.qk_concat = use_scale, lam_concat, lam_mul, qk_concat
         self.mask_fit = mask_fit
+        self.min_sharpness = check_range("min_sharpness", min_sharpness, 0.0, 1.0, high_open=True)
+        if self.min_sharpness and not mask_fit:
+            raise ValueError(f"min_sharpness={min_sharpness!r} needs mask_fit=True: it scales the logits, which "
+                             "would also move a free mask's level")
         self.lam_mul_k = float(lam_mul_k)
         self.upsample = check_choice("upsample", upsample, ("nearest", "bilinear"))
         check_choice("value_neck", value_neck, ("conv", "convneck"))
@@ -156,12 +171,134 @@ class PixelMixBlock(nn.Module):
             logits = logits / self.inter_channels**0.5
         attn = logits.softmax(dim=-1)  # rows: positions of the sample; softmax over the partner's
         s = torch.bmm(attn, v).reshape(n, 1, h, w)
+        if self.mask_fit and self.min_sharpness and self.upsample == "nearest" and size[0] % h == 0 \
+                and size[1] % w == 0:
+            # Replicating each logit an equal number of times keeps every mask's mean and std: fit the small map.
+            return F.interpolate(fit_sharp_mask(s, 1.0 - lam, self.min_sharpness), size=tuple(size))
         if (h, w) != tuple(size):
             kw = {"align_corners": False} if self.upsample == "bilinear" else {}
             s = F.interpolate(s, size=tuple(size), mode=self.upsample, **kw)
         if self.mask_fit:
+            if self.min_sharpness:
+                return fit_sharp_mask(s, 1.0 - lam, self.min_sharpness)
             return fit_mask_mean(s, 1.0 - lam)
         return torch.sigmoid(s)
+
+
+@torch.no_grad()
+def sharpness_scale(logits: Tensor, target: float | Tensor, min_sharpness: float, max_scale: float = 1e4,
+                    iters: int = 16) -> Tensor:
+    """The smallest factor ``k >= 1`` per sample that makes the fitted mask of ``k * logits`` sharp enough.
+
+    Args:
+        logits: float tensor ``[N, 1, h, w]`` (any ``[N, ...]``): the Mix Block's partner logits.
+        target: each mask's mean, as for ``fit_mask_mean`` (a float in [0, 1] or a tensor ``[N]``).
+        min_sharpness: the wanted ratio, in [0, 1), of a mask's spatial std to ``sqrt(t (1 - t))``, the
+            std of a hard cut with the same mean ``t`` (0: any mask; near 1: almost a hard cut).
+        max_scale: the largest factor tried (a map with ties, e.g. constant, cannot be sharpened at all).
+        iters: bisection steps on ``log k`` (16: ``k`` within 0.03% of the boundary).
+
+    Returns:
+        ``k``, a float tensor ``[N, 1]`` without gradient: 1 where the mask is already sharp enough.
+
+    Why: with its level fitted, nothing in AutoMix's loss asks the mask to stay sharp, and on CPU-scale
+    data the Mix Block's loss prefers a blend: its masks flatten to a spatial std below 0.01, and a floor
+    on the logits' std is evaded by a few extreme pixels (docs/benchmarks.md, "What the fitted mask does on
+    CIFAR"). A floor on the mask's own std cannot be evaded: a mask of mean ``t`` with that std must show
+    each image over a real part of the picture. The mask's std rises with ``k`` (from 0 at ``k = 0`` to the
+    hard cut's as ``k -> inf``), so ``k`` is found by bisection; the Mix Block still decides where the
+    partner shows (the order of its logits) and may always be sharper than the floor.
+    """
+    n = logits.shape[0]
+    flat = logits.reshape(n, -1)
+    t = torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
+    want = min_sharpness * (t * (1 - t)).clamp_min(0).sqrt()
+
+    tc = t.clamp(1e-6, 1 - 1e-6)
+
+    def sharp_enough(k: Tensor) -> Tensor:
+        u = flat * k
+        return torch.sigmoid(u + _fit_offset(u, tc, 20)).std(1, unbiased=False, keepdim=True) >= want
+
+    one = torch.ones_like(t)
+    lo, hi = torch.zeros_like(t), torch.full_like(t, math.log(max_scale))
+    done = sharp_enough(one)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        ok = sharp_enough(mid.exp())
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    return torch.where(done, one, hi.exp()).to(logits.dtype)
+
+
+def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float) -> Tensor:
+    """``sigmoid(k * logits + delta)``, fitted per sample: mean ``target`` and at least a given sharpness.
+
+    Args:
+        logits: float tensor ``[N, 1, H, W]`` (any ``[N, ...]``): the Mix Block's partner logits.
+        target: each mask's mean, a float in [0, 1] or a float tensor ``[N]``.
+        min_sharpness: in (0, 1): the least ratio of a mask's spatial std to ``sqrt(t (1 - t))``, the std
+            of a hard cut of the same mean ``t`` (``sharpness_scale``).
+
+    Returns:
+        The mask, same shape and dtype as ``logits``: each sample's mean is ``target``; its std is at least
+        ``min_sharpness * sqrt(t (1 - t))`` unless its logits have too many ties (a constant map stays flat).
+
+    Each map is centred, and stretched to a root-mean-square of 1 if it is smaller. ``k >= 1``
+    (``sharpness_scale``) and ``delta`` are functions of the logits and the gradient is the implicit one
+    through both: where the floor binds (``k > 1``), the gradient reaching the logits moves neither the
+    mean nor the std of the mask, only where the partner shows; so a Mix Block whose loss prefers a blend
+    cannot flatten the mask by shrinking or squashing its logits. Where it does not bind, this is
+    ``fit_mask_mean``.
+    """
+    n = logits.shape[0]
+    flat = logits.reshape(n, -1)
+    # Small maps are first stretched to a unit root-mean-square (inside the graph): a Mix Block cannot escape
+    # the floor by shrinking its logits below what the scale search reaches.
+    flat = flat - flat.mean(1, keepdim=True)
+    rms = flat.pow(2).mean(1, keepdim=True).clamp_min(1e-30).sqrt()
+    flat = flat * rms.reciprocal().clamp_min(1.0)
+    t = torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
+    edge = (t <= 0) | (t >= 1)
+    s0 = flat.detach()
+    with torch.no_grad():
+        k = sharpness_scale(s0, t, min_sharpness)
+        delta = _fit_offset(s0 * k, t.clamp(1e-6, 1 - 1e-6), 30)
+        # The 2 x 2 solve in float64: near a hard cut few pixels have slope and float32 sums lose the system.
+        s64, k64 = s0.double(), k.double()
+        p = torch.sigmoid(s64 * k64 + delta.double())
+        a = p * (1 - p)  # d mask / d logit
+        b = (p - p.mean(1, keepdim=True)) * a  # (mask - mean) * d mask / d logit: the std's direction
+        sa, sb = a.sum(1, keepdim=True), b.sum(1, keepdim=True)
+        sas, sbs = (a * s64).sum(1, keepdim=True), (b * s64).sum(1, keepdim=True)
+        det = sas * sb - sa * sbs
+        # An ill-conditioned system (ties, a saturated mask) falls back to holding the mean only.
+        bound = (k64 > 1) & (det.abs() > 1e-9 * (sas * sb).abs() + 1e-9 * (sa * sbs).abs() + 1e-300)
+        det = torch.where(bound, det, torch.ones_like(det))
+        a, b, sa, sb, sas, sbs, det = (v.to(s0.dtype) for v in (a, b, sa, sb, sas, sbs, det))
+    # A tangent that is 0 in value: du = k ds + s dk + d delta, with (dk, d delta) keeping mean (and std where
+    # the floor binds) fixed to first order: sum a du = 0 and sum b du = 0.
+    moved = flat - s0
+    ga = k * (a * moved).sum(1, keepdim=True)
+    gb = k * (b * moved).sum(1, keepdim=True)
+    dk = torch.where(bound, (sa * gb - sb * ga) / det, torch.zeros_like(ga))
+    dd = torch.where(bound, (sbs * ga - sas * gb) / det, -ga / sa.clamp_min(1e-12))
+    mask = torch.sigmoid(s0 * k + delta + k * moved + s0 * dk + dd)
+    mask = torch.where(edge, t.expand_as(mask), mask)
+    return mask.reshape(logits.shape)
+
+
+def _fit_offset(flat: Tensor, t: Tensor, iters: int) -> Tensor:
+    """The offset ``delta`` [N, 1] with ``mean(sigmoid(flat + delta)) = t`` per row, by bisection (no gradient)."""
+    base = torch.logit(t)
+    lo = base - flat.max(1, keepdim=True).values
+    hi = base - flat.min(1, keepdim=True).values
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        above = torch.sigmoid(flat + mid).mean(1, keepdim=True) > t
+        hi = torch.where(above, mid, hi)
+        lo = torch.where(above, lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def fit_mask_mean(logits: Tensor, target: float | Tensor, iters: int = 30) -> Tensor:
