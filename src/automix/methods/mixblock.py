@@ -244,20 +244,14 @@ def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float)
         The mask, same shape and dtype as ``logits``: each sample's mean is ``target``; its std is at least
         ``min_sharpness * sqrt(t (1 - t))`` unless its logits have too many ties (a constant map stays flat).
 
-    Each map is centred, and stretched to a root-mean-square of 1 if it is smaller. ``k >= 1``
-    (``sharpness_scale``) and ``delta`` are functions of the logits and the gradient is the implicit one
-    through both: where the floor binds (``k > 1``), the gradient reaching the logits moves neither the
+    ``k >= 1`` (``sharpness_scale``) and ``delta`` are functions of the logits and the gradient is the implicit
+    one through both: where the floor binds (``k > 1``), the gradient reaching the logits moves neither the
     mean nor the std of the mask, only where the partner shows; so a Mix Block whose loss prefers a blend
     cannot flatten the mask by shrinking or squashing its logits. Where it does not bind, this is
     ``fit_mask_mean``.
     """
     n = logits.shape[0]
     flat = logits.reshape(n, -1)
-    # Small maps are first stretched to a unit root-mean-square (inside the graph): a Mix Block cannot escape
-    # the floor by shrinking its logits below what the scale search reaches.
-    flat = flat - flat.mean(1, keepdim=True)
-    rms = flat.pow(2).mean(1, keepdim=True).clamp_min(1e-30).sqrt()
-    flat = flat * rms.reciprocal().clamp_min(1.0)
     t = torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
     edge = (t <= 0) | (t >= 1)
     s0 = flat.detach()
