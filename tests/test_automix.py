@@ -417,8 +417,9 @@ def test_sharp_mask_of_a_constant_map_is_flat_and_finite():
     assert torch.isfinite(g).all()
 
 
-def test_sharp_mask_gradient_is_the_implicit_one(monkeypatch):
-    """Exact where the floor binds (scale and offset both follow the logits) and where it does not."""
+def test_sharp_mask_gradient_is_the_implicit_one_divided_by_the_scale(monkeypatch):
+    """The implicit gradient (scale and offset both follow the logits) divided by each map's scale k: exact in
+    direction, and the exact gradient where the floor does not bind (k = 1)."""
     import functools
 
     from automix.methods import mixblock
@@ -431,7 +432,19 @@ def test_sharp_mask_gradient_is_the_implicit_one(monkeypatch):
     s[3] *= 30  # this one is already sharp: only the mean binds
     s.requires_grad_(True)
     t = torch.tensor([0.3, 0.5, 0.8, 0.4], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda v: mixblock.fit_sharp_mask(v, t, 0.6), (s,), eps=1e-6, atol=1e-5)
+    w = torch.randn(4, 1, 4, 4, generator=gen, dtype=torch.float64)
+    g, = torch.autograd.grad((mixblock.fit_sharp_mask(s, t, 0.6) * w).sum(), s)
+    k = mixblock.sharpness_scale(s.detach(), t, 0.6).reshape(4, 1, 1, 1)
+    assert (k[:3] > 1).all() and k[3].item() == 1.0
+    eps, numeric = 1e-6, torch.zeros_like(s)
+    for i in range(s.numel()):
+        d = torch.zeros(s.numel(), dtype=s.dtype)
+        d[i] = eps
+        d = d.view_as(s)
+        up = (mixblock.fit_sharp_mask(s.detach() + d, t, 0.6) * w).sum()
+        down = (mixblock.fit_sharp_mask(s.detach() - d, t, 0.6) * w).sum()
+        numeric.view(-1)[i] = (up - down) / (2 * eps)
+    assert torch.allclose(g * k, numeric, atol=1e-5), (g * k - numeric).abs().max()
     m = mixblock.fit_sharp_mask(s, t, 0.6).flatten(1)
     g_mean, = torch.autograd.grad(m.mean(1).sum(), s, retain_graph=True)
     assert g_mean.abs().max() < 1e-9  # no gradient moves a mean
