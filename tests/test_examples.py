@@ -18,7 +18,11 @@ def run(script: str, *args: str) -> str:
 
 def test_regression_example():
     out = run("regression_mixup.py", "--steps", "30")
-    assert "held-out MSE" in out and "mixup" in out
+    assert "held-out MSE" in out
+    rows = {line.rsplit(None, 1)[0].strip(): float(line.rsplit(None, 1)[1]) for line in out.splitlines()[1:]}
+    # The write-up's settings (a fixed lam, lam from eps) beside Beta(alpha, alpha) and no mixing.
+    assert list(rows) == ["no mixing", "mixup(alpha=0.4)", "mixup(lam=0.2)", "mixup(lam from eps)"], out
+    assert all(v > 0 for v in rows.values()) and len(set(rows.values())) == 4, out
 
 
 def test_classifier_example():

@@ -4,7 +4,8 @@ The reference is OpenMixup (github.com/Westlake-AI/openmixup @ 37e1372),
 ``openmixup/models/classifiers/automix.py`` (class ``AutoMixup``; SAMix is the same class with another config).
 One training step, exactly as it runs one (``forward_train``):
 
-1. draw ``lam_mb, lam_bb ~ Beta(alpha, alpha)`` and two random permutations ``perm_mb, perm_bb``;
+1. draw ``lam_mb, lam_bb ~ Beta(alpha, alpha)`` (or from a given ``lam=``) and two random permutations
+   ``perm_mb, perm_bb``;
 2. features ``z`` of the clean batch from the EMA encoder ``k`` (no grad, train-mode BN), read at
    ``feature_layer`` by a forward hook;
 3. Mix Block masks: ``M_mb = MB(z, lam_mb, perm_mb)`` keeps its graph, ``M_bb = MB(z, lam_bb, perm_bb)``
@@ -60,6 +61,7 @@ from torch.profiler import record_function
 from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
 from ..losses import TARGET_LOSSES, soft_targets, target_loss
 from ..mixers import MixParams
+from ..mixers._lam import LamSpec, lam_sampler
 from ..mixers._sampling import pair_index, sample_beta
 from ..mixers.base import blend, mix_targets
 from ..models import FeatureTap, default_feature_layer
@@ -83,7 +85,13 @@ class AutoMix(Method):
         feature_layer: module path feeding the Mix Block (default: the model's registered default,
             e.g. ``"layer3"`` for the CIFAR ResNets).
         num_classes: number of classes, needed when ``y`` holds class indices.
-        alpha: Beta(alpha, alpha) for both lambdas (2.0 in every reference config).
+        alpha: Beta(alpha, alpha) for both lambdas (2.0 in every reference config). Not used with ``lam``.
+        lam: a given lambda for both ``lam_mb`` and ``lam_bb`` instead of Beta(alpha, alpha), in every form the
+            mixers take (``BaseMixer``, ``automix.mixers._lam``): a number in [0, 1], a ``(low, high)`` pair,
+            a scalar ``torch.distributions.Distribution``, a callable ``(shape, generator) -> Tensor`` or a
+            spec mapping; two values are drawn per step with the method's generator (so a resume repeats
+            them). ``ValueError`` naming ``lam`` for values outside [0, 1]. ``None`` (default): Beta(alpha,
+            alpha), drawn exactly as before.
         model_ema_decay, model_ema_end_decay, model_ema_warmup: the EMA encoder's decay (the reference's
             "momentum") schedule, named as the trainer's weight EMA (``--model-ema-decay``): constant
             ``model_ema_decay`` for the first ``model_ema_warmup`` share of steps, then a cosine to
@@ -134,7 +142,7 @@ class AutoMix(Method):
     default_mask_min_sharpness = 0.6
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None, num_classes: int | None = None, *,
-                 alpha: float = 2.0,
+                 alpha: float = 2.0, lam: LamSpec | None = None,
                  model_ema_decay: float | None = None, model_ema_end_decay: float | None = None,
                  model_ema_warmup: float = 0.1,
                  mask_loss_weight: float = 0.1, mask_loss_margin: float = 0.1, mask_loss_mode: str | None = None,
@@ -155,6 +163,8 @@ class AutoMix(Method):
             model_ema_decay = REFERENCE_MOMENTUM[0] if model_ema_decay is None else model_ema_decay
             model_ema_end_decay = REFERENCE_MOMENTUM[1] if model_ema_end_decay is None else model_ema_end_decay
         self.alpha = check_positive("alpha", alpha)
+        self.lam = lam
+        self.lam_sampler = lam_sampler(lam)
         # None: follow the run's length (scaled_momentum), re-derived whenever total_steps is set.
         self._decay_arg = None if model_ema_decay is None else check_range("model_ema_decay", model_ema_decay, 0.0, 1.0)
         self._end_decay_arg = None if model_ema_end_decay is None else check_range(
@@ -269,7 +279,7 @@ class AutoMix(Method):
         n = x.shape[0]
         target = self._targets(y)
         # The draws come from the mixers' sampling code: two lambdas, then two random permutations.
-        lam_mb, lam_bb = sample_beta(self.alpha, 2, self.generator).tolist()
+        lam_mb, lam_bb = self._draw_lams(2, self.generator).tolist()
         perm_mb = pair_index(n, "perm", False, self.generator).to(x.device)
         perm_bb = pair_index(n, "perm", False, self.generator).to(x.device)
         adjust = self.mask_adjust > 0 and float(torch.rand(1, generator=self.generator)) < self.mask_adjust
@@ -379,13 +389,20 @@ class AutoMix(Method):
         out = HeadView(model, switch) if head == "mix" and switch is not None else model
         return out.eval() if net == "ema" else out
 
+    def _draw_lams(self, n: int, gen: torch.Generator) -> Tensor:
+        """``n`` lambdas (float32 on ``gen.device``) from ``lam`` when given, else Beta(alpha, alpha) as always."""
+        if self.lam_sampler is not None:
+            return self.lam_sampler(n, gen)
+        return sample_beta(self.alpha, n, gen)
+
     @torch.no_grad()
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, *,
                     lam: float | None = None) -> dict[str, Tensor]:
         """The Mix Block's mix of ``x`` [N, C, H, W] without training (``Method.mix_preview``); ``lam`` fixes the
-        ratio (else drawn from Beta(alpha, alpha) with ``generator``, default seed 0). ``y`` is not read."""
+        ratio (else drawn as in training, from ``lam`` or Beta(alpha, alpha), with ``generator``, default seed 0).
+        ``y`` is not read."""
         gen = generator or torch.Generator().manual_seed(0)
-        lam = float(sample_beta(self.alpha, 1, gen)) if lam is None else float(lam)
+        lam = float(self._draw_lams(1, gen)) if lam is None else float(lam)
         # One random cycle through the batch: every sample gets a partner other than itself.
         order = torch.randperm(x.shape[0], generator=gen)
         perm = torch.empty_like(order)

@@ -40,6 +40,7 @@ from .._checks import (
     check_tensor,
     check_type,
 )
+from ._lam import LamSpec, lam_sampler
 from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 
 MODES = ("batch", "pair", "elem")
@@ -129,7 +130,15 @@ class BaseMixer:
     ``context=``.
 
     Args:
-        alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0.
+        alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0. Not used when ``lam`` is given.
+        lam: a given lambda instead of Beta(alpha, alpha) (``automix.mixers._lam``): a number in [0, 1] (that
+            lambda for every mix), a ``(low, high)`` pair (uniform), a scalar ``torch.distributions.Distribution``,
+            a callable ``(shape, generator) -> Tensor`` or a spec mapping (``{"beta": [a, b]}``,
+            ``{"uniform": [lo, hi]}``, ``{"eps": [lo, hi]}``, ``{"fold": ...}``). Drawn through the mixer's
+            generator, so draws repeat and replay. ``None`` (default): Beta(alpha, alpha), drawn exactly as
+            before. Box and mask mixers still report the realised lambda (unless their ``correct_lam`` is off).
+            Raises ``ValueError`` naming ``lam`` for a value outside [0, 1] (for distributions and callables:
+            when a drawn value is), ``TypeError`` for another type.
         prob: chance that a batch (batch mode) or a sample / pair (other modes) is mixed at all.
         mode: ``"batch"``, ``"pair"`` or ``"elem"``.
         pairing: ``"perm"`` (random permutation, as the reference) or ``"flip"`` (i with B-1-i).
@@ -148,10 +157,12 @@ class BaseMixer:
     needs: ClassVar[str | None] = None  # the context the draw reads (automix.context), None: no model needed
     reweights: ClassVar[str | None] = None  # the context read in the mixed batch's forward pass to reset lam
 
-    def __init__(self, alpha: float = 1.0, *, prob: float = 1.0, mode: str = "batch", pairing: str = "perm",
-                 num_classes: int | None = None, label_smoothing: float = 0.0,
+    def __init__(self, alpha: float = 1.0, *, lam: LamSpec | None = None, prob: float = 1.0, mode: str = "batch",
+                 pairing: str = "perm", num_classes: int | None = None, label_smoothing: float = 0.0,
                  generator: torch.Generator | None = None) -> None:
         self.alpha = check_positive("alpha", alpha)
+        self.lam_sampler = lam_sampler(lam)
+        self.lam = lam
         self.prob = check_range("prob", prob, 0.0, 1.0)
         self.mode = check_choice("mode", mode, MODES)
         self.pairing = check_choice("pairing", pairing, PAIRINGS)
@@ -161,7 +172,8 @@ class BaseMixer:
         self._worker_key: tuple[int, int, int] | None = None  # the DataLoader worker the generator was seeded for
 
     def __repr__(self) -> str:
-        keys = ("alpha", "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
+        keys = ("alpha",) + (("lam",) if self.lam is not None else ()) + (
+            "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
         return f"{type(self).__name__}({args})"
 
@@ -319,6 +331,9 @@ class BaseMixer:
         self._worker_key = key
 
     def _draw_lam(self, n: int, gen: torch.Generator) -> Tensor:
+        """``n`` lambdas, float32 on ``gen.device``: from ``lam`` when given, else Beta(alpha, alpha)."""
+        if self.lam_sampler is not None:
+            return self.lam_sampler(n, gen)
         return sample_beta(self.alpha, n, gen)
 
     def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, context: Any = None

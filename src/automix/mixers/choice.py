@@ -35,11 +35,12 @@ class MixChoice(BaseMixer):
 
     Args:
         mixers: mixer objects, registered names, or ``(name, kwargs)`` pairs. Names inherit this
-            switch's ``mode``, ``pairing``, ``num_classes`` and ``label_smoothing``; in pair and elem
-            mode, mixer objects must have the switch's ``mode``.
+            switch's ``mode``, ``pairing``, ``num_classes``, ``label_smoothing`` and ``lam`` (a pair's kwargs
+            win); in pair and elem mode, mixer objects must have the switch's ``mode``.
         probs: relative probabilities of the mixers (default uniform); normalised to sum to 1.
         prob: chance that the batch (or sample / pair) is mixed at all, applied once, here.
-        **kwargs: ``mode``, ``pairing``, ``num_classes``, ``label_smoothing``, ``generator``.
+        **kwargs: ``mode``, ``pairing``, ``num_classes``, ``label_smoothing``, ``generator``, and ``lam``: the
+            given lambda of every mixer built from a name (``BaseMixer``; mixer objects keep their own).
 
     ``params.extra["choice"]`` is the index of the chosen mixer: an int in batch mode, a long tensor [B]
     in pair and elem modes (``extra["parts"]`` then holds each mixer's own draw).
@@ -68,7 +69,7 @@ class MixChoice(BaseMixer):
             raise ValueError(f"mixers must be a non-empty list of mixers, names or (name, kwargs) pairs, "
                              f"got {mixers!r}")
         shared = {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
-                  "label_smoothing": self.label_smoothing}
+                  "label_smoothing": self.label_smoothing, **({"lam": self.lam} if self.lam is not None else {})}
         self.mixers = [self._build(m, shared) for m in mixers]
         if self.mode != "batch":
             for i, m in enumerate(self.mixers):
@@ -190,6 +191,8 @@ def mixup_cutmix(mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_min
     ``mixup_alpha > 0``; with both, CutMix is chosen with probability ``switch_prob``, as timm does:
     once per batch in batch mode, per pair in pair mode and per sample in elem mode. Unlike timm,
     ``label_smoothing`` defaults to 0 (keep smoothing a visible choice) and odd batches work.
+    ``lam=`` (``BaseMixer``) gives both mixers that lambda instead of their Beta draws; the alphas then only
+    say which of the two are on (``cutmix_minmax`` with ``lam`` is refused: both would size the box).
 
     Example:
         >>> import torch

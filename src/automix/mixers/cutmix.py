@@ -34,7 +34,8 @@ class CutMix(BaseMixer):
 
     Args:
         alpha: Beta concentration of lam (ignored when ``cutmix_minmax`` is given).
-        cutmix_minmax: optional (lo, hi) fractions of the input's side for every box side.
+        cutmix_minmax: optional (lo, hi) fractions of the input's side for every box side (not with ``lam``:
+            both would size the box).
         correct_lam: recompute lam from the clipped box area (always on with ``cutmix_minmax``).
         **kwargs: see ``BaseMixer`` (prob, mode, pairing, num_classes, label_smoothing, generator).
 
@@ -62,6 +63,8 @@ class CutMix(BaseMixer):
         super().__init__(alpha, **kwargs)
         check_type("correct_lam", correct_lam, bool, "a bool")
         self.cutmix_minmax = None if cutmix_minmax is None else check_pair("cutmix_minmax", cutmix_minmax, 0.0, 1.0)
+        if self.cutmix_minmax is not None and self.lam is not None:
+            raise ValueError(f"cutmix_minmax={cutmix_minmax!r} sizes the box, but lam={self.lam!r} is given; give one")
         self.correct_lam = correct_lam or cutmix_minmax is not None
 
     def _repr_keys(self) -> tuple[str, ...]:

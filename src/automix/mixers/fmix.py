@@ -32,7 +32,7 @@ class FMix(BaseMixer):
         alpha: Beta concentration of lam.
         decay_power: spectral decay exponent; larger gives smoother, blobbier masks (default 3).
         max_soft: fraction of pixels on each side of the threshold that get a soft ramp (0 = hard).
-        reformulate: draw lam from Beta(alpha + 1, alpha) as the FMix paper's reformulation.
+        reformulate: draw lam from Beta(alpha + 1, alpha) as the FMix paper's reformulation (not with ``lam``).
         correct_lam: report lam from the realised mask mean.
         **kwargs: see ``BaseMixer``.
 
@@ -56,6 +56,9 @@ class FMix(BaseMixer):
         self.decay_power = check_positive("decay_power", decay_power)
         self.max_soft = check_range("max_soft", max_soft, 0.0, 0.5)
         check_type("reformulate", reformulate, bool, "a bool")
+        if reformulate and self.lam is not None:
+            raise ValueError(f"reformulate=True draws lam from Beta(alpha + 1, alpha), but lam={self.lam!r} is given; "
+                             "give one")
         check_type("correct_lam", correct_lam, bool, "a bool")
         self.reformulate = reformulate
         self.correct_lam = correct_lam
@@ -65,9 +68,9 @@ class FMix(BaseMixer):
         return ("decay_power", "max_soft", "reformulate", "correct_lam")
 
     def _draw_lam(self, n: int, gen: torch.Generator) -> Tensor:
-        if self.reformulate:
+        if self.reformulate and self.lam_sampler is None:
             return sample_beta(self.alpha + 1.0, n, gen, beta=self.alpha)
-        return sample_beta(self.alpha, n, gen)
+        return super()._draw_lam(n, gen)
 
     def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, **_) -> Region:
         noise = fourier_noise(lam.numel(), tuple(x.shape[2:]), self.decay_power, gen)

@@ -3,6 +3,9 @@
 The box side is ``tau`` times the image side, ``tau ~ U(scope)`` or, with ``use_alpha=True`` (the
 CIFAR configs of the reference), ``tau ~ Beta(alpha, alpha)`` clipped to ``scope``. The box is placed
 fully inside the image with every origin equally likely; lam is ``1 - box area / image area``.
+With a given ``lam`` (``BaseMixer``), the box side is ``sqrt(1 - lam)`` of the image side instead, so the
+pasted area is ``1 - lam`` (up to rounding to whole pixels; ``scope`` is not used), and lam is again the
+realised share.
 Batch mode resizes once with ``F.interpolate``; the other modes resample every sample into its own
 box with one ``grid_sample`` call.
 """
@@ -26,7 +29,7 @@ class ResizeMix(BaseMixer):
     Args:
         alpha: Beta concentration of tau when ``use_alpha`` is True.
         scope: (lo, hi) range of tau, the box side as a fraction of the image side.
-        use_alpha: draw tau from Beta(alpha, alpha) clipped to scope instead of U(scope).
+        use_alpha: draw tau from Beta(alpha, alpha) clipped to scope instead of U(scope) (not with ``lam``).
         interpolation: ``"bilinear"`` or ``"nearest"`` (integer segmentation maps always use nearest).
         **kwargs: see ``BaseMixer``.
     """
@@ -39,6 +42,9 @@ class ResizeMix(BaseMixer):
         self.scope = check_pair("scope", scope, 0.0, 1.0)
         check_type("use_alpha", use_alpha, bool, "a bool")
         self.use_alpha = use_alpha
+        if use_alpha and self.lam is not None:
+            raise ValueError(f"use_alpha=True draws the box scale from Beta(alpha, alpha), but lam={self.lam!r} is "
+                             "given; give one")
         self.interpolation = check_choice("interpolation", interpolation, ("bilinear", "nearest"))
 
     def _repr_keys(self) -> tuple[str, ...]:
@@ -48,7 +54,9 @@ class ResizeMix(BaseMixer):
         height, width = x.shape[-2:]
         n = lam.numel()
         lo, hi = self.scope
-        if self.use_alpha:
+        if self.lam_sampler is not None:
+            tau = (1.0 - lam.to(gen.device)).clamp(0, 1).sqrt()  # the pasted area is 1 - lam
+        elif self.use_alpha:
             tau = sample_beta(self.alpha, n, gen).clamp(lo, hi)
         else:
             tau = lo + (hi - lo) * torch.rand(n, generator=gen, device=gen.device)

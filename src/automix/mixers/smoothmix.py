@@ -22,6 +22,7 @@ class SmoothMix(BaseMixer):
 
     Args:
         alpha: accepted and checked, unused (the ratio comes from the mask, as in the reference).
+        lam: refused (``ValueError``): no lambda is drawn, the blob sets it.
         sigma_range: (lo, hi) of sigma as a fraction of the image height.
         **kwargs: see ``BaseMixer``.
     """
@@ -31,6 +32,9 @@ class SmoothMix(BaseMixer):
 
     def __init__(self, alpha: float = 1.0, *, sigma_range: tuple[float, float] = (0.25, 0.5), **kwargs) -> None:
         super().__init__(alpha, **kwargs)
+        if self.lam is not None:
+            raise ValueError(f"lam={self.lam!r} does not apply to smoothmix: its ratio is the realised share of the "
+                             "Gaussian blob (sigma_range), no lambda is drawn")
         self.sigma_range = check_pair("sigma_range", sigma_range, 1e-3, 100.0)
 
     def _repr_keys(self) -> tuple[str, ...]:

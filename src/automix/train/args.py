@@ -9,6 +9,8 @@ unless a flag overrides them.
 from __future__ import annotations
 
 import argparse
+import types
+import typing
 from typing import Any
 
 from .config import SECTIONS, Config, _field_types, _strip_optional, from_dict, load_yaml, number_text, validate
@@ -58,6 +60,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
             if name == "method_opts":
                 flags = ["--method-opt"]
                 kw.update(action="append", type=_method_opt, metavar="KEY=VALUE")
+            elif typing.get_origin(base) in (typing.Union, types.UnionType):  # --mixup-lam: any YAML value
+                kw.update(type=_optional(_scalar), metavar=name.upper())
             elif base is bool:
                 kw.update(action=argparse.BooleanOptionalAction)
             elif getattr(base, "__origin__", None) is list:

@@ -36,13 +36,13 @@ def method_kwargs(cfg: Config, num_classes: int, total_steps: int, seed: int) ->
     and ``method_opts``.
 
     A flag whose option the method does not declare is not passed (``config.check_conflicts`` refuses it
-    when given); an unset ``--alpha`` leaves the method's own default.
+    when given); an unset ``--alpha`` or ``--mixup-lam`` leaves the method's own default.
     """
     options = method_spec(cfg.method).options
     kw: dict[str, Any] = {}
     for key, flag in OPTS_WITH_A_FLAG.items():
         value = getattr(cfg, flag)
-        if key not in options or (flag == "alpha" and value is None):
+        if key not in options or (flag in ("alpha", "mixup_lam") and value is None):
             continue
         kw[key] = tuple(value) if flag == "cutmix_minmax" and value else value
     # validate() refused a method_opts key given together with its flag, so merging loses nothing.

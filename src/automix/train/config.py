@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
+import operator
 import re
 import types
 import typing
@@ -24,7 +26,7 @@ SECTIONS = {
     "data": ("dataset", "data_dir", "val_split", "eval_split", "split_seed", "img_size", "download", "cache_dir",
              "workers", "skip_bad_images", "subset", "pad", "flip"),
     "model": ("model", "width", "widen", "channels_last", "compile", "sync_bn"),
-    "method": ("method", "alpha", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
+    "method": ("method", "alpha", "mixup_lam", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
                "mixup_mode", "smoothing", "method_opts"),
     "optimiser": ("opt", "lr", "momentum", "nesterov", "weight_decay", "sched", "min_lr", "warmup_epochs",
                   "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
@@ -63,6 +65,11 @@ class Config:
     method: str = field(default="automix", metadata={"help": "none, automix, samix or any mixer (automix list)"})
     alpha: float | None = field(default=None,
                                 metadata={"help": "Beta(alpha, alpha) of the method (its default if unset)"})
+    mixup_lam: float | list[float] | dict[str, Any] | None = field(default=None, metadata={
+        "help": "a given lambda instead of Beta(alpha, alpha), the method's lam option: a number in [0, 1] (fixed), "
+                "[low, high] (uniform), or one of {beta: [a, b]}, {uniform: [lo, hi]}, "
+                "{eps: [lo, hi]} (lam = (1 - eps) / (2 (1 + eps)), eps uniform), {fold: <any of these>} "
+                "(max(lam, 1 - lam)); YAML syntax on the command line too"})
     mixup: float = field(default=0.0, metadata={"help": "timm: mixup alpha (with --method mixup_cutmix)"})
     cutmix: float = field(default=0.0, metadata={"help": "timm: cutmix alpha (with --method mixup_cutmix)"})
     cutmix_minmax: list[float] | None = field(default=None, metadata={"help": "timm: cutmix box min/max ratio"})
@@ -127,7 +134,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
-        return rest[0], True
+        return functools.reduce(operator.or_, rest), True  # one type, or the union of the rest
     return tp, False
 
 
@@ -150,6 +157,13 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return None
         raise TypeError(f"{key} must not be null")
     origin = typing.get_origin(base)
+    if origin in (typing.Union, types.UnionType):  # the first type the value fits (mixup_lam: 0.2, [lo, hi], {...})
+        for option in typing.get_args(base):
+            try:
+                return coerce(key, value, option)
+            except TypeError:
+                continue
+        raise TypeError(f"{key} must be {' or '.join(_type_name(a) for a in typing.get_args(base))}, got {value!r}")
     if base is bool:
         if not isinstance(value, bool):
             raise TypeError(f"{key} must be true or false, got {value!r}")
@@ -181,6 +195,12 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in Config
 
 
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    return {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list",
+            dict: "a mapping"}.get(origin or tp, str(tp))
+
+
 def validate(cfg: Config, conflicts: bool = True) -> Config:
     """Range checks that types cannot express; each error names the key and the value.
 
@@ -205,6 +225,10 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
     need(cfg.warmup_lr >= 0, "warmup_lr", ">= 0")
     need(cfg.clip_grad is None or cfg.clip_grad > 0, "clip_grad", "> 0 (or unset)")
     need(cfg.alpha is None or (cfg.alpha > 0 and math.isfinite(cfg.alpha)), "alpha", "a finite number > 0")
+    if cfg.mixup_lam is not None:
+        from ..mixers._lam import lam_sampler
+
+        lam_sampler(cfg.mixup_lam, "mixup_lam")  # ValueError / TypeError naming mixup_lam and the value
     need(cfg.mixup >= 0, "mixup", ">= 0")
     need(cfg.cutmix >= 0, "cutmix", ">= 0")
     need(0.0 <= cfg.mixup_prob <= 1.0, "mixup_prob", "in [0, 1]")
@@ -238,7 +262,7 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
 # method_opts keys that an option of their own also sets: giving both is a conflict (which one wins?).
 OPTS_WITH_A_FLAG = {"label_smoothing": "smoothing", "alpha": "alpha", "prob": "mixup_prob", "mode": "mixup_mode",
                     "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "switch_prob": "mixup_switch_prob",
-                    "cutmix_minmax": "cutmix_minmax"}
+                    "cutmix_minmax": "cutmix_minmax", "lam": "mixup_lam"}
 OPTS_SET_BY_THE_TRAINER = ("model", "num_classes", "total_steps", "seed", "generator")
 NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice")  # the rest take alpha (Beta(alpha, alpha))
 
@@ -274,9 +298,12 @@ def check_conflicts(cfg: Config) -> None:
     if given("alpha") and method in NO_ALPHA:
         alt = ": give --mixup and --cutmix alphas" if method == "mixup_cutmix" else ""
         refuse("alpha", f"does not apply to method {method!r}{alt}")
-    for key, option in (("mixup_prob", "prob"), ("mixup_mode", "mode")):
+    if given("alpha") and given("mixup_lam"):
+        refuse("alpha", "is not used when mixup_lam gives lambda")
+    for key, option in (("mixup_prob", "prob"), ("mixup_mode", "mode"), ("mixup_lam", "lam")):
         if given(key) and spec is not None and option not in options:
-            refuse(key, f"applies to the input mixers, not to method {method!r}")
+            what = "the input mixers" if key != "mixup_lam" else "the methods that draw lambda (mixers, automix, samix)"
+            refuse(key, f"applies to {what}, not to method {method!r}")
     for key in ("mix_block_lr", "mix_block_momentum", "mix_block_min_lr"):
         if given(key) and not learned:
             refuse(key, f"applies to a Mix Block (method automix or samix), not to method {method!r}")
