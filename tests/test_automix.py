@@ -471,6 +471,27 @@ def test_mix_block_fits_at_feature_size_exactly_when_nearest_upsampling_replicat
         assert torch.allclose(mask, fit_sharp_mask(logits, 0.7, 0.6), atol=1e-4)
 
 
+def test_a_block_with_tied_logits_still_cuts_where_the_partner_is_strong():
+    """An attention that sends every position the same value gives tied logits: the floor then follows the
+    partner's feature energy (the tie-breaker) instead of leaving the mask flat."""
+    from automix.methods.mixblock import PixelMixBlock, partner_energy
+    torch.manual_seed(0)
+    block = PixelMixBlock(8, mask_fit=True, init_std=None, min_sharpness=0.6)
+    with torch.no_grad():
+        block.value.weight.zero_()  # every logit = the value conv's bias: a constant map
+    z, perm = torch.randn(4, 8, 8, 8), torch.tensor([1, 2, 3, 0])
+    mask = block(z, 0.5, perm, (8, 8))
+    std = mask.flatten(1).std(1, unbiased=False)
+    assert (std >= 0.6 * 0.5 - 1e-3).all(), std
+    energy = partner_energy(z[perm])
+    for i in range(4):  # the partner shows where its features are strongest
+        corr = torch.corrcoef(torch.stack([mask[i].flatten(), energy[i].flatten()]))[0, 1]
+        assert corr > 0.5, corr
+    without = PixelMixBlock(8, mask_fit=True, init_std=None)
+    without.load_state_dict(block.state_dict())
+    assert without(z, 0.5, perm, (8, 8)).flatten(1).std(1).max() < 1e-6  # the fit alone leaves it flat
+
+
 def test_mask_min_sharpness_defaults_and_errors():
     assert make(automix.AutoMix).mix_block.min_sharpness == 0.6
     assert make(automix.AutoMix, reference=True).mix_block.min_sharpness == 0.0
