@@ -197,7 +197,7 @@ def test_cpu_automix_recipe_is_the_benchmark_cell():
     from automix.train.config import from_dict, load_yaml
 
     fit = bench.load_protocol(ROOT / "configs" / "bench" / "cifar10_cpu_mask_fit.yaml")
-    cell = asdict(bench.run_config(fit, "automix_fit_min_lr_0.05", 0, Path("x")))
+    cell = asdict(bench.run_config(fit, "automix_sharp_min_lr_0.05", 0, Path("x")))
     recipe = asdict(from_dict(load_yaml(ROOT / "configs" / "cpu" / "cifar10_automix_w16.yaml")))
     cosmetic = {"output", "seed", "eval_batch_size", "progress", "save_images"}
     assert ({k: v for k, v in cell.items() if k not in cosmetic}
@@ -263,8 +263,8 @@ def test_cpu_automix_recipe_is_a_recorded_cell():
     recipe = from_dict(load_yaml(ROOT / "configs" / "cpu" / "cifar10_automix_w16.yaml"))
     results = bench.load_results(bench.results_path(RESULTS, fit))
     by_hash = {r["config_hash"]: r for r in results["runs"]}
-    cell = bench.run_config(fit, "automix_fit_min_lr_0.05", 0, Path("x"))
+    cell = bench.run_config(fit, "automix_sharp_min_lr_0.05", 0, Path("x"))
     as_run = replace(recipe, seed=0, eval_batch_size=cell.eval_batch_size, save_images=cell.save_images)
     entry = by_hash.get(bench.config_hash(as_run))
-    assert entry is not None and (entry["method"], entry["seed"]) == ("automix_fit_min_lr_0.05", 0)
+    assert entry is not None and (entry["method"], entry["seed"]) == ("automix_sharp_min_lr_0.05", 0)
     assert entry["metrics"]["val_top1"] > 70
