@@ -50,7 +50,8 @@ def test_matches_the_reference_terms(mode):
 
 def test_eta_zero_and_unmixed_rows_are_plain_ce():
     logits, target = mixed_batch()
-    torch.testing.assert_close(decoupled_cross_entropy(logits, target, eta=0.0), soft_target_cross_entropy(logits, target))
+    torch.testing.assert_close(decoupled_cross_entropy(logits, target, eta=0.0),
+                               soft_target_cross_entropy(logits, target))
     onehot = F.one_hot(torch.arange(6) % 6, 6).float()
     torch.testing.assert_close(decoupled_cross_entropy(logits[:6], onehot, eta=1.0),
                                soft_target_cross_entropy(logits[:6], onehot))
