@@ -95,15 +95,43 @@ def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, reduce: str = "abs
 
 @register_context("features")
 @torch.no_grad()
-def features(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str) -> Tensor:
-    """The output of ``model.<layer>`` on ``x`` (detached; [B, C, h, w] for a CNN stage, [B, N, C] for tokens).
+def features(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str | None) -> Tensor:
+    """The output of ``model.<layer>`` on ``x`` (detached; [B, C, h, w] for a CNN stage, [B, N, C] for tokens);
+    ``layer=None``: the feature map the model global-average-pools (the input of its last
+    ``nn.AdaptiveAvgPool2d``).
 
     Raises:
-        ValueError: ``layer`` is not a module path of ``model`` (``automix.models.FeatureTap``).
+        ValueError: ``layer`` is not a module path of ``model`` (``automix.models.FeatureTap``), or is None and
+            the model has no ``nn.AdaptiveAvgPool2d``.
     """
-    with FeatureTap(model, layer, detach=True) as tap:
+    if layer is not None:
+        with FeatureTap(model, layer, detach=True) as tap:
+            model(x)
+            return tap.pop()
+    seen: dict[str, Tensor] = {}
+    handle, _ = _grab(model, None, seen)
+    try:
         model(x)
-        return tap.pop()
+    finally:
+        handle.remove()
+    return seen["f"].detach()
+
+
+def _grab(model: nn.Module, layer: str | None, seen: dict[str, Tensor]) -> tuple[Any, str]:
+    """Hook recording into ``seen["f"]`` the first output of ``layer``, or with ``layer=None`` the first input of
+    the model's last ``nn.AdaptiveAvgPool2d``; returns the handle and a description of the place."""
+    if layer is None:
+        pool = _last(model, nn.AdaptiveAvgPool2d)
+        if pool is None:
+            raise ValueError(f"layer: {type(model).__name__} has no nn.AdaptiveAvgPool2d to find the pooled "
+                             f"feature map; give layer= (the module whose output is pooled)")
+        # Hooks that return None: a returned value would replace the module's input or output.
+        handle = resolve_module(model, pool).register_forward_pre_hook(
+            lambda m, args: None if "f" in seen else seen.update(f=args[0]))
+        return handle, f"the input of {pool!r}"
+    handle = resolve_module(model, layer).register_forward_hook(
+        lambda m, args, out: None if "f" in seen else seen.update(f=out))
+    return handle, repr(layer)
 
 
 @contextmanager
@@ -155,18 +183,9 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str |
     linear = resolve_module(model, head)
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"head must name an nn.Linear of the model, got {type(linear).__name__} at {head!r}")
-    pool = None
-    if layer is None:
-        pool = _last(model, nn.AdaptiveAvgPool2d)
-        if pool is None:
-            raise ValueError(f"layer: {type(model).__name__} has no nn.AdaptiveAvgPool2d to find the pooled "
-                             f"feature map; give layer= (the module whose output is pooled)")
     seen: dict[str, Tensor] = {}
-    source = resolve_module(model, layer if layer is not None else pool)
-    # Hooks that return None: a returned value would replace the module's input or output.
-    grab = (source.register_forward_pre_hook(lambda m, args: None if "f" in seen else seen.update(f=args[0]))
-            if layer is None else
-            source.register_forward_hook(lambda m, args, out: None if "f" in seen else seen.update(f=out)))
+    grab, where = _grab(model, layer, seen)
+
     def head_hook(module: nn.Module, args: Any, out: Any) -> None:
         seen.setdefault("v", args[0])
         seen.setdefault("z", out)
@@ -178,7 +197,6 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str |
     finally:
         grab.remove()
         grab_head.remove()
-    where = repr(layer) if layer is not None else f"the input of {pool!r}"
     feats, pooled = seen.get("f"), seen.get("v")
     if not isinstance(feats, Tensor) or feats.ndim != 4 or feats.shape[1] != linear.in_features:
         raise TypeError(f"layer {where} gives shape {tuple(getattr(feats, 'shape', ()))}; "
