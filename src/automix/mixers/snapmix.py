@@ -11,7 +11,8 @@ and normalised to sum 1 (a flat map counts every pixel alike). With the partner 
 * ``lam_partner[i]`` (partner's label) = ``sum(S_index[i] * M_i)``: the partner's semantic mass pasted in.
 
 The two need not sum to 1 (``MixParams.lam_partner``); targets are ``lam * y + lam_partner * y[index]``, so a
-pair of one class gets their sum on that class.
+pair of one class gets their sum on that class. Train on ``out.y`` (soft targets): a loss interpolated from
+``(index, lam)`` alone (``mixed_cross_entropy``) would assume the partner's weight is ``1 - lam``.
 
 Reference: Shaoli-Huang/SnapMix ``utils/mixmethod.py`` (``snapmix``, ``get_spm``) and ``snapmix`` in
 ``openmixup/models/augments/snapmix.py`` of Westlake-AI/openmixup at commit 37e1372. Deliberate differences: the
