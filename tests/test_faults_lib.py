@@ -71,7 +71,7 @@ def test_automix_honours_loss_bce_on_multi_hot_targets():
             expected = automix.losses.target_loss(loss, method.model(x), MULTI_HOT)
         torch.testing.assert_close(logs["loss_one"], expected)
     assert not torch.isclose(losses["ce"], losses["bce"])
-    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce'\], got 'focal'"):
+    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce', 'decouplemix'\], got 'focal'"):
         automix.create_method("automix", tiny_model(), num_classes=4, loss="focal")
 
 
@@ -88,7 +88,7 @@ def _zero_logits(method: automix.Method) -> None:
 
 @pytest.mark.parametrize("name", automix.list_methods())
 def test_every_method_honours_the_same_loss_options(name):
-    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce'\]"):
+    with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce', 'decouplemix'\]"):
         build_method(name, tiny_model(), loss="focal")
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     log2 = torch.log(torch.tensor(2.0))

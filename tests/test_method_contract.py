@@ -151,9 +151,17 @@ def test_state_round_trip_continues_exactly(name, fakes):
 def test_replay_of_the_steps_draws(name, fakes):
     method = build(name)
     x, y = batch()
-    seen = []
+    seen, clean = [], {}
     hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
              for m in method.children() if isinstance(m, torch.nn.Module)]
+    # A draw made at a hidden layer (ManifoldMix: params.extra["layer"]) is replayed on that layer's clean output
+    # (hooks registered first see it before the method's own hook mixes it) and must be what the next module saw.
+    for name, m in method.model.named_modules():
+        hooks.append(m.register_forward_pre_hook(
+            lambda mod, args: seen.append(args[0].detach().clone()) if args and torch.is_tensor(args[0]) else None))
+        hooks.append(m.register_forward_hook(
+            lambda mod, args, out, name=name: None if not torch.is_tensor(out) or name in clean
+            else clean.update({name: out.detach().clone()})))
     method.training_step(x, y)
     for h in hooks:
         h.remove()
@@ -166,8 +174,10 @@ def test_replay_of_the_steps_draws(name, fakes):
     for key, params in method.last_params.items():
         assert isinstance(params, automix.MixParams)
         assert params.lam.dtype == torch.float32 and params.lam.shape == (6,) and params.index.shape == (6,)
-        replayed = method.apply(x, params)
-        assert any(t.shape == x.shape and torch.equal(t, replayed) for t in seen), f"{key}: replay differs"
+        layer = params.extra.get("layer", "input")
+        source = x if layer == "input" else clean[layer]
+        replayed = method.apply(source, params)
+        assert any(t.shape == source.shape and torch.equal(t, replayed) for t in seen), f"{key}: replay differs"
         onehot = torch.nn.functional.one_hot(torch.randint(0, 3, (6, 32, 32)), 3).permute(0, 3, 1, 2).float()
         mixed = method.apply_seg(onehot, params, x)
         assert mixed.shape == onehot.shape and torch.allclose(mixed.sum(1), torch.ones(6, 32, 32))

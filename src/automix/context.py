@@ -13,7 +13,8 @@ layers are module paths resolved with forward hooks (``automix.models.FeatureTap
   arXiv:2111.09833), read during a forward pass with ``capture_context``.
 
 ``register_context(name)`` adds one; ``get_context(name)`` returns it. A context function runs the model on
-the clean batch: in train mode it updates BN statistics as a forward pass does (the papers do the same);
+the clean batch: in train mode it updates BN statistics as a forward pass does (the papers do the same),
+except ``class_activation_map``, which runs in eval mode (``eval_mode``) as OpenMixup's SnapMix features do;
 none of them leaves gradients on the model's parameters.
 """
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models import FeatureTap
+from .models.features import resolve_module
 
 _CONTEXTS: dict[str, Callable[..., Any]] = {}
 
@@ -93,35 +95,121 @@ def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, reduce: str = "abs
 
 @register_context("features")
 @torch.no_grad()
-def features(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str) -> Tensor:
-    """The output of ``model.<layer>`` on ``x`` (detached; [B, C, h, w] for a CNN stage, [B, N, C] for tokens).
+def features(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str | None) -> Tensor:
+    """The output of ``model.<layer>`` on ``x`` (detached; [B, C, h, w] for a CNN stage, [B, N, C] for tokens);
+    ``layer=None``: the feature map the model global-average-pools (the input of its last
+    ``nn.AdaptiveAvgPool2d``).
 
     Raises:
-        ValueError: ``layer`` is not a module path of ``model`` (``automix.models.FeatureTap``).
+        ValueError: ``layer`` is not a module path of ``model`` (``automix.models.FeatureTap``), or is None and
+            the model has no ``nn.AdaptiveAvgPool2d``.
     """
-    with FeatureTap(model, layer, detach=True) as tap:
+    if layer is not None:
+        with FeatureTap(model, layer, detach=True) as tap:
+            model(x)
+            return tap.pop()
+    seen: dict[str, Tensor] = {}
+    handle, _ = _grab(model, None, seen)
+    try:
         model(x)
-        return tap.pop()
+    finally:
+        handle.remove()
+    return seen["f"].detach()
+
+
+def _grab(model: nn.Module, layer: str | None, seen: dict[str, Tensor]) -> tuple[Any, str]:
+    """Hook recording into ``seen["f"]`` the first output of ``layer``, or with ``layer=None`` the first input of
+    the model's last ``nn.AdaptiveAvgPool2d``; returns the handle and a description of the place."""
+    if layer is None:
+        pool = _last(model, nn.AdaptiveAvgPool2d)
+        if pool is None:
+            raise ValueError(f"layer: {type(model).__name__} has no nn.AdaptiveAvgPool2d to find the pooled "
+                             f"feature map; give layer= (the module whose output is pooled)")
+        # Hooks that return None: a returned value would replace the module's input or output.
+        handle = resolve_module(model, pool).register_forward_pre_hook(
+            lambda m, args: None if "f" in seen else seen.update(f=args[0]))
+        return handle, f"the input of {pool!r}"
+    handle = resolve_module(model, layer).register_forward_hook(
+        lambda m, args, out: None if "f" in seen else seen.update(f=out))
+    return handle, repr(layer)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block (BN uses and keeps its running statistics), then give every
+    module back the mode it had."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _last(model: nn.Module, kind: type) -> str | None:
+    names = [n for n, m in model.named_modules() if isinstance(m, kind)]
+    return names[-1] if names else None
 
 
 @register_context("cam")
 @torch.no_grad()
-def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str, head: str) -> Tensor:
+def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str | None = None,
+                         head: str | None = None) -> Tensor:
     """Class activation maps of the label class: float32 [B, h, w], ``sum_c W[y, c] * F[:, c]`` over the
-    features ``F`` at ``layer`` and the weights ``W`` [K, C] of the linear classifier at ``head`` (SnapMix,
+    feature map ``F`` that the model global-average-pools into its linear classifier ``W`` [K, C] (SnapMix,
     arXiv:2012.04846). Float targets [B, K] use their arg-max class.
 
+    Args:
+        model: a classifier ending in global average pooling and an ``nn.Linear`` (any module names).
+        x: float batch [B, C, H, W]; y: class ids [B] or float targets [B, K].
+        layer: module path whose output is ``F`` [B, C, h, w]; None: the input of the model's last
+            ``nn.AdaptiveAvgPool2d``.
+        head: module path of the linear classifier; None: the model's last ``nn.Linear``.
+
+    The pass runs in eval mode under ``no_grad`` (``eval_mode``): it moves no BN statistics and leaves no
+    gradients; each module's mode is restored. It checks that ``head``'s input is the global average of
+    ``F`` and its output the model's logits, so a head of another shape (attention pooling, an MLP) is refused
+    instead of giving wrong maps.
+
     Raises:
-        ValueError: ``layer`` or ``head`` is not a module path of ``model``.
-        TypeError: ``head`` is not an ``nn.Linear``, or ``layer``'s output is not [B, C, h, w] with C matching it.
+        ValueError: ``layer`` or ``head`` is not a module path of ``model``, or None and nothing to infer.
+        TypeError: ``head`` is not an ``nn.Linear``, ``F`` is not [B, C, h, w] with C its in_features, or
+            ``head``'s input is not the global average of ``F`` or its output not the logits (named).
     """
-    linear = model.get_submodule(head) if head else None
+    head = head if head is not None else _last(model, nn.Linear)
+    if head is None:
+        raise ValueError(f"head: {type(model).__name__} has no nn.Linear classifier; a CAM needs one")
+    linear = resolve_module(model, head)
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"head must name an nn.Linear of the model, got {type(linear).__name__} at {head!r}")
-    feats = features(model, x, y, layer=layer).float()
-    if feats.ndim != 4 or feats.shape[1] != linear.in_features:
-        raise TypeError(f"layer {layer!r} gives shape {tuple(feats.shape)}; "
-                        f"a CAM needs [B, {linear.in_features}, h, w]")
+    seen: dict[str, Tensor] = {}
+    grab, where = _grab(model, layer, seen)
+
+    def head_hook(module: nn.Module, args: Any, out: Any) -> None:
+        seen.setdefault("v", args[0])
+        seen.setdefault("z", out)
+
+    grab_head = linear.register_forward_hook(head_hook)
+    try:
+        with eval_mode(model):
+            logits = model(x)
+    finally:
+        grab.remove()
+        grab_head.remove()
+    feats, pooled = seen.get("f"), seen.get("v")
+    if not isinstance(feats, Tensor) or feats.ndim != 4 or feats.shape[1] != linear.in_features:
+        raise TypeError(f"layer {where} gives shape {tuple(getattr(feats, 'shape', ()))}; "
+                        f"a CAM for head {head!r} needs [B, {linear.in_features}, h, w]")
+    feats = feats.float()
+    if pooled is None or pooled.shape != (feats.shape[0], feats.shape[1]) or not torch.allclose(
+            pooled.float(), feats.mean((2, 3)), rtol=1e-3, atol=1e-4):
+        raise TypeError(f"head {head!r} is not a linear layer applied to the global average pool of {where}: "
+                        f"a CAM needs logits = Linear(mean over h, w of the feature map); give layer= and head= "
+                        f"of such a pair")
+    if seen.get("z") is not logits:
+        raise TypeError(f"head {head!r} does not give the model's logits (its output is not what the model "
+                        f"returns); a CAM needs the last linear layer as head=")
     cls = y.argmax(1) if y.is_floating_point() else y.long()
     weight = linear.weight.float()[cls]  # [B, C]
     return torch.einsum("bc,bchw->bhw", weight, feats)
@@ -161,5 +249,5 @@ def capture_context(name: str, model: nn.Module, **options: Any) -> Iterator[See
         tap.remove()
 
 
-__all__ = ["attention", "capture_context", "class_activation_map", "features", "get_context", "input_saliency",
-           "list_contexts", "register_context"]
+__all__ = ["attention", "capture_context", "class_activation_map", "eval_mode", "features", "get_context",
+           "input_saliency", "list_contexts", "register_context"]

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
-from ..losses import TARGET_LOSSES, soft_targets, target_loss
+from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
 from ..mixers import MixParams
 from ..mixers._lam import LamSpec, lam_sampler
 from ..mixers._sampling import pair_index, sample_beta
@@ -119,8 +119,9 @@ class AutoMix(Method):
         eval_net, eval_head: what ``eval_model()`` returns by default: ``"ema"`` or ``"online"``,
             with the ``"one"`` (clean) or ``"mix"`` head.
         label_smoothing: smoothing of class-index targets and float [B, C] targets (as the mixers do).
-        loss: ``"ce"`` (soft-target cross-entropy, the reference) or ``"bce"`` (multi-label), for all three
-            classification terms; the same names as every other Method (``automix.losses.target_loss``).
+        loss: ``"ce"`` (soft-target cross-entropy, the reference), ``"bce"`` (multi-label) or
+            ``"decouplemix"`` (or a ``TargetLoss``), for all three classification terms; the same names as every
+            other Method (``automix.losses.target_loss``).
         loss_weights: weights of ``one``, ``mix``, ``mb`` losses (all 1 in the reference).
         feature_channels: channels at ``feature_layer`` (inferred by a dry run if None).
         input_size: image side for that dry run (32).
@@ -149,7 +150,7 @@ class AutoMix(Method):
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
                  upsample: str = "nearest", mask_fit: bool = True, mask_min_sharpness: float | None = None,
                  separate_heads: bool = True, head_layer: str | None = None, eval_net: str = "ema",
-                 eval_head: str = "one", label_smoothing: float = 0.0, loss: str = "ce",
+                 eval_head: str = "one", label_smoothing: float = 0.0, loss: str | TargetLoss = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
                  input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
                  mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False) -> None:
@@ -176,7 +177,7 @@ class AutoMix(Method):
         self.lam_margin = check_range("lam_margin", lam_margin, -1.0, 0.5)
         self.mask_adjust = check_range("mask_adjust", mask_adjust, 0.0, 1.0)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
-        self.loss = check_choice("loss", loss, TARGET_LOSSES)
+        self.loss = resolve_loss(loss)
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
         self.eval_net = check_choice("eval_net", eval_net, ("ema", "online"))
         self.eval_head = check_choice("eval_head", eval_head, ("one", "mix"))

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .._checks import check_batch, check_choice, check_positive_int, check_range, check_targets, check_type
 from ..context import capture_context, get_context
-from ..losses import TARGET_LOSSES, soft_targets, target_loss
+from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
 from ..mixers import BaseMixer, MixParams
 from ..mixers.base import blend, mix_seg
 
@@ -188,21 +188,22 @@ class MixerMethod(Method):
         model: the classifier.
         mixer: a mixer from ``create_mixer``, or ``None`` for vanilla training.
         num_classes: needed when ``y`` holds class indices and no mixer knows it.
-        loss: ``"ce"`` (soft-target cross-entropy) or ``"bce"`` (multi-label: class ids become one-hot rows);
-            the same names and meaning in every Method (``automix.losses.target_loss``).
+        loss: ``"ce"`` (soft-target cross-entropy), ``"bce"`` (multi-label: class ids become one-hot rows),
+            ``"decouplemix"`` (``automix.losses.decoupled_cross_entropy``) or a ``TargetLoss`` carrying a loss's
+            options; the same names and meaning in every Method (``automix.losses.target_loss``).
         label_smoothing: for vanilla training, on class ids or float [B, C] targets (mixers carry their own).
         total_steps, seed: see ``Method``.
     """
 
     def __init__(self, model: nn.Module, mixer: BaseMixer | None = None, *, num_classes: int | None = None,
-                 loss: str = "ce", label_smoothing: float = 0.0, total_steps: int | None = None,
+                 loss: str | TargetLoss = "ce", label_smoothing: float = 0.0, total_steps: int | None = None,
                  seed: int | None = None) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
         if mixer is not None:
             check_type("mixer", mixer, BaseMixer, "a mixer (automix.create_mixer) or None")
         self.mixer = mixer
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
-        self.loss = check_choice("loss", loss, TARGET_LOSSES)
+        self.loss = resolve_loss(loss)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
 
     @property
@@ -245,7 +246,7 @@ class MixerMethod(Method):
         x = self.cast_input(x)
         if mixer is None:
             target = soft_targets(y, self.num_classes, self.label_smoothing) \
-                if y.is_floating_point() or self.loss == "bce" else None
+                if y.is_floating_point() or self.loss.name != "ce" else None
             logits = self.model(x)
         else:
             mixer.check_targets(y, x.shape[0])

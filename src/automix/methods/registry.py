@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from .._options import Option, check_options, signature_options
+from ..losses import LOSS_OPTIONS, TargetLoss, resolve_loss
 from ..mixers import BaseMixer, create_mixer, list_mixers
 from ..mixers.registry import mixer_factory
 from .base import Method, MixerMethod
@@ -28,6 +29,10 @@ KINDS = ("vanilla", "mixer", "model-aware", "learned")
 # create_method's own keywords: every method takes them, and the trainer (not an option) sets all but loss.
 RUN_ARGUMENTS = ("num_classes", "total_steps", "seed")
 _NOT_OPTIONS = ("self", "model", "mixer", "generator") + RUN_ARGUMENTS
+# The options of the losses (DecoupleMix's decouple_eta, ...): every method declares them beside ``loss``, and
+# create_method turns ``loss`` and them into one ``automix.losses.TargetLoss`` for the method.
+_LOSS_OPTIONS = {key: Option(key, float if isinstance(default, float) else str, default)
+                 for opts in LOSS_OPTIONS.values() for key, (_, default) in opts.items()}
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ def register_method(name: str, *, kind: str = "learned", options: dict[str, Opti
             raise ValueError(f"a method named {name!r} is already registered")
         declared = options if options is not None else {
             k: v for k, v in signature_options(factory).items() if k not in _NOT_OPTIONS}
+        declared = {**declared, **_LOSS_OPTIONS}
         _METHODS[name] = MethodSpec(name, kind, factory, dict(declared), dict(aliases or {}))
         return factory
 
@@ -126,7 +132,9 @@ def create_method(name: str, model: nn.Module, *, num_classes: int | None = None
         name: one of ``list_methods()`` (``"vanilla"`` is ``"none"``).
         model: the classifier to train.
         num_classes, total_steps, seed: see ``Method`` (the trainer sets them).
-        loss: ``"ce"`` or ``"bce"``, the same for every method (``automix.losses.target_loss``).
+        loss: ``"ce"``, ``"bce"`` or ``"decouplemix"``, the same for every method (``automix.losses.target_loss``);
+            DecoupleMix's options ``decouple_eta`` (0.1), ``decouple_mode`` ("both"), ``decouple_thr`` (0.5) are
+            options of every method too (``--method-opt loss=decouplemix --method-opt decouple_eta=0.01``).
         **options: the method's own options (``method_spec(name).options``).
 
     Raises:
@@ -145,12 +153,14 @@ def create_method(name: str, model: nn.Module, *, num_classes: int | None = None
     """
     spec = method_spec(name)
     options = spec.check({"loss": loss, **options})  # loss is every method's option, checked like the rest
+    loss_options = {k: options.pop(k) for k in _LOSS_OPTIONS if k in options}
+    options["loss"] = resolve_loss(options["loss"], **loss_options)
     return spec.build(model, num_classes=num_classes, total_steps=total_steps, seed=seed, **options)
 
 
 @register_method("none", kind="vanilla")
-def vanilla(model: nn.Module, *, num_classes: int | None = None, loss: str = "ce", label_smoothing: float = 0.0,
-            total_steps: int | None = None, seed: int | None = None) -> Method:
+def vanilla(model: nn.Module, *, num_classes: int | None = None, loss: str | TargetLoss = "ce",
+            label_smoothing: float = 0.0, total_steps: int | None = None, seed: int | None = None) -> Method:
     """Training without mixing (``MixerMethod`` with no mixer)."""
     return MixerMethod(model, None, num_classes=num_classes, loss=loss, label_smoothing=label_smoothing,
                        total_steps=total_steps, seed=seed)
@@ -172,7 +182,8 @@ def _mixer_spec(name: str) -> MethodSpec:
         shared = signature_options(BaseMixer)
         options = {**{k: v for k, v in shared.items() if k != "alpha"}, **options}
     options = {k: v for k, v in options.items() if k not in _NOT_OPTIONS}
-    options["loss"] = Option("loss", str, "ce")
+    options["loss"] = Option("loss", str | TargetLoss, "ce")
+    options.update(_LOSS_OPTIONS)
     needs = getattr(factory, "needs", None)
 
     def build(model: nn.Module, *, num_classes: int | None = None, total_steps: int | None = None,

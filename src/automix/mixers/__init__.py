@@ -1,9 +1,12 @@
-"""Input-space mixers: pure tensor operations on a batch, no model needed.
+"""Input-space mixers: pure tensor operations on a batch, no model needed, or given what they read from the model
+(``BaseMixer.needs``: SnapMix reads class activation maps, AttentiveMix feature maps; ``automix.context``
+computes them; ``AttentiveMix`` is not registered as a mixer: its method ``"attentivemix"`` owns its extractor).
 
 Every mixer follows the contract of ``base.BaseMixer`` and is registered by name; build one with
 ``create_mixer(name, **kwargs)`` and list them with ``list_mixers()``.
 """
 
+from .attentivemix import AttentiveMix
 from .base import BaseMixer, MixOutput, MixParams
 from .choice import MixChoice, mixup_cutmix
 from .cutmix import CutMix
@@ -14,6 +17,8 @@ from .registry import create_mixer, list_mixers, register_mixer
 from .resizemix import ResizeMix
 from .saliencymix import SaliencyMix, saliency_map
 from .smoothmix import SmoothMix
+from .snapmix import SnapMix
 
 __all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "Mixup", "CutMix",
-           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "MixChoice", "mixup_cutmix"]
+           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "MixChoice", "mixup_cutmix",
+           "SnapMix", "AttentiveMix"]

@@ -56,7 +56,11 @@ class MixParams:
 
     Attributes:
         index: long [B] partner of each sample.
-        lam: float32 [B] weight of each sample itself (after any correction to the realised area).
+        lam: float32 [B] weight of each sample itself (after any correction to the realised area), the weight of
+            its own label in the targets.
+        lam_partner: float32 [B] weight of the partner's label when it is not ``1 - lam``, else None. SnapMix
+            (arXiv:2012.04846) weighs each image's label by the share of its class activation map the mix keeps,
+            so the two weights need not sum to 1; ``mix_targets`` gives ``lam * y + lam_partner * y[index]``.
         mode: the granularity the draw was made for.
         mixed: False when ``prob`` decided not to mix this batch at all (batch mode).
         size: the spatial size the draw was made for ((H, W) for images, (T,) for signals, (D, H, W) for
@@ -70,6 +74,7 @@ class MixParams:
     index: Tensor
     lam: Tensor
     mode: str
+    lam_partner: Tensor | None = None
     mixed: bool = True
     size: tuple[int, ...] | None = None
     box: Tensor | None = None
@@ -85,12 +90,15 @@ class Region:
         box: long [n, 2d] boxes (lo, hi per spatial dim), or None.
         mask: partner weight [n, 1, *size] (bool or float), or None.
         lam: float32 [n] lambda corrected to what the box or mask realises, or None to keep the drawn one.
-    ``n`` is 1 in batch mode and the batch size otherwise.
+        lam_partner: float32 [B] weight of the partner's label when it is not ``1 - lam`` (``MixParams``).
+    ``n`` is 1 in batch mode and the batch size otherwise (a mixer whose label weights are per sample may give
+    ``lam`` [B] in batch mode too).
     """
 
     box: Tensor | None = None
     mask: Tensor | None = None
     lam: Tensor | None = None
+    lam_partner: Tensor | None = None
 
 
 @dataclass
@@ -246,7 +254,7 @@ class BaseMixer:
         if region.lam is not None:
             lam = region.lam.to(lam.device).expand(x.shape[0]).clone()
         return MixParams(index=index, lam=lam, mode=self.mode, size=tuple(x.shape[2:]) if self.spatial else None,
-                         box=region.box, mask=region.mask)
+                         box=region.box, mask=region.mask, lam_partner=region.lam_partner)
 
     def apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Mix tensor ``t`` (same batch size and spatial size as the draw) with ``params``."""
@@ -353,20 +361,25 @@ class BaseMixer:
 
     def _finish(self, params: MixParams, active: Tensor | None, device: torch.device) -> MixParams:
         """Share draws inside pairs, blank inactive samples and move tensors to the data's device."""
-        index, lam, box, mask = params.index, params.lam, params.box, params.mask
+        index, lam, box, mask, lam_b = params.index, params.lam, params.box, params.mask, params.lam_partner
         if self.mode == "pair":
             leader = pair_leader(index)
             lam = lam[leader]
+            lam_b = None if lam_b is None else lam_b[leader.to(lam_b.device)]
             box = None if box is None else box[leader.to(box.device)]
             mask = None if mask is None else mask[leader.to(mask.device)]
         if active is not None:
             lam = torch.where(active.to(lam.device), lam, torch.ones_like(lam))
+            if lam_b is not None:
+                lam_b = torch.where(active.to(lam_b.device), lam_b, torch.zeros_like(lam_b))
             if box is not None:
                 box = box * active.to(box.device).unsqueeze(1)
             if mask is not None:
                 keep = active.to(mask.device).view((-1,) + (1,) * (mask.ndim - 1))
                 mask = mask & keep if mask.dtype == torch.bool else mask * keep
+        lam_b = None if lam_b is None else lam_b.to(device=device, dtype=torch.float32)
         return replace(params, index=index.to(device), lam=lam.to(device=device, dtype=torch.float32),
+                       lam_partner=lam_b,
                        box=None if box is None else box.cpu(),
                        mask=None if mask is None else mask.to(device))
 
@@ -444,7 +457,8 @@ def to_target(y: Tensor, num_classes: int | None, label_smoothing: float = 0.0) 
 
 
 def mix_targets(y: Tensor, params: MixParams, num_classes: int | None = None, label_smoothing: float = 0.0) -> Tensor:
-    """Soft targets ``lam * y + (1 - lam) * y[index]`` of any draw, float32 (or y's wider float dtype).
+    """Soft targets ``lam * y + (1 - lam) * y[index]`` of any draw, float32 (or y's wider float dtype);
+    ``lam * y + lam_partner * y[index]`` when the draw has two label weights (SnapMix).
 
     ``y``: class ids [B] (give ``num_classes``) or float targets [B, ...] (one-hot, soft, multi-label or
     regression). The targets of every mixer and of the learned methods come from here.
@@ -455,14 +469,20 @@ def mix_targets(y: Tensor, params: MixParams, num_classes: int | None = None, la
         # Class ids: scatter both weights straight into one [B, C] tensor (no one-hot copies).
         eps, classes = label_smoothing, num_classes
         lam = params.lam.to(device=y.device, dtype=torch.float32).unsqueeze(1)
+        lam_b = 1.0 - lam if params.lam_partner is None else \
+            params.lam_partner.to(device=y.device, dtype=torch.float32).unsqueeze(1)
         index = params.index.to(y.device)
         target = torch.full((y.shape[0], classes), eps / classes, dtype=torch.float32, device=y.device)
         target.scatter_add_(1, y.long().unsqueeze(1), lam * (1.0 - eps))
-        return target.scatter_add_(1, y[index].long().unsqueeze(1), (1.0 - lam) * (1.0 - eps))
+        return target.scatter_add_(1, y[index].long().unsqueeze(1), lam_b * (1.0 - eps))
     target = to_target(y, num_classes, label_smoothing)
     lam = params.lam.to(device=target.device, dtype=target.dtype)
     lam = lam.reshape((-1,) + (1,) * (target.ndim - 1))
-    return torch.lerp(target[params.index.to(target.device)], target, lam)
+    partner = target[params.index.to(target.device)]
+    if params.lam_partner is not None:  # two label weights (SnapMix)
+        lam_b = params.lam_partner.to(device=target.device, dtype=target.dtype).reshape(lam.shape)
+        return lam * target + lam_b * partner
+    return torch.lerp(partner, target, lam)
 
 
 def mix_seg(seg: Tensor, params: MixParams, x: Tensor, apply: Any, *, hard: bool, who: str) -> Tensor:
