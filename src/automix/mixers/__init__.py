@@ -10,10 +10,12 @@ from .cutmix import CutMix
 from .fmix import FMix
 from .gridmix import GridMix
 from .mixup import Mixup
+from .puzzlemix import PuzzleMix
 from .registry import create_mixer, list_mixers, register_mixer
 from .resizemix import ResizeMix
 from .saliencymix import SaliencyMix, saliency_map
 from .smoothmix import SmoothMix
 
 __all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "Mixup", "CutMix",
-           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "MixChoice", "mixup_cutmix"]
+           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "PuzzleMix", "MixChoice",
+           "mixup_cutmix"]

@@ -84,12 +84,15 @@ class Region:
         box: long [n, 2d] boxes (lo, hi per spatial dim), or None.
         mask: partner weight [n, 1, *size] (bool or float), or None.
         lam: float32 [n] lambda corrected to what the box or mask realises, or None to keep the drawn one.
-    ``n`` is 1 in batch mode and the batch size otherwise.
+        extra: mixer-specific values for ``_apply`` (``MixParams.extra``), e.g. PuzzleMix's transport plans.
+    ``n`` is 1 in batch mode and the batch size otherwise (a mixer may return B rows in batch mode: one lam drawn
+    for the batch, a mask per sample, as PuzzleMix does).
     """
 
     box: Tensor | None = None
     mask: Tensor | None = None
     lam: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -234,7 +237,7 @@ class BaseMixer:
         if region.lam is not None:
             lam = region.lam.to(lam.device).expand(x.shape[0]).clone()
         return MixParams(index=index, lam=lam, mode=self.mode, size=tuple(x.shape[2:]) if self.spatial else None,
-                         box=region.box, mask=region.mask)
+                         box=region.box, mask=region.mask, extra=dict(region.extra))
 
     def apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Mix tensor ``t`` (same batch size and spatial size as the draw) with ``params``."""
