@@ -236,14 +236,18 @@ def transport_plan(sal: Tensor, shown: Tensor, grid: tuple[int, int], eps: float
     dist = torch.cdist(coords, coords).pow(2) / max(max(grid) - 1, 1) ** 2
     cost = eps * dist - sal.unsqueeze(2) * shown.unsqueeze(1)
     src = torch.arange(cells, device=sal.device).expand(batch, cells)
+    flat = cost.view(batch * cells, cells)
+    dest = _first_argmin(flat).view(batch, cells)
     for _ in range(max(grid)):
-        dest = cost.argmin(2)  # [B, N]
-        bid = cost.gather(2, dest.unsqueeze(2)).squeeze(2)
-        best = torch.full_like(bid, math.inf).scatter_reduce(1, dest, bid, "amin")
-        tied = bid <= best.gather(1, dest)
-        first = torch.full_like(src, cells).scatter_reduce(1, dest, torch.where(tied, src, cells), "amin")
-        win = tied & (first.gather(1, dest) == src)
+        win = _winners(cost, dest, src)
         cost.scatter_add_(2, dest.unsqueeze(2), (~win).float().unsqueeze(2))
+        # Only the losers' rows changed: bid again with those (a winner's cheapest destination stays the same).
+        rows = (~win).flatten().nonzero().squeeze(1)
+        if rows.numel() == 0:
+            break
+        dest = dest.flatten().index_copy(0, rows, _first_argmin(flat[rows])).view(batch, cells)
+    else:  # the reference's iteration count is spent: settle the last bids
+        win = _winners(cost, dest, src)
     taken = torch.zeros(batch, cells, dtype=torch.long, device=sal.device).scatter_add(1, dest, win.long()) > 0
     free = torch.argsort(taken.int(), dim=1, stable=True)  # free destinations first
     losers = torch.argsort(win.int(), dim=1, stable=True)  # cells without a destination first
@@ -251,6 +255,23 @@ def transport_plan(sal: Tensor, shown: Tensor, grid: tuple[int, int], eps: float
     rank = torch.arange(cells, device=sal.device).expand(batch, cells)
     dest = dest.scatter(1, losers, torch.where(rank < count, free, dest.gather(1, losers)))
     return torch.empty_like(dest).scatter_(1, dest, src)  # invert: the source of each destination
+
+
+def _winners(cost: Tensor, dest: Tensor, src: Tensor) -> Tensor:
+    """Which cells win the destination they bid for (bool [B, N]): the cheapest bid, the lowest cell on ties."""
+    bid = cost.gather(2, dest.unsqueeze(2)).squeeze(2)
+    best = torch.full_like(bid, math.inf).scatter_reduce(1, dest, bid, "amin")
+    tied = bid <= best.gather(1, dest)
+    first = torch.full_like(src, src.shape[1]).scatter_reduce(1, dest, torch.where(tied, src, src.shape[1]), "amin")
+    return tied & (first.gather(1, dest) == src)
+
+
+def _first_argmin(rows: Tensor) -> Tensor:
+    """The first index of each row's minimum (long [R]); ``amin`` and a compare are ~5x faster than ``argmin`` on
+    the CPU."""
+    hit = rows == rows.amin(1, keepdim=True)
+    order = torch.arange(rows.shape[1], 0, -1, device=rows.device, dtype=torch.float32)
+    return rows.shape[1] - (hit * order).amax(1).long()
 
 
 def permute_cells(t: Tensor, source: Tensor, grid: tuple[int, int]) -> Tensor:
