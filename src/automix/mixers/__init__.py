@@ -9,6 +9,7 @@ from .choice import MixChoice, mixup_cutmix
 from .cutmix import CutMix
 from .fmix import FMix
 from .gridmix import GridMix
+from .guidedmix import GuidedMix
 from .mixup import Mixup
 from .puzzlemix import PuzzleMix
 from .registry import create_mixer, list_mixers, register_mixer
@@ -17,5 +18,5 @@ from .saliencymix import SaliencyMix, saliency_map
 from .smoothmix import SmoothMix
 
 __all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "Mixup", "CutMix",
-           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "PuzzleMix", "MixChoice",
-           "mixup_cutmix"]
+           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "PuzzleMix", "GuidedMix",
+           "MixChoice", "mixup_cutmix"]
