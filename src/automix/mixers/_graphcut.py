@@ -63,7 +63,7 @@ def available_backend(backend: str = "auto") -> str:
 def solve_grid(unary: Tensor, w_down: Tensor, w_right: Tensor, *, backend: str = "auto") -> Tensor:
     """A labelling (long [B, n, m], on ``unary``'s device) of minimum ``grid_energy``; weights must be >= 0.
 
-    >>> unary = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]])  # one sample, a 1 x 2 grid, two labels
+    >>> unary = torch.tensor([[[[0.0, 1.0], [0.8, 0.0]]]])  # one sample, a 1 x 2 grid, two labels
     >>> solve_grid(unary, torch.zeros(1, 0, 2), torch.zeros(1, 1, 1)).tolist()
     [[[0, 1]]]
     >>> solve_grid(unary, torch.zeros(1, 0, 2), torch.full((1, 1, 1), 5.0)).tolist()  # a strong edge: one label

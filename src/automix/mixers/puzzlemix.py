@@ -58,7 +58,8 @@ class PuzzleMix(BaseMixer):
 
     Args:
         alpha: Beta(alpha, alpha) concentration of lam (the prior's target).
-        block_num: the grid side, or sides to draw one from per batch (those that divide the image size).
+        block_num: the grid side, or sides to draw one from per batch (those that divide the image size; when none
+            does, one block).
         beta: label smoothness (the reference divides it by ``16 * n``; so does this).
         gamma: data smoothness, relative to ``beta``.
         eta: weight of the prior that ties the mask to lam.
@@ -112,9 +113,8 @@ class PuzzleMix(BaseMixer):
         batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
         sal = _check_saliency(context, x)
         sides = self.block_num if isinstance(self.block_num, tuple) else (self.block_num,)
-        fits = [s for s in sides if height % s == 0 and width % s == 0]
-        if not fits:
-            raise ValueError(f"block_num {self.block_num!r} has no grid side dividing x's size {(height, width)}")
+        # The sides that tile the image; none (an odd size): one block, the whole image (a mixup at a label level).
+        fits = [s for s in sides if height % s == 0 and width % s == 0] or [1]
         n = fits[int(torch.randint(len(fits), (1,), generator=gen, device=gen.device))]
         lam = lam.to(x.device).float().expand(batch)
         mixed = lam < 1.0  # samples left unmixed (prob) keep an empty mask and no transport
@@ -139,10 +139,9 @@ class PuzzleMix(BaseMixer):
         other = own[partner]
         beta = self.beta / n / 16
         # Border mismatch e[a][b] of image a on one side and b on the other (0: own, 1: partner), at neigh_size.
-        k = max(1, min(self.neigh_size, bh, bw))
-        pooled = F.avg_pool2d(x, k) if k > 1 else x
+        rows_per, cols_per = max(1, bh // self.neigh_size), max(1, bw // self.neigh_size)  # pooled rows per block
+        pooled = F.adaptive_avg_pool2d(x, (n * rows_per, n * cols_per))
         images = (pooled, pooled[partner])
-        rows_per, cols_per = bh // k, bw // k
         down = [[_border(images[a], images[b], rows_per, cols_per, n, 2) for b in (0, 1)] for a in (0, 1)]
         right = [[_border(images[a], images[b], rows_per, cols_per, n, 3) for b in (0, 1)] for a in (0, 1)]
         scale = beta * self.gamma
