@@ -72,7 +72,6 @@ from _common import (  # noqa: E402
 )
 from _mixers_cases import SHAPES, SWITCHES, build_cases, load_mixup_package, load_timm_mixup, mixup_package_cases  # noqa: E402
 from _mixers_report import render  # noqa: E402
-from automix.mixers.registry import mixer_factory  # noqa: E402
 
 KEY, HEADING = "mixers", "## Mixer throughput"  # the section of docs/benchmarks.md this script owns
 NOISY = 0.10  # other processes using this share of the CPUs during a case: measure it again (or flag it)
@@ -189,10 +188,12 @@ def run(args) -> dict:
     rounds, cfg = timing(args)
     info = machine_info(numpy=np.__version__, timm=dist_version("timm"), mixup=dist_version("mixup"),
                         automix=automix_version())
-    # The input mixers only: a model-aware one (BaseMixer.needs, e.g. snapmix) is timed as a method in step_time.py.
-    static = [n for n in automix.list_mixers() if getattr(mixer_factory(n), "needs", None) is None]
+    # Model-aware mixers (PuzzleMix, GuidedMixup, ...) need the model's context: their time is a training step's,
+    # in step_time.py / puzzlemix_time.py.
+    factory = automix.mixers.registry.mixer_factory
+    static = [n for n in automix.list_mixers() if getattr(factory(n), "needs", None) is None]
     names = static if not args.mixers else [n.strip() for n in args.mixers.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(static))
+    unknown = sorted(set(names) - set(automix.list_mixers()))
     if unknown:
         raise SystemExit(f"unknown mixers {unknown}; the input mixers are: {static}")
     timm_mixup = load_timm_mixup()  # None without timm: no timm cases, empty columns

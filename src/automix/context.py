@@ -13,9 +13,9 @@ layers are module paths resolved with forward hooks (``automix.models.FeatureTap
   arXiv:2111.09833), read during a forward pass with ``capture_context``.
 
 ``register_context(name)`` adds one; ``get_context(name)`` returns it. A context function runs the model on
-the clean batch: in train mode it updates BN statistics as a forward pass does (the papers do the same),
-except ``class_activation_map``, which runs in eval mode (``eval_mode``) as OpenMixup's SnapMix features do;
-none of them leaves gradients on the model's parameters.
+the clean batch: ``input_saliency`` and ``class_activation_map`` in eval mode (BN statistics untouched, as the
+papers and OpenMixup's SnapMix features), the others in the model's mode (in train mode they update BN
+statistics as a forward pass does); none of them leaves gradients on the model's parameters.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def list_contexts() -> list[str]:
 
 
 @register_context("saliency")
-def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, reduce: str = "abs_max") -> Tensor:
+def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, reduce: str = "abs_max", eval_mode: bool = True
+                   ) -> Tensor:
     """Input-gradient saliency: float32 [B, H, W] (``"abs_max"``: max over channels of |d CE / d x|; ``"l2"``:
     its L2 norm over channels), the map PuzzleMix (arXiv:2009.06962) and GuidedMixup derive their masks from.
 
@@ -75,6 +76,10 @@ def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, reduce: str = "abs
         model: a classifier giving logits [B, K].
         x: float batch [B, C, H, W].
         y: class ids [B] or float targets [B, K] (soft-target CE).
+        reduce: how the channels' gradients become one map.
+        eval_mode: run the pass in eval mode (as the reference, ``Westlake-AI/openmixup``
+            ``openmixup/models/classifiers/mixup_classification.py`` ``_features`` at ``0cf6794``): BN uses and
+            keeps its running statistics, dropout is off; every module's mode is restored afterwards.
 
     Raises:
         ValueError: ``reduce`` is not ``"abs_max"`` or ``"l2"``.
@@ -84,11 +89,19 @@ def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, reduce: str = "abs
     """
     if reduce not in ("abs_max", "l2"):
         raise ValueError(f"reduce must be 'abs_max' or 'l2', got {reduce!r}")
-    with torch.enable_grad():
-        inp = x.detach().requires_grad_(True)
-        logits = model(inp).float()
-        loss = F.cross_entropy(logits, y) if not y.is_floating_point() else -(y * logits.log_softmax(1)).sum(1).mean()
-        (grad,) = torch.autograd.grad(loss, inp)
+    modes = [(m, m.training) for m in model.modules()] if eval_mode else []
+    if eval_mode:
+        model.eval()
+    try:
+        with torch.enable_grad():
+            inp = x.detach().requires_grad_(True)
+            logits = model(inp).float()
+            loss = F.cross_entropy(logits, y) if not y.is_floating_point() else \
+                -(y * logits.log_softmax(1)).sum(1).mean()
+            (grad,) = torch.autograd.grad(loss, inp)
+    finally:
+        for module, training in modes:
+            module.training = training
     grad = grad.float()
     return grad.abs().amax(1) if reduce == "abs_max" else grad.pow(2).sum(1).sqrt()
 

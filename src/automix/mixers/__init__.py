@@ -12,7 +12,9 @@ from .choice import MixChoice, mixup_cutmix
 from .cutmix import CutMix
 from .fmix import FMix
 from .gridmix import GridMix
+from .guidedmix import GuidedMix
 from .mixup import Mixup
+from .puzzlemix import PuzzleMix
 from .registry import create_mixer, list_mixers, register_mixer
 from .resizemix import ResizeMix
 from .saliencymix import SaliencyMix, saliency_map
@@ -20,5 +22,5 @@ from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "Mixup", "CutMix",
-           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "MixChoice", "mixup_cutmix",
-           "SnapMix", "AttentiveMix"]
+           "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "PuzzleMix", "GuidedMix",
+           "MixChoice", "mixup_cutmix", "SnapMix", "AttentiveMix"]

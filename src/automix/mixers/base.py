@@ -91,14 +91,16 @@ class Region:
         mask: partner weight [n, 1, *size] (bool or float), or None.
         lam: float32 [n] lambda corrected to what the box or mask realises, or None to keep the drawn one.
         lam_partner: float32 [B] weight of the partner's label when it is not ``1 - lam`` (``MixParams``).
-    ``n`` is 1 in batch mode and the batch size otherwise (a mixer whose label weights are per sample may give
-    ``lam`` [B] in batch mode too).
+        extra: mixer-specific values for ``_apply`` (``MixParams.extra``), e.g. PuzzleMix's transport plans.
+    ``n`` is 1 in batch mode and the batch size otherwise (a mixer may return B rows in batch mode: one lam drawn
+    for the batch, a mask per sample, as PuzzleMix does; or per-sample label weights, as SnapMix).
     """
 
     box: Tensor | None = None
     mask: Tensor | None = None
     lam: Tensor | None = None
     lam_partner: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -254,7 +256,8 @@ class BaseMixer:
         if region.lam is not None:
             lam = region.lam.to(lam.device).expand(x.shape[0]).clone()
         return MixParams(index=index, lam=lam, mode=self.mode, size=tuple(x.shape[2:]) if self.spatial else None,
-                         box=region.box, mask=region.mask, lam_partner=region.lam_partner)
+                         box=region.box, mask=region.mask, lam_partner=region.lam_partner,
+                         extra=dict(region.extra))
 
     def apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Mix tensor ``t`` (same batch size and spatial size as the draw) with ``params``."""
