@@ -3,13 +3,15 @@ that turns any input-space mixer into a Method, so a trainer treats every method
 
 ``create_method(name, model, num_classes=..., **options)`` builds one by name: ``"none"``
 (vanilla), any registered mixer name (``"mixup"``, ``"cutmix"``, ...), ``"automix"``, ``"samix"`` or
-``"manifoldmix"`` (mixup of hidden features, ``manifoldmix``) or ``"attentivemix"`` (AttentiveMix+ with an
-EMA extractor, ``attentivemix``);
+``"manifoldmix"`` (mixup of hidden features, ``manifoldmix``), ``"attentivemix"`` (AttentiveMix+ with an
+EMA extractor, ``attentivemix``) or ``"alignmix"`` (last-stage feature maps aligned by Sinkhorn, then mixed,
+``alignmix``);
 ``list_methods()`` lists them and ``register_method`` adds one (``registry``).
 """
 
 from __future__ import annotations
 
+from .alignmix import AlignMix
 from .attentivemix import AttentiveMixMethod
 from .automix import AutoMix, SAMix
 from .base import Method, MixerMethod
@@ -17,6 +19,6 @@ from .manifoldmix import ManifoldMix
 from .mixblock import PixelMixBlock, mask_loss, rescale_lam
 from .registry import KINDS, MethodSpec, create_method, list_methods, method_spec, register_method
 
-__all__ = ["AutoMix", "SAMix", "ManifoldMix", "AttentiveMixMethod", "Method", "MixerMethod", "MethodSpec", "KINDS",
-           "PixelMixBlock", "create_method", "list_methods", "method_spec", "register_method", "mask_loss",
+__all__ = ["AutoMix", "SAMix", "ManifoldMix", "AttentiveMixMethod", "AlignMix", "Method", "MixerMethod", "MethodSpec",
+           "KINDS", "PixelMixBlock", "create_method", "list_methods", "method_spec", "register_method", "mask_loss",
            "rescale_lam"]
