@@ -177,6 +177,20 @@ def test_replay_of_last_params_and_a_seeded_rerun():
         method.apply_seg(torch.randint(0, 3, (6, 32, 32)), pa, x)
 
 
+def test_samples_left_unmixed_by_prob_keep_their_features():
+    method = tiny(input_prob=0.0, direction="to_partner", mode="elem", prob=0.5)
+    x, y = batch()
+    got = {}
+    method.model.layer4.register_forward_hook(lambda m, i, out: got.setdefault("clean", out.detach().clone()))
+    method.model.norm.register_forward_pre_hook(lambda m, args: got.setdefault("mixed", args[0].detach().clone()))
+    method.training_step(x, y)
+    lam = method.last_params["mix"].lam
+    kept = lam == 1
+    assert 0 < int(kept.sum()) < 6, lam
+    assert torch.equal(got["mixed"][kept], got["clean"][kept])
+    assert not torch.allclose(got["mixed"][~kept], got["clean"][~kept])
+
+
 def test_fixed_lam_reaches_both_branches():
     x, y = batch()
     for input_prob in (0.0, 1.0):

@@ -216,8 +216,9 @@ class AlignMix(Method):
     # ------------------------------------------------------------------ the draw and its replay
     def apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Replay a draw: input mixup on any tensor when ``extra["layer"]`` is ``"input"``; else the aligned mix
-        of ``t`` [B, C, H, W] (the stage's output, or a map whose H, W are multiples of ``extra["size"]``)."""
-        if params.extra.get("layer", INPUT) == INPUT:
+        of ``t`` [B, C, H, W] (the stage's output, or a map whose H, W are multiples of ``extra["size"]``). A sample
+        whose lam is 1 (left unmixed by ``prob``) keeps its map as it is in both directions."""
+        if params.extra.get("layer", INPUT) == INPUT or not params.mixed:
             return self.mixer.apply(t, params)
         lam = params.lam.to(t.device).view(-1, 1, 1, 1)
         plan, size = params.extra["plan"], params.extra["size"]
@@ -226,6 +227,7 @@ class AlignMix(Method):
             mixed = lam * t.float() + (1 - lam) * align(partner, plan, size, "sample").float()
         else:
             mixed = lam * align(t, plan, size, "partner").float() + (1 - lam) * partner.float()
+            mixed = torch.where(lam == 1, t.float(), mixed)  # unmixed (prob) or lam 1: the sample as it is
         return mixed.to(t.dtype)
 
     def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
@@ -302,8 +304,7 @@ class AlignMix(Method):
         eval mode: BN statistics untouched, no gradients), applied to whole image cells (``align``).
         ``"partner"`` is the partner re-arranged onto the sample's layout (``direction="to_partner"``: the
         partner itself, and ``"mixed"`` holds the sample re-arranged onto it); ``"mask"`` is ``1 - lam``."""
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        x = self.cast_input(x)
+        gen = generator if generator is not None else torch.default_generator  # as the mixers' previews
         n = x.shape[0]
         for _ in range(20):
             params = self.mixer.sample(x, gen)
@@ -316,7 +317,7 @@ class AlignMix(Method):
         handle = resolve_module(self.model, self.layer).register_forward_hook(
             lambda m, i, out: None if "f" in seen else seen.update(f=out))
         try:
-            self.model(x)
+            self.model(self.cast_input(x))
         finally:
             handle.remove()
             for module, training in modes:
