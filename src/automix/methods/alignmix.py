@@ -6,8 +6,8 @@ A feature map ``A`` [C, h, w] is a set of ``n = h * w`` position features. For a
 between the two sets (uniform weights, cost ``M[p, q] = ||a_p - a'_q||^2``, regularisation ``eps``, ``max_iter``
 log-domain Sinkhorn iterations, batched over the whole batch; ``sinkhorn_plan``) and re-arranges one map onto the
 other's positions with the plan's barycentric projection (``align``): each position ``p`` of ``A`` receives
-``sum_q R[p, q] a'_q`` with ``R = P / P.sum(-1)`` (rows of ``n P``, ``R = n P`` at convergence), i.e. the partner's
-features that correspond to it. Then
+``sum_q R[p, q] a'_q`` with ``R = P / P.sum(-1)`` (the plan's rows renormalised; ``R = n P`` at convergence), i.e.
+the partner's features that correspond to it. Then
 
 * ``"to_sample"``: ``lam * A + (1 - lam) * aligned(A' -> A)`` (the partner is moved onto the sample's layout);
 * ``"to_partner"``: ``lam * aligned(A -> A') + (1 - lam) * A'`` (the sample is moved onto the partner's layout);
