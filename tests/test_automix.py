@@ -454,7 +454,7 @@ def test_sharp_mask_gradient_is_the_implicit_one_divided_by_the_scale(monkeypatc
 
 @pytest.mark.parametrize("size", [(32, 32), (30, 30)])
 def test_mix_block_fits_at_feature_size_exactly_when_nearest_upsampling_replicates(size):
-    from automix.methods.mixblock import PixelMixBlock, fit_sharp_mask
+    from automix.methods.mixblock import TIE_BREAK, PixelMixBlock, fit_sharp_mask, partner_energy
     torch.manual_seed(0)
     block = PixelMixBlock(8, mask_fit=True, init_std=None, min_sharpness=0.6)
     z, perm = torch.randn(6, 8, 8, 8), torch.randperm(6)
@@ -467,8 +467,10 @@ def test_mix_block_fits_at_feature_size_exactly_when_nearest_upsampling_replicat
         block.min_sharpness = 0.0
         with torch.no_grad():
             block.mask_fit = False
-            logits = torch.logit(block(z, 0.3, perm, size).double()).float()
-        assert torch.allclose(mask, fit_sharp_mask(logits, 0.7, 0.6), atol=1e-4)
+            raw = torch.logit(block(z, 0.8, perm, (8, 8)).double()).float()  # the block's logits (lam-blind)
+        logits = raw + TIE_BREAK * partner_energy(z[perm])
+        up = torch.nn.functional.interpolate(logits, size=size)
+        assert torch.allclose(mask, fit_sharp_mask(up, 0.7, 0.6), atol=1e-4)
 
 
 def test_a_block_with_tied_logits_still_cuts_where_the_partner_is_strong():
