@@ -22,7 +22,7 @@ Options:
     --batch-size B   images per step (default 100).
     --widths a,b     first-stage widths of the PreAct-ResNet-18 (default 64,16; 64 is the standard network).
     --methods a,b    methods to time (default none,mixup,cutmix,automix,samix,manifoldmix,snapmix,attentivemix,
-                     alignmix; "none" is vanilla and must be in).
+                     alignmix,puzzlemix,guidedmix; "none" is vanilla and must be in).
     --steps N        timed steps per method at every width (default: 3 at width >= 32, 10 below).
     --warmup N       untimed warm-up steps per method first (default: 1 at width >= 32, 2 below).
     --wait-quiet S   wait up to S seconds for the 1-minute load average to drop below 0.5 before the first width
@@ -97,7 +97,8 @@ from automix.methods import create_method  # noqa: E402
 
 KEY, HEADING = "step_time", "## Training step time"  # the section of docs/benchmarks.md this script owns
 NUM_CLASSES = 100
-DEFAULT_METHODS = ("none", "mixup", "cutmix", "automix", "samix", "manifoldmix", "snapmix", "attentivemix", "alignmix")
+DEFAULT_METHODS = ("none", "mixup", "cutmix", "automix", "samix", "manifoldmix", "snapmix", "attentivemix", "alignmix",
+                   "puzzlemix", "guidedmix")
 LOAD_QUIET = 0.5  # 1-minute load average below which the machine counts as quiet before the first width
 # glibc mallopt parameters: M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, and the values the benchmark pins.
 MALLOPT = {"M_MMAP_THRESHOLD": (-3, 32 * 2**20), "M_TRIM_THRESHOLD": (-1, 2**31 - 1), "M_TOP_PAD": (-2, 256 * 2**20)}
