@@ -59,7 +59,7 @@ from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams, Mixup
 from ..mixers._lam import LamSpec
 from ..mixers.base import mix_seg
-from ..models.features import resolve_module
+from ..models.features import forward_replacing, resolve_module
 from .base import Method
 from .registry import register_method
 
@@ -271,25 +271,13 @@ class AlignMix(Method):
     def _forward_aligned(self, x: Tensor, params: MixParams) -> Tensor:
         """The model on ``x`` with the first output of ``self.layer`` replaced by the aligned mix; fills
         ``params.extra["plan"]`` and ``["size"]``."""
-        done = []
-
-        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
-            if done:
-                return None
+        def align(output: Any) -> Tensor:
             self._check_map(output, x.shape[0])
-            done.append(True)
             params.extra["plan"] = self.plan(output, params.index)
             params.extra["size"] = tuple(output.shape[2:])
             return self.apply(output, params)
 
-        handle = resolve_module(self.model, self.layer).register_forward_hook(hook)
-        try:
-            logits = self.model(x)
-        finally:
-            handle.remove()
-        if not done:
-            raise ValueError(f"layer: module {self.layer!r} did not run in the model's forward pass")
-        return logits
+        return forward_replacing(self.model, self.layer, x, align)
 
     def _check_map(self, output: Any, batch: int) -> None:
         if not isinstance(output, Tensor) or output.ndim != 4 or output.shape[0] != batch:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .._checks import check_type
 from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams, Mixup
-from ..models.features import resolve_module
+from ..models.features import forward_replacing, resolve_module
 from .base import Method
 from .registry import register_method
 
@@ -136,22 +136,10 @@ class ManifoldMix(Method):
     def _forward_mixed_at(self, layer: str, x: Tensor, params: MixParams) -> Tensor:
         """The model on ``x`` with the first output of ``layer`` replaced by its mix (one-shot hook: a module
         called twice in one pass is mixed once)."""
-        done = []
-
-        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
-            if done:
-                return None
+        def mix(output: Any) -> Tensor:
             if not isinstance(output, Tensor) or output.ndim == 0 or output.shape[0] != x.shape[0]:
                 raise TypeError(f"layers: module {layer!r} must return a tensor [B, ...] with B={x.shape[0]} to "
                                 f"be mixed, got {type(output).__name__} {getattr(output, 'shape', '')}")
-            done.append(True)
             return self.mixer.apply(output, params)
 
-        handle = resolve_module(self.model, layer).register_forward_hook(hook)
-        try:
-            logits = self.model(x)
-        finally:
-            handle.remove()
-        if not done:
-            raise ValueError(f"layers: module {layer!r} did not run in the model's forward pass")
-        return logits
+        return forward_replacing(self.model, layer, x, mix, option="layers")

@@ -351,15 +351,7 @@ def fit_mask_mean(logits: Tensor, target: float | Tensor, iters: int = 30) -> Te
     edge = (t <= 0) | (t >= 1)
     tc = t.clamp(1e-6, 1 - 1e-6)
     with torch.no_grad():
-        base = torch.logit(tc)
-        lo = base - flat.max(1, keepdim=True).values
-        hi = base - flat.min(1, keepdim=True).values
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            above = torch.sigmoid(flat + mid).mean(1, keepdim=True) > tc
-            hi = torch.where(above, mid, hi)
-            lo = torch.where(above, lo, mid)
-        delta = 0.5 * (lo + hi)
+        delta = _fit_offset(flat, tc, iters)
         slope = torch.sigmoid(flat + delta)
         slope = slope * (1 - slope)
         weight = slope / slope.sum(1, keepdim=True).clamp_min(1e-12)

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["FeatureTap", "forward_with_features", "resolve_module"]
+__all__ = ["FeatureTap", "forward_replacing", "forward_with_features", "resolve_module"]
 
 
 def resolve_module(model: nn.Module, feature_layer: str) -> nn.Module:
@@ -168,3 +168,32 @@ def forward_with_features(model: nn.Module, x: Tensor, tap: FeatureTap) -> tuple
     tap.clear()
     logits = model(x)
     return logits, tap.pop()
+
+
+def forward_replacing(model: nn.Module, layer: str, x: Any, replace: Any, *, option: str = "layer") -> Any:
+    """``model(x)`` with the first output of module ``layer`` replaced by ``replace(output)``.
+
+    One-shot: a module called twice in one pass is replaced once (the hook is removed after the call, also on
+    error). Used by the methods that mix hidden tensors (ManifoldMix, AlignMix).
+
+    Raises:
+        ValueError: ``layer`` is not a module of ``model`` or did not run in its forward pass (``option``
+            names the user's argument in the message).
+    """
+    done: list[bool] = []
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        if done:
+            return None
+        out = replace(output)
+        done.append(True)
+        return out
+
+    handle = resolve_module(model, layer).register_forward_hook(hook)
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    if not done:
+        raise ValueError(f"{option}: module {layer!r} did not run in the model's forward pass")
+    return logits
