@@ -523,3 +523,14 @@ def test_momentum_follows_total_steps(total, expected):
     assert method.model_ema_end_decay == pytest.approx(1 - (1 - 0.999999) * 200_000 / (2 * total))
     explicit = make(automix.AutoMix, total_steps=total, model_ema_decay=0.99, model_ema_end_decay=0.995)
     assert (explicit.model_ema_decay, explicit.model_ema_end_decay) == (0.99, 0.995)
+
+
+def test_reference_conflicts_with_the_fitted_mask_are_named():
+    with pytest.raises(ValueError, match="mask_fit=True conflicts with reference=True"):
+        make(automix.AutoMix, reference=True, mask_fit=True)
+    with pytest.raises(ValueError, match="mask_min_sharpness=0.6 conflicts with reference=True"):
+        make(automix.AutoMix, reference=True, mask_min_sharpness=0.6)
+    with pytest.raises(TypeError, match="mask_fit"):
+        make(automix.AutoMix, mask_fit="yes")
+    assert make(automix.AutoMix, reference=True, mask_min_sharpness=0.0).mix_block.min_sharpness == 0.0
+

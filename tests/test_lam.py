@@ -15,8 +15,9 @@ import automix
 from automix.mixers._lam import lam_sampler
 
 MODES = ("batch", "pair", "elem")
-# Every registered mixer but smoothmix, whose ratio is the realised share of its blob (no lambda is drawn).
-DRAWING = [n for n in automix.list_mixers() if n != "smoothmix"]
+# Every registered mixer but smoothmix and guidedmix, whose ratio is the realised share of a blob / the saliency
+# maps' (no lambda is drawn).
+DRAWING = [n for n in automix.list_mixers() if n not in ("smoothmix", "guidedmix")]
 # SnapMix's label weights come from each sample's own CAM: it has no pair mode.
 REFUSED = {("snapmix", "pair")}
 # Mixers that report the drawn lam as it is (no correction to a realised area).
@@ -277,6 +278,8 @@ def test_a_callable_of_the_wrong_shape_is_named():
 def test_lam_where_something_else_sets_the_ratio_is_refused():
     with pytest.raises(ValueError, match="lam=0.3 does not apply to smoothmix"):
         automix.create_mixer("smoothmix", lam=0.3)
+    with pytest.raises(ValueError, match="lam=0.3 does not apply to guidedmix"):
+        automix.create_mixer("guidedmix", lam=0.3)
     with pytest.raises(ValueError, match=r"cutmix_minmax=\(0.2, 0.8\) sizes the box, but lam=0.3 is given"):
         automix.create_mixer("cutmix", lam=0.3, cutmix_minmax=(0.2, 0.8))
     with pytest.raises(ValueError, match=r"cutmix_minmax=.* sizes the box, but lam=0.3 is given"):

@@ -255,3 +255,44 @@ def test_old_option_names_still_reach_the_renamed_ones():
         build("samix", momentum=0.9, model_ema_decay=0.9)
     with pytest.raises(TypeError, match="option model_ema_decay='high' for method 'automix'"):
         build("automix", momentum="high")
+
+
+# ---------------------------------------------------------------- found by trying to break the new methods
+
+
+def test_a_switch_refuses_model_aware_mixers():
+    """A switch computes no context: a model-aware child would fail only when the draw picks it."""
+    with pytest.raises(ValueError, match="mixers: 'snapmix' reads the model's 'cam' context"):
+        automix.create_mixer("mix_choice", mixers=["snapmix", "cutmix"], num_classes=4)
+    with pytest.raises(ValueError, match="mixers: 'guidedmix'"):
+        automix.create_mixer("mix_choice", mixers=[("guidedmix", {}), "mixup"], num_classes=4)
+    automix.create_mixer("mix_choice", mixers=[("guidedmix", {"guide": "spectral"}), "mixup"], num_classes=4)
+
+
+def test_decouple_eta_must_be_finite():
+    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    with pytest.raises(ValueError, match="decouple_eta"):
+        automix.create_method("cutmix", model, num_classes=4, loss="decouplemix", decouple_eta=float("inf"))
+
+
+def test_snapmix_runs_on_a_bf16_model():
+    torch.manual_seed(0)
+    model = automix.create_model("preact_resnet18", num_classes=4, width=4).to(torch.bfloat16)
+    method = automix.create_method("snapmix", model, num_classes=4)
+    loss, _ = method.training_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
+    assert torch.isfinite(loss)
+
+
+def test_saliency_of_a_model_returning_a_tuple_is_refused_by_name():
+    from automix.context import input_saliency
+
+    class TupleOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 8 * 8, 4)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)), x
+
+    with pytest.raises(TypeError, match="logits must be a torch.Tensor"):
+        input_saliency(TupleOut(), torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))

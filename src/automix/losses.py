@@ -241,7 +241,7 @@ def resolve_loss(loss: str | TargetLoss, **options: Any) -> TargetLoss:
                          f"({', '.join(sorted(takers))}), got loss={loss!r}")
     values = {arg: options.get(key, default) for key, (arg, default) in own.items()}
     if loss == "decouplemix":  # checked once here, by the names the user gave
-        values = {"eta": check_range("decouple_eta", values["eta"], 0.0, float("inf")),
+        values = {"eta": check_range("decouple_eta", values["eta"], 0.0, float("inf"), high_open=True),
                   "mode": check_choice("decouple_mode", values["mode"], DECOUPLE_MODES),
                   "thr": check_range("decouple_thr", values["thr"], 0.0, 1.0)}
     return TargetLoss(loss, tuple(values.items()))

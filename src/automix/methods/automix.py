@@ -98,8 +98,8 @@ class AutoMix(Method):
             ``model_ema_end_decay``; ``None`` (default) scales the reference's 0.999 -> 0.999999 to
             ``total_steps`` (``ema.scaled_momentum``); a float is used as given. The old names ``momentum``,
             ``end_momentum`` and ``momentum_warmup`` are still accepted by ``create_method`` and in configs.
-        mask_fit: fit each sample's mask mean to ``1 - lam`` (default; see the module docstring). ``False``
-            is the reference's free mask.
+        mask_fit: fit each sample's mask mean to ``1 - lam`` (``None``: yes, unless ``reference``; see the
+            module docstring). ``False`` is the reference's free mask.
         mask_min_sharpness: with ``mask_fit``, the least ratio in [0, 1) of each mask's spatial std to that
             of a hard cut with the same mean, ``sqrt(lam (1 - lam))`` (``mixblock.fit_sharp_mask``); ``None``
             is the class's ``default_mask_min_sharpness`` (AutoMix 0.6, SAMix 0) with ``mask_fit``, else 0.
@@ -148,7 +148,7 @@ class AutoMix(Method):
                  model_ema_warmup: float = 0.1,
                  mask_loss_weight: float = 0.1, mask_loss_margin: float = 0.1, mask_loss_mode: str | None = None,
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
-                 upsample: str = "nearest", mask_fit: bool = True, mask_min_sharpness: float | None = None,
+                 upsample: str = "nearest", mask_fit: bool | None = None, mask_min_sharpness: float | None = None,
                  separate_heads: bool = True, head_layer: str | None = None, eval_net: str = "ema",
                  eval_head: str = "one", label_smoothing: float = 0.0, loss: str | TargetLoss = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
@@ -159,7 +159,12 @@ class AutoMix(Method):
             self.mask_loss_mode = check_choice("mask_loss_mode", mask_loss_mode, ("L1", "L1+Variance"))
         check_type("reference", reference, bool, "a bool")
         self.reference = reference
+        if mask_fit is not None:
+            check_type("mask_fit", mask_fit, bool, "a bool")
         if reference:
+            if mask_fit or mask_min_sharpness:
+                given = "mask_fit=True" if mask_fit else f"mask_min_sharpness={mask_min_sharpness!r}"
+                raise ValueError(f"{given} conflicts with reference=True (the reference's free mask); drop one")
             mask_fit = False
             model_ema_decay = REFERENCE_MOMENTUM[0] if model_ema_decay is None else model_ema_decay
             model_ema_end_decay = REFERENCE_MOMENTUM[1] if model_ema_end_decay is None else model_ema_end_decay
@@ -201,7 +206,7 @@ class AutoMix(Method):
         self._tap = FeatureTap(self.model_k, self.feature_layer, detach=True)
 
         channels = feature_channels or self._infer_channels(input_size)
-        check_type("mask_fit", mask_fit, bool, "a bool")
+        mask_fit = True if mask_fit is None else mask_fit
         # The fitted mask has no level to learn, only where the partner shows, and a uniform attention gives
         # it no gradient for that: start it with attention logits of order 1 (fan-in init), not 0.01.
         if mask_min_sharpness is None:

@@ -268,7 +268,9 @@ def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float,
 
     Returns:
         The mask, same shape and dtype as ``logits``: each sample's mean is ``target``; its std is at least
-        ``min_sharpness * sqrt(t (1 - t))`` unless its logits have too many ties (a constant map stays flat).
+        ``min_sharpness * sqrt(t (1 - t))`` unless its logits have too many ties (a constant map stays flat) or
+        the map is too coarse for the target (a cell of the map larger than ``min(t, 1 - t)`` of it, e.g.
+        ``t`` beyond 0.97 on a 4 x 4 map: about 0.3% of lam ~ Beta(2, 2) draws there).
         With ``return_scale``, also each map's ``k`` ([N], no gradient; ``sharpness_scale``'s ``max_scale``
         where the floor could not be reached).
 

@@ -66,6 +66,9 @@ class GuidedMix(BaseMixer):
                  blur_sigma: float = 3.0, **kwargs) -> None:
         self.greedy = check_choice("pairing", pairing, ("greedy",) + PAIRINGS) == "greedy"
         super().__init__(alpha, pairing="perm" if self.greedy else pairing, **kwargs)
+        if self.lam is not None:
+            raise ValueError(f"lam={self.lam!r} does not apply to guidedmix: its ratio is the saliency maps' (each "
+                             "pixel's partner share is the partner's saliency over the sum), no lambda is drawn")
         self.guide = check_choice("guide", guide, GUIDES)
         self.needs = "saliency" if guide == "gradient" else None  # the spectral guide reads only the image
         self.blur_size = check_positive_int("blur_size", blur_size)
