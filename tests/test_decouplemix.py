@@ -94,7 +94,7 @@ def test_bad_options_are_named():
         automix.create_method("cutmix", model, num_classes=4, decouple_eta=0.1)
     with pytest.raises(ValueError, match="decouple_mode must be one of .* got 'most'"):
         automix.create_method("cutmix", model, num_classes=4, loss="decouplemix", decouple_mode="most")
-    with pytest.raises(ValueError, match=r"decouple_eta must be in \[0.0, inf\], got -1"):
+    with pytest.raises(ValueError, match=r"decouple_eta must be in \[0.0, inf\), got -1"):
         automix.create_method("cutmix", model, num_classes=4, loss="decouplemix", decouple_eta=-1)
     with pytest.raises(ValueError, match=r"decouple_thr must be in \[0.0, 1.0\], got 2"):
         automix.create_method("mixup", model, num_classes=4, loss="decouplemix", decouple_thr=2)
