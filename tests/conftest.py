@@ -120,3 +120,17 @@ def write_tiny_protocol(path, cache_dir, subset: int = 64, epochs: int = 1):
                                  "cache_dir": str(cache_dir)},
         "methods": {"cutmix": {"method": "cutmix"}}, "seeds": [0]}))
     return path
+
+
+def tiny_method(name: str, **kw):
+    """Method ``name`` on a width-4 PreAct-ResNet-18 with 4 classes, seeded (the model-aware methods' tests)."""
+    torch.manual_seed(0)
+    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    return automix.create_method(name, model, num_classes=4, seed=0, **kw)
+
+
+def image_batch(seed: int = 0, n: int = 6):
+    """``n`` random 32x32 RGB images and class ids in [0, 4)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=gen), torch.randint(0, 4, (n,), generator=gen)
+

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import image_batch, tiny_method
 
 import automix
 from automix.context import features
@@ -15,14 +16,11 @@ from automix.losses import soft_target_cross_entropy
 
 
 def tiny(**kw):
-    torch.manual_seed(0)
-    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
-    return automix.create_method("attentivemix", model, num_classes=4, seed=0, **kw)
+    return tiny_method("attentivemix", **kw)
 
 
 def batch(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(6, 3, 32, 32, generator=gen), torch.randint(0, 4, (6,), generator=gen)
+    return image_batch(seed)
 
 
 def cells_of(mask, grid):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import sample_id_probe
+from conftest import image_batch, sample_id_probe, tiny_method
 
 import automix
 from automix.context import class_activation_map
@@ -14,20 +14,17 @@ from automix.losses import soft_target_cross_entropy
 from automix.mixers.snapmix import normalised_cam
 
 
-def tiny_method(**kw):
-    torch.manual_seed(0)
-    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
-    return automix.create_method("snapmix", model, num_classes=4, seed=0, **kw)
+def snapmix_method(**kw):
+    return tiny_method("snapmix", **kw)
 
 
 def batch(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(6, 3, 32, 32, generator=gen), torch.randint(0, 4, (6,), generator=gen)
+    return image_batch(seed)
 
 
 @pytest.mark.parametrize("mode", ["batch", "elem"])
 def test_label_weights_agree_with_the_realised_mask_and_the_cams(mode):
-    method = tiny_method(mode=mode)
+    method = snapmix_method(mode=mode)
     x, y = batch()
     cam = normalised_cam(class_activation_map(method.model, x, y), (32, 32))
     loss, _ = method.training_step(x, y)
@@ -60,7 +57,7 @@ def test_a_flat_cam_gives_the_area_weights_and_one_class_pairs_add_up():
 
 
 def test_cam_pass_leaves_no_gradients_and_no_bn_statistics_moved():
-    method = tiny_method()
+    method = snapmix_method()
     x, y = batch()
     model = method.model
     bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
