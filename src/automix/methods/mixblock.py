@@ -275,10 +275,11 @@ def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float,
         where the floor could not be reached).
 
     ``k >= 1`` (``sharpness_scale``) and ``delta`` are functions of the logits and the gradient is the implicit
-    one through both: where the floor binds (``k > 1``), the gradient reaching the logits moves neither the
-    mean nor the std of the mask, only where the partner shows; so a Mix Block whose loss prefers a blend
-    cannot flatten the mask by shrinking or squashing its logits. Where it does not bind, this is
-    ``fit_mask_mean``.
+    one through both, divided by ``k``: where the floor binds (``k > 1``), the gradient reaching the logits
+    moves neither the mean nor the std of the mask, only where the partner shows, so a Mix Block whose loss
+    prefers a blend cannot flatten the mask by shrinking or squashing its logits; the division keeps its size
+    that of a unit-scale map (the exact one grows as 1 / the logits' scale and blew the Mix Block's weights up
+    on CIFAR). Where it does not bind (``k = 1``), this is ``fit_mask_mean`` with its exact gradient.
     """
     n = logits.shape[0]
     flat = logits.reshape(n, -1)
