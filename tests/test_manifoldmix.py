@@ -80,3 +80,13 @@ def test_bad_options_name_the_option():
         automix.create_method("manifoldmix", model, num_classes=4, alpha=0.0)
     with pytest.raises(ValueError, match="mode must be one of"):
         automix.create_method("manifoldmix", model, num_classes=4, mode="pixel")
+
+
+def test_a_given_lam_reaches_the_hidden_mix_and_repeated_layers_are_refused():
+    torch.manual_seed(0)
+    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    method = automix.create_method("manifoldmix", model, num_classes=4, seed=0, lam=0.3)
+    method.training_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
+    assert torch.equal(method.last_params["mix"].lam, torch.full_like(method.last_params["mix"].lam, 0.3))
+    with pytest.raises(ValueError, match="layers has repeats"):
+        automix.create_method("manifoldmix", model, num_classes=4, layers=["layer1", "layer1"])

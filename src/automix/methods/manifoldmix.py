@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .._checks import check_type
 from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams, Mixup
+from ..mixers._lam import LamSpec
 from ..models.features import forward_replacing, resolve_module
 from .base import Method
 from .registry import register_method
@@ -60,6 +61,8 @@ class ManifoldMix(Method):
     Args:
         model: the classifier.
         alpha: Beta(alpha, alpha) of lambda (2.0, the reference's CIFAR value).
+        lam: a given lambda instead of Beta(alpha, alpha) (``automix.mixers._lam``: a number, a range, a
+            distribution, ...), as every drawing mixer takes.
         layers: where to mix, drawn uniformly each step: ``"input"`` or module paths whose output is a tensor
             ``[B, ...]``. None: ``("input", first stage, second stage)`` (``default_layers``).
         prob, mode, pairing: as ``BaseMixer`` (``mode="batch"``: one lambda for the batch, as the reference).
@@ -84,12 +87,13 @@ class ManifoldMix(Method):
         (True, (6,), torch.float32)
     """
 
-    def __init__(self, model: nn.Module, *, alpha: float = 2.0, layers: tuple[str, ...] | None = None,
+    def __init__(self, model: nn.Module, *, alpha: float = 2.0, lam: LamSpec | None = None,
+                 layers: tuple[str, ...] | None = None,
                  prob: float = 1.0, mode: str = "batch", pairing: str = "perm", num_classes: int | None = None,
                  label_smoothing: float = 0.0, loss: str | TargetLoss = "ce", total_steps: int | None = None,
                  seed: int | None = None) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
-        self.mixer = Mixup(alpha, prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
+        self.mixer = Mixup(alpha, lam=lam, prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
                            label_smoothing=label_smoothing)
         if layers is None:
             layers = default_layers(model)
@@ -103,6 +107,8 @@ class ManifoldMix(Method):
                 except ValueError as err:
                     raise ValueError(f"layers: {layer!r} is neither 'input' nor a module of the model "
                                      f"({err})") from None
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers has repeats, which would weight those layers more: {list(layers)!r}")
         self.layers = tuple(layers)
         self.num_classes = num_classes
         self.loss = resolve_loss(loss)
