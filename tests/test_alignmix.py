@@ -266,7 +266,7 @@ def test_bad_options_name_the_option():
         automix.create_method("alignmix", model, num_classes=4, max_iter=0)
     with pytest.raises(TypeError, match="option max_iter=2.5 for method 'alignmix' must be"):
         automix.create_method("alignmix", model, num_classes=4, max_iter=2.5)
-    with pytest.raises(ValueError, match="layer: 'layer9' is not a module of the model"):
+    with pytest.raises(ValueError, match="layer 'layer9' is not a submodule of"):
         automix.create_method("alignmix", model, num_classes=4, layer="layer9")
     with pytest.raises(ValueError, match=r"direction must be one of \['both', 'to_sample', 'to_partner'\], got 'up'"):
         automix.create_method("alignmix", model, num_classes=4, direction="up")

@@ -96,5 +96,23 @@ def test_bad_options_name_the_option():
         automix.create_method("attentivemix", model, num_classes=4, extractor_ema_decay=2)
     with pytest.raises(TypeError, match="option extractor=3 for method 'attentivemix' must be"):
         automix.create_method("attentivemix", model, num_classes=4, extractor=3)
+    with pytest.raises(ValueError, match="layer 'layer9' is not a submodule of CifarResNet"):
+        automix.create_method("attentivemix", model, num_classes=4, layer="layer9")  # at build
+    extractor = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))  # a user's extractor: its modules are the ones named
+    automix.create_method("attentivemix", model, num_classes=4, extractor=extractor, layer="0")
+    with pytest.raises(ValueError, match="layer 'layer1' is not a submodule of Sequential"):
+        automix.create_method("attentivemix", model, num_classes=4, extractor=extractor, layer="layer1")
     with pytest.raises(ValueError, match=r"top_k=20 exceeds the 16 cells of the feature grid \(4, 4\)"):
         automix.create_method("attentivemix", model, num_classes=4, top_k=20).training_step(*batch())
+
+
+def test_a_given_lam_sets_the_pasted_cells():
+    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    method = automix.create_method("attentivemix", model, num_classes=4, seed=0, lam=0.25, mode="elem")
+    method.training_step(*batch())
+    params = method.last_params["mix"]
+    cells = 16  # the 4 x 4 grid of a 32px input at the last stage
+    k = round(0.75 * cells)
+    torch.testing.assert_close(params.lam, torch.full((6,), 1 - k / cells))
+    with pytest.raises(ValueError, match=r"top_k=3 fixes the pasted cells, but lam=0.25 is given"):
+        automix.create_method("attentivemix", model, num_classes=4, lam=0.25, top_k=3)

@@ -275,6 +275,27 @@ def test_a_callable_of_the_wrong_shape_is_named():
         mixer.sample(torch.rand(5, 2), gen(0))
 
 
+def test_a_callable_of_the_wrong_signature_is_named():
+    with pytest.raises(TypeError, match=r"lam as a callable must take \(shape, generator\), got .* signature \(n\)"):
+        automix.create_mixer("mixup", lam=lambda n: torch.rand(n))
+    with pytest.raises(TypeError, match=r"mixup_lam as a callable must take \(shape, generator\)"):
+        lam_sampler(lambda: 0.5, "mixup_lam")
+    assert lam_sampler(lambda *args: torch.full(args[0], 0.5)).kind == "callable"  # *args binds
+
+
+def test_alpha_beside_a_given_lam_is_refused():
+    with pytest.raises(ValueError, match=r"alpha=0.4 is not used when lam=0.2 gives lambda \(mixer 'mixup'\)"):
+        automix.create_mixer("mixup", alpha=0.4, lam=0.2)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"alpha=2.0 is not used when lam=\[0.1, 0.3\] gives lambda "
+                                         r"\(method 'automix'\)"):
+        automix.create_method("automix", model, num_classes=4, alpha=2.0, lam=[0.1, 0.3])
+    with pytest.raises(ValueError, match=r"alpha=0.4 is not used when lam=0.3 gives lambda \(method 'cutmix'\)"):
+        from automix.train.build import build_method
+        build_method(parse(["--method", "cutmix", "--alpha", "0.4", "--method-opt", "lam=0.3"]), model, 4, 10, 0)
+    assert automix.create_mixer("mixup", alpha=0.4, lam=None).alpha == 0.4  # lam=None is no lam
+
+
 def test_lam_where_something_else_sets_the_ratio_is_refused():
     with pytest.raises(ValueError, match="lam=0.3 does not apply to smoothmix"):
         automix.create_mixer("smoothmix", lam=0.3)

@@ -11,6 +11,7 @@ from conftest import image_batch, sample_id_probe, tiny_method
 import automix
 from automix.context import class_activation_map
 from automix.losses import soft_target_cross_entropy
+from automix.mixers._sampling import box_area, box_mask
 from automix.mixers.snapmix import normalised_cam
 
 
@@ -23,7 +24,7 @@ def batch(seed=0):
 
 
 @pytest.mark.parametrize("mode", ["batch", "elem"])
-def test_label_weights_agree_with_the_realised_mask_and_the_cams(mode):
+def test_label_weights_agree_with_the_realised_boxes_and_the_cams(mode):
     method = snapmix_method(mode=mode)
     x, y = batch()
     cam = normalised_cam(class_activation_map(method.model, x, y), (32, 32))
@@ -33,7 +34,10 @@ def test_label_weights_agree_with_the_realised_mask_and_the_cams(mode):
     pasted = 1.0 - own  # the partner's share at each pixel, read off the mixed probe
     assert pasted.flatten(1).amax(1).max() == 1, "a box was pasted"
     torch.testing.assert_close(params.lam, 1.0 - (cam * pasted).flatten(1).sum(1))
-    torch.testing.assert_close(params.lam_partner, (cam[params.index] * pasted).flatten(1).sum(1))
+    # the partner's weight: its CAM mass in the box its patch is cut from (the next test checks that the pasted
+    # content is that box resized)
+    cut = box_mask(params.extra["src_box"], (32, 32), cam.device)[:, 0].float()
+    torch.testing.assert_close(params.lam_partner, (cam[params.index] * cut).flatten(1).sum(1))
     assert not torch.allclose(params.lam + params.lam_partner, torch.ones(6)), "two weights, not lam and 1 - lam"
     target = params.lam[:, None] * F.one_hot(y, 4) + params.lam_partner[:, None] * F.one_hot(y[params.index], 4)
     torch.testing.assert_close(method.mixer.mix_targets(y, params), target.float())
@@ -41,15 +45,55 @@ def test_label_weights_agree_with_the_realised_mask_and_the_cams(mode):
     torch.testing.assert_close(loss, soft_target_cross_entropy(logits, target.float()))
 
 
-def test_a_flat_cam_gives_the_area_weights_and_one_class_pairs_add_up():
+def test_the_partner_patch_is_a_second_box_resized_into_the_first():
     mixer = automix.create_mixer("snapmix", num_classes=3, mode="elem")
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 3
+    out = mixer(x, y, torch.Generator().manual_seed(3), context=torch.rand(8, 4, 4))
+    box, src = out.params.box, out.params.extra["src_box"]
+    assert not torch.equal(box, src), "the paper's second box, not the first one again"
+    for i in range(8):
+        y1, y2, x1, x2 = box[i].tolist()
+        v1, v2, u1, u2 = src[i].tolist()
+        if y2 == y1 or x2 == x1:
+            torch.testing.assert_close(out.x[i], x[i])
+            continue
+        patch = F.interpolate(x[out.index[i]][None, :, v1:v2, u1:u2], size=(y2 - y1, x2 - x1), mode="bilinear",
+                              align_corners=False)[0]
+        torch.testing.assert_close(out.x[i, :, y1:y2, x1:x2], patch, atol=1e-5, rtol=1e-5)
+        outside = torch.ones(32, 32, dtype=torch.bool)
+        outside[y1:y2, x1:x2] = False
+        torch.testing.assert_close(out.x[i][:, outside], x[i][:, outside])
+    # one pair of boxes in batch mode: the fast path agrees with the per-sample one
+    batch_mix = automix.create_mixer("snapmix", num_classes=3)
+    params = batch_mix.sample(x, torch.Generator().manual_seed(4), context=torch.rand(8, 4, 4))
+    from automix.mixers.snapmix import paste_resized
+    n = x.shape[0]
+    per_sample = paste_resized(x, params.index, params.extra["src_box"].expand(n, 4), params.box.expand(n, 4))
+    torch.testing.assert_close(batch_mix.apply(x, params), per_sample, atol=1e-5, rtol=1e-5)
+    # segmentation maps are resized by nearest neighbour and keep their dtype
+    seg = torch.randint(0, 3, (8, 32, 32))
+    mixed = batch_mix(x, y, params=params, seg=seg).seg
+    assert mixed.dtype == seg.dtype and set(mixed.unique().tolist()) <= {0, 1, 2}
+
+
+def test_same_box_pastes_the_partner_from_the_same_place():
+    mixer = automix.create_mixer("snapmix", num_classes=3, mode="elem", same_box=True)
     x, y = torch.rand(5, 3, 16, 16), torch.tensor([0, 0, 0, 1, 2])
     out = mixer(x, y, torch.Generator().manual_seed(1), context=torch.ones(5, 4, 4))
-    area = box_share = 1.0 - out.params.lam
-    box = out.params.box
-    box_share = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2]) / 256.0
-    torch.testing.assert_close(area, box_share.float())
-    torch.testing.assert_close(out.params.lam_partner, box_share.float())
+    assert "src_box" not in out.params.extra
+    inside = box_mask(out.params.box, (16, 16), x.device)
+    torch.testing.assert_close(out.x, torch.where(inside, x[out.index], x))
+
+
+@pytest.mark.parametrize("same_box", [True, False])
+def test_a_flat_cam_gives_the_area_weights_and_one_class_pairs_add_up(same_box):
+    mixer = automix.create_mixer("snapmix", num_classes=3, mode="elem", same_box=same_box)
+    x, y = torch.rand(5, 3, 16, 16), torch.tensor([0, 0, 0, 1, 2])
+    out = mixer(x, y, torch.Generator().manual_seed(1), context=torch.ones(5, 4, 4))
+    area = 1.0 - out.params.lam
+    torch.testing.assert_close(area, box_area(out.params.box) / 256.0)
+    src = out.params.box if same_box else out.params.extra["src_box"]
+    torch.testing.assert_close(out.params.lam_partner, box_area(src) / 256.0)
     same = y == y[out.index]
     onehot = F.one_hot(y, 3).float()
     total = (out.params.lam + out.params.lam_partner)[:, None]
@@ -121,7 +165,9 @@ def test_bad_options_name_the_option():
         automix.create_method("snapmix", model, num_classes=4, mode="pair")
     with pytest.raises(TypeError, match="option layer=3 for method 'snapmix' must be"):
         automix.create_method("snapmix", model, num_classes=4, layer=3)
-    with pytest.raises(ValueError, match="feature_layer 'layer9' is not a submodule"):
-        automix.create_method("snapmix", model, num_classes=4, layer="layer9").training_step(*batch())
+    with pytest.raises(ValueError, match="layer 'layer9' is not a submodule of CifarResNet"):
+        automix.create_method("snapmix", model, num_classes=4, layer="layer9")  # at build, not at the first step
+    with pytest.raises(ValueError, match="head 'fc2' is not a submodule of CifarResNet"):
+        automix.create_method("snapmix", model, num_classes=4, head="fc2")
     with pytest.raises(ValueError, match="context must be given for snapmix"):
         automix.create_mixer("snapmix", num_classes=4)(*batch())

@@ -143,10 +143,10 @@ def _grab(model: nn.Module, layer: str | None, seen: dict[str, Tensor]) -> tuple
             raise ValueError(f"layer: {type(model).__name__} has no nn.AdaptiveAvgPool2d to find the pooled "
                              f"feature map; give layer= (the module whose output is pooled)")
         # Hooks that return None: a returned value would replace the module's input or output.
-        handle = resolve_module(model, pool).register_forward_pre_hook(
+        handle = resolve_module(model, pool, "layer").register_forward_pre_hook(
             lambda m, args: None if "f" in seen else seen.update(f=args[0]))
         return handle, f"the input of {pool!r}"
-    handle = resolve_module(model, layer).register_forward_hook(
+    handle = resolve_module(model, layer, "layer").register_forward_hook(
         lambda m, args, out: None if "f" in seen else seen.update(f=out))
     return handle, repr(layer)
 
@@ -197,7 +197,7 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str |
     head = head if head is not None else _last(model, nn.Linear)
     if head is None:
         raise ValueError(f"head: {type(model).__name__} has no nn.Linear classifier; a CAM needs one")
-    linear = resolve_module(model, head)
+    linear = resolve_module(model, head, "head")
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"head must name an nn.Linear of the model, got {type(linear).__name__} at {head!r}")
     seen: dict[str, Tensor] = {}

@@ -205,10 +205,7 @@ class AlignMix(Method):
         if layer is None:
             layer = last_stage(model)
         check_type("layer", layer, str, "a module path string or None")
-        try:
-            resolve_module(model, layer)
-        except ValueError as err:
-            raise ValueError(f"layer: {layer!r} is not a module of the model ({err})") from None
+        resolve_module(model, layer, "layer")
         self.layer = layer
         self.num_classes = num_classes
         self.loss = resolve_loss(loss)

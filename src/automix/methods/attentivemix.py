@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from .._checks import check_range, check_type
 from ..context import eval_mode, features
 from ..losses import TargetLoss
+from ..mixers._lam import LamSpec
 from ..mixers.attentivemix import AttentiveMix
-from .base import MixerMethod
+from .base import MixerMethod, check_module_options
 from .ema import ema_update
 from .registry import register_method
 
@@ -38,6 +39,8 @@ class AttentiveMixMethod(MixerMethod):
     Args:
         model: the classifier being trained.
         alpha: Beta(alpha, alpha) of lam (2.0, the reference's CIFAR configs).
+        lam: a given lambda instead of Beta(alpha, alpha) (``automix.mixers._lam``: a number, a range, a
+            distribution, a callable or a spec); k is then ``round((1 - lam) * cells)``. Refused with ``top_k``.
         top_k: cells pasted per mixed sample, or None (k from lam: AttentiveMix+).
         layer: the extractor's module giving the grid [B, C, h, w]; None: the map it global-average-pools.
         extractor: the module that ranks the cells (run in eval mode, never trained here), or None for an EMA
@@ -60,12 +63,13 @@ class AttentiveMixMethod(MixerMethod):
         >>> method.after_step()   # the EMA extractor follows the model
     """
 
-    def __init__(self, model: nn.Module, *, alpha: float = 2.0, top_k: int | None = None, layer: str | None = None,
-                 extractor: nn.Module | None = None, extractor_ema_decay: float = 0.999, prob: float = 1.0,
+    def __init__(self, model: nn.Module, *, alpha: float = 2.0, lam: LamSpec | None = None, top_k: int | None = None,
+                 layer: str | None = None, extractor: nn.Module | None = None, extractor_ema_decay: float = 0.999,
+                 prob: float = 1.0,
                  mode: str = "batch", pairing: str = "perm", num_classes: int | None = None,
                  label_smoothing: float = 0.0, loss: str | TargetLoss = "ce", total_steps: int | None = None,
                  seed: int | None = None) -> None:
-        mixer = AttentiveMix(alpha, top_k=top_k, layer=layer, prob=prob, mode=mode, pairing=pairing,
+        mixer = AttentiveMix(alpha, lam=lam, top_k=top_k, layer=layer, prob=prob, mode=mode, pairing=pairing,
                              num_classes=num_classes, label_smoothing=label_smoothing)
         super().__init__(model, mixer, num_classes=num_classes, loss=loss, total_steps=total_steps, seed=seed)
         self.extractor_ema_decay = check_range("extractor_ema_decay", extractor_ema_decay, 0.0, 1.0)
@@ -75,6 +79,9 @@ class AttentiveMixMethod(MixerMethod):
         else:
             check_type("extractor", extractor, nn.Module, "an nn.Module or None")
         self.extractor = extractor
+        check_module_options(extractor, self.mixer)
+
+    context_reads_model = False  # the extractor's modules, checked above
 
     def context(self, x: Tensor, y: Tensor) -> Any:
         """The extractor's feature grid on the clean batch (no gradients; the trained model is not run)."""

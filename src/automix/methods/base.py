@@ -33,6 +33,7 @@ from ..context import capture_context, get_context
 from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
 from ..mixers import BaseMixer, MixParams
 from ..mixers.base import blend, mix_seg
+from ..models.features import resolve_module
 
 
 def weight_dtype(module: nn.Module) -> torch.dtype | None:
@@ -173,6 +174,17 @@ class Method(nn.Module):
         self.total_steps = state["total_steps"]
 
 
+def check_module_options(module: nn.Module, mixer: BaseMixer | None) -> None:
+    """Raise the ``ValueError`` of ``resolve_module`` (naming the option) when a module-path option of the mixer's
+    context (``layer``, ``head``) names no submodule of ``module``: at build time, not at the first step."""
+    if mixer is None or (mixer.needs is None and getattr(mixer, "reweights", None) is None):
+        return
+    for option in ("layer", "head"):
+        path = mixer.context_options().get(option)
+        if isinstance(path, str):
+            resolve_module(module, path, option)
+
+
 class MixerMethod(Method):
     """Any input-space mixer (or none) as a Method: mixed batch -> model -> soft-target loss.
 
@@ -205,6 +217,12 @@ class MixerMethod(Method):
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
         self.loss = resolve_loss(loss)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+        if self.context_reads_model:
+            check_module_options(model, self.mixer)
+
+    # Whether the mixer's context comes from ``model`` (its module-path options are checked against it when the
+    # method is built); AttentiveMix+ reads an extractor instead and checks against that.
+    context_reads_model = True
 
     @property
     def mixes(self) -> bool:

@@ -25,7 +25,7 @@ _CANDIDATES = ("fc", "head.fc", "head", "classifier", "last_linear")
 def find_classifier(model: nn.Module, head_layer: str | None = None) -> str:
     """Module path of the model's final classifier (a ``nn.Linear`` or 1x1 conv producing logits)."""
     if head_layer is not None:
-        resolve_module(model, head_layer)
+        resolve_module(model, head_layer, "head_layer")
         return head_layer
     for name in _CANDIDATES:
         try:

@@ -22,6 +22,7 @@ from torch import nn
 from .._options import Option, check_options, signature_options
 from ..losses import LOSS_OPTIONS, TargetLoss, resolve_loss
 from ..mixers import BaseMixer, create_mixer, list_mixers
+from ..mixers._lam import refuse_alpha_with_lam
 from ..mixers.registry import mixer_factory
 from .base import Method, MixerMethod
 
@@ -152,6 +153,7 @@ def create_method(name: str, model: nn.Module, *, num_classes: int | None = None
     ValueError: unknown option(s) ['alpah'] for method 'cutmix'; it takes [...]
     """
     spec = method_spec(name)
+    refuse_alpha_with_lam(options, f"method {name!r}")
     options = spec.check({"loss": loss, **options})  # loss is every method's option, checked like the rest
     loss_options = {k: options.pop(k) for k in _LOSS_OPTIONS if k in options}
     options["loss"] = resolve_loss(options["loss"], **loss_options)

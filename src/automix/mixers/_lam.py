@@ -30,6 +30,7 @@ specs, on the drawn values for distributions and callables (a check that reads o
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -127,9 +128,24 @@ def lam_sampler(lam: Any, name: str = "lam") -> LamSampler | None:
     if isinstance(lam, Mapping):
         return _from_spec(lam, name)
     if callable(lam):
+        try:
+            inspect.signature(lam).bind((1,), torch.Generator())
+        except TypeError:
+            raise TypeError(f"{name} as a callable must take (shape, generator), got {lam!r} with signature "
+                            f"{inspect.signature(lam)}") from None
+        except ValueError:  # no signature to read (some builtins): the first draw will tell
+            pass
         return LamSampler(lam, "callable", lambda n, gen: lam((n,), gen), name, checked=False)
     raise TypeError(f"{name} must be a number, a (low, high) pair, a Distribution, a callable or a spec mapping, "
                     f"got {type(lam).__name__} {lam!r}")
+
+
+def refuse_alpha_with_lam(options: Mapping[str, Any], who: str) -> None:
+    """Raise ``ValueError`` when ``options`` (the keyword arguments a user gave) hold both ``alpha`` and a ``lam``:
+    a given lambda replaces the Beta(alpha, alpha) draw, so the alpha would be silently unused."""
+    if options.get("lam") is not None and "alpha" in options:
+        raise ValueError(f"alpha={options['alpha']!r} is not used when lam={options['lam']!r} gives lambda "
+                         f"({who}); give one of them")
 
 
 def _unit(name: str, value: Any, shown: Any) -> float:

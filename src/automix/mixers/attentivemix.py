@@ -69,6 +69,8 @@ class AttentiveMix(BaseMixer):
     def __init__(self, alpha: float = 2.0, *, top_k: int | None = None, layer: str | None = None, **kwargs) -> None:
         super().__init__(alpha, **kwargs)
         self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
+        if self.top_k is not None and self.lam is not None:
+            raise ValueError(f"top_k={top_k!r} fixes the pasted cells, but lam={self.lam!r} is given; give one")
         if layer is not None:
             check_type("layer", layer, str, "a module path string or None")
         self.layer = layer

@@ -26,7 +26,7 @@ from torch import Tensor
 from .._checks import check_number, check_range
 from ._sampling import pair_index, pair_leader
 from .base import BaseMixer, MixParams, _blend, partner_weight
-from .registry import create_mixer, register_mixer
+from .registry import create_mixer, mixer_factory, register_mixer
 
 
 @register_mixer("mix_choice")
@@ -111,7 +111,9 @@ class MixChoice(BaseMixer):
             return create_mixer(spec, **shared)
         if (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)
                 and isinstance(spec[1], dict)):
-            return create_mixer(spec[0], **{**shared, **spec[1]})
+            # Not create_mixer: a shared lam beside a child's alpha is how mixup_cutmix keeps the alphas as the
+            # switch between its mixers (the alphas pick which mixers are on; lam is drawn as given).
+            return mixer_factory(spec[0])(**{**shared, **spec[1]})
         raise TypeError(f"mixers entries must be a mixer, a name or a (name, kwargs) pair, got {spec!r}")
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._lam import refuse_alpha_with_lam
 from .base import BaseMixer
 
 _MIXERS: dict[str, Callable[..., BaseMixer]] = {}
@@ -34,6 +35,7 @@ def create_mixer(name: str, **kwargs: Any) -> BaseMixer:
     """
     if not isinstance(name, str) or name not in _MIXERS:
         raise ValueError(f"name must be one of {list_mixers()}, got {name!r}")
+    refuse_alpha_with_lam(kwargs, f"mixer {name!r}")
     return _MIXERS[name](**kwargs)
 
 

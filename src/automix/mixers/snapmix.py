@@ -4,23 +4,24 @@ that the mixed image shows.
 
 Given the CAMs of the label classes ``S`` [B, h, w] (``automix.context.class_activation_map``: the training model's
 own classifier weights on its pooled feature map), each map is resized to the image, shifted to a minimum of 0
-and normalised to sum 1 (a flat map counts every pixel alike). With the partner box ``M_i`` pasted into sample
-``i``:
+and normalised to sum 1 (a flat map counts every pixel alike). As in the paper, two boxes are drawn from two
+lambdas: the partner's content in its box ``M'`` is resized into the box ``M`` of sample ``i``:
 
-* ``lam[i]`` (own label) = ``1 - sum(S_i * M_i)``: the semantic mass of image ``i`` that stays visible;
-* ``lam_partner[i]`` (partner's label) = ``sum(S_index[i] * M_i)``: the partner's semantic mass pasted in.
+* ``lam[i]`` (own label) = ``1 - sum(S_i * M)``: the semantic mass of image ``i`` that stays visible;
+* ``lam_partner[i]`` (partner's label) = ``sum(S_index[i] * M')``: the partner's semantic mass cut out and pasted.
 
 The two need not sum to 1 (``MixParams.lam_partner``); targets are ``lam * y + lam_partner * y[index]``, so a
 pair of one class gets their sum on that class. Train on ``out.y`` (soft targets): a loss interpolated from
 ``(index, lam)`` alone (``mixed_cross_entropy``) would assume the partner's weight is ``1 - lam``.
+``same_box=True`` cuts the partner's patch from the box it is pasted into (no resizing: a plain box blend, which
+mixes segmentation maps without resampling them).
 
 Reference: Shaoli-Huang/SnapMix ``utils/mixmethod.py`` (``snapmix``, ``get_spm``) and ``snapmix`` in
-``openmixup/models/augments/snapmix.py`` of Westlake-AI/openmixup at commit 37e1372. Deliberate differences: the
-partner's patch is taken from the same box it is pasted into (the paper cuts it from a second random box and
-resizes it), so the mix is a plain box blend that replays exactly on any tensor and on segmentation maps, and a
+``openmixup/models/augments/snapmix.py`` of Westlake-AI/openmixup at commit 37e1372. Deliberate differences: a
 same-class pair gets ``lam + lam_partner`` once (the reference adds each weight to the other and then counts
-the class twice); the CAM pass runs in eval mode (as OpenMixup's, so BN statistics follow the training batches
-only).
+the class twice); the resize is bilinear with ``align_corners=False`` (the reference's uses ``True``), so a
+patch resized to its own size is unchanged; the CAM pass runs in eval mode (as OpenMixup's, so BN statistics
+follow the training batches only). As in the reference, a draw whose partner box is empty mixes nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_type
-from ._sampling import box_from_lam, box_mask
-from .base import BaseMixer, Region
+from ._sampling import box_area, box_from_lam, box_mask
+from .base import BaseMixer, MixParams, Region, blend
 from .registry import register_mixer
 
 
@@ -60,11 +61,13 @@ class SnapMix(BaseMixer):
             pooling (``nn.AdaptiveAvgPool2d``).
         head: module path of the linear classifier on the pooled features; None: the model's last ``nn.Linear``.
             A head that is not a linear layer after global pooling is refused with both modules named.
+        same_box: cut the partner's patch from the box it is pasted into (no resize) instead of the paper's
+            second box drawn from a second lambda and resized (bilinear) into the first.
         **kwargs: see ``BaseMixer`` (prob, mode ``"batch"`` or ``"elem"``, pairing, num_classes, ...).
 
     Raises:
         ValueError: ``mode="pair"`` (each sample's weights come from its own CAM, so a pair cannot share a draw).
-        TypeError: ``layer`` / ``head`` not a string or None.
+        TypeError: ``layer`` / ``head`` not a string or None; ``same_box`` not a bool.
 
     Example (x: [B, C, H, W]; the CAM context [B, h, w], here made by hand):
         >>> import torch
@@ -82,7 +85,8 @@ class SnapMix(BaseMixer):
     spatial_dims = (2,)
     needs = "cam"
 
-    def __init__(self, alpha: float = 1.0, *, layer: str | None = None, head: str | None = None, **kwargs) -> None:
+    def __init__(self, alpha: float = 1.0, *, layer: str | None = None, head: str | None = None,
+                 same_box: bool = False, **kwargs) -> None:
         super().__init__(alpha, **kwargs)
         if self.mode == "pair":
             check_choice("mode", self.mode, ("batch", "elem"))
@@ -90,10 +94,11 @@ class SnapMix(BaseMixer):
             check_type("layer", layer, str, "a module path string or None")
         if head is not None:
             check_type("head", head, str, "a module path string or None")
-        self.layer, self.head = layer, head
+        check_type("same_box", same_box, bool, "a bool")
+        self.layer, self.head, self.same_box = layer, head, same_box
 
     def _repr_keys(self) -> tuple[str, ...]:
-        return ("layer", "head")
+        return ("layer", "head", "same_box")
 
     def context_options(self) -> dict[str, Any]:
         return {"layer": self.layer, "head": self.head}
@@ -106,7 +111,66 @@ class SnapMix(BaseMixer):
                              f"{type(context).__name__} {tuple(getattr(context, 'shape', ()))}")
         box = box_from_lam(lam, size, gen)  # [n, 4]: one box in batch mode
         cam = normalised_cam(context, size)  # [B, H, W]
+        index = index.to(cam.device)
+        if self.same_box:
+            src = box
+        else:
+            src = box_from_lam(self._draw_lam(lam.numel(), gen).to(lam.device), size, gen)
+            # An empty partner box has nothing to paste: that draw mixes nothing (lam 1, partner weight 0).
+            box = torch.where((box_area(src) > 0).unsqueeze(1).to(box.device), box, torch.zeros_like(box))
+            src = torch.where((box_area(box) > 0).unsqueeze(1).to(src.device), src, torch.zeros_like(src))
         inside = box_mask(box, size, cam.device)[:, 0].float()  # [n, H, W]
+        cut = box_mask(src, size, cam.device)[:, 0].float()
         own = (cam * inside).flatten(1).sum(1)
-        partner = (cam[index.to(cam.device)] * inside).flatten(1).sum(1)
-        return Region(box=box, lam=(1.0 - own).clamp(0.0, 1.0), lam_partner=partner.clamp(0.0, 1.0))
+        partner = (cam[index] * cut).flatten(1).sum(1)
+        extra = {} if self.same_box else {"src_box": src}
+        return Region(box=box, lam=(1.0 - own).clamp(0.0, 1.0), lam_partner=partner.clamp(0.0, 1.0), extra=extra)
+
+    def _apply(self, t: Tensor, params: MixParams) -> Tensor:
+        src_box = params.extra.get("src_box")
+        if src_box is None:
+            return blend(t, params)
+        return paste_resized(t, params.index.to(t.device), src_box, params.box)
+
+
+def paste_resized(t: Tensor, index: Tensor, src_box: Tensor, box: Tensor) -> Tensor:
+    """``t`` [B, C, H, W] with the content of ``src_box`` of each partner ``t[index]`` resized into ``box``.
+
+    ``src_box`` and ``box`` are long [n, 4] ``(y1, y2, x1, x2)`` (n = 1: one pair of boxes for the batch, else
+    one per sample). Floating tensors are resized bilinearly (``align_corners=False``), integer ones (segmentation
+    maps) by nearest neighbour. Returns a new tensor of ``t``'s dtype and memory format.
+    """
+    mode = "bilinear" if t.is_floating_point() else "nearest"
+    src = t if t.is_floating_point() else t.float()
+    height, width = t.shape[-2:]
+    if box.shape[0] == 1:
+        y1, y2, x1, x2 = box[0].tolist()
+        v1, v2, u1, u2 = src_box[0].tolist()
+        out = t.clone()
+        if y2 > y1 and x2 > x1 and v2 > v1 and u2 > u1:
+            patch = F.interpolate(src[index][..., v1:v2, u1:u2], size=(y2 - y1, x2 - x1), mode=mode,
+                                  **({"align_corners": False} if mode == "bilinear" else {}))
+            out[..., y1:y2, x1:x2] = patch.to(t.dtype)
+        return out
+    # Per-sample boxes: one bilinear sampling grid for the batch. Each output pixel inside its box reads the
+    # partner at the position F.interpolate of the crop would (half-pixel centres, clamped to the crop), so the
+    # result equals resizing each crop on its own (bilinear); pixels outside the box are not used.
+    dst = box.to(device=t.device, dtype=torch.float32)
+    srcb = src_box.to(device=t.device, dtype=torch.float32)
+
+    def axis(side: int, d0: Tensor, d1: Tensor, s0: Tensor, s1: Tensor) -> Tensor:  # [n, side], normalised
+        pos = torch.arange(side, device=t.device, dtype=torch.float32)
+        scale = (s1 - s0) / (d1 - d0).clamp_min(1)
+        at = s0[:, None] + (pos[None] - d0[:, None] + 0.5) * scale[:, None] - 0.5
+        at = torch.minimum(torch.maximum(at, s0[:, None]), (s1 - 1)[:, None])
+        return (at + 0.5) * 2.0 / side - 1.0
+
+    gy = axis(height, dst[:, 0], dst[:, 1], srcb[:, 0], srcb[:, 1])
+    gx = axis(width, dst[:, 2], dst[:, 3], srcb[:, 2], srcb[:, 3])
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [n, H, W, 2] (x, y)
+    grid = grid.to(src.dtype) if src.dtype in (torch.float16, torch.bfloat16, torch.float64) else grid
+    warped = F.grid_sample(src[index], grid, mode=mode, align_corners=False).to(t.dtype)
+    out = torch.where(box_mask(box, (height, width), t.device), warped, t)
+    if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out

@@ -27,8 +27,11 @@ from torch import Tensor, nn
 __all__ = ["FeatureTap", "forward_replacing", "forward_with_features", "resolve_module"]
 
 
-def resolve_module(model: nn.Module, feature_layer: str) -> nn.Module:
+def resolve_module(model: nn.Module, feature_layer: str, option: str = "feature_layer") -> nn.Module:
     """Return ``model.get_submodule(feature_layer)`` with a helpful error.
+
+    ``option`` is the name of the user's argument that gave the path (``"layer"``, ``"head"``, ...): the
+    errors name it.
 
     Raises:
         TypeError: ``feature_layer`` is not a string.
@@ -36,7 +39,7 @@ def resolve_module(model: nn.Module, feature_layer: str) -> nn.Module:
             top-level children.
     """
     if not isinstance(feature_layer, str):
-        raise TypeError(f"feature_layer must be a module path string such as 'layer3', got "
+        raise TypeError(f"{option} must be a module path string such as 'layer3', got "
                         f"{feature_layer!r} ({type(feature_layer).__name__})")
     try:
         if not feature_layer:
@@ -45,7 +48,7 @@ def resolve_module(model: nn.Module, feature_layer: str) -> nn.Module:
     except AttributeError:
         names = [n for n, _ in model.named_children()]
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise ValueError(f"feature_layer {feature_layer!r} is not a submodule of {type(model).__name__}; "
+        raise ValueError(f"{option} {feature_layer!r} is not a submodule of {type(model).__name__}; "
                          f"top-level modules are: {shown or '(none)'}") from None
 
 
@@ -189,7 +192,7 @@ def forward_replacing(model: nn.Module, layer: str, x: Any, replace: Any, *, opt
         done.append(True)
         return out
 
-    handle = resolve_module(model, layer).register_forward_hook(hook)
+    handle = resolve_module(model, layer, option).register_forward_hook(hook)
     try:
         logits = model(x)
     finally:
