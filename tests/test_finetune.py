@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,11 +18,12 @@ from test_train import TINY, Boom, rows
 from torch import nn
 
 import automix
-from automix.cli import main
+from automix.cli import build_parser, main
 from automix.train import engine
-from automix.train.build import build_optimizer
+from automix.train.args import config_from_args
+from automix.train.build import build_method, build_model, build_optimizer
 from automix.train.config import Config, validate
-from automix.train.weights import initial_state_dict, load_weights
+from automix.train.weights import initial_state_dict, load_initial_weights, load_weights
 
 WIDTH = 4
 
@@ -356,3 +358,40 @@ def test_finetuning_resumes_exactly(tmp_path, folders, monkeypatch):
     assert all(torch.equal(wa["method"][k], wb["method"][k]) for k in wa["method"]
                if isinstance(wa["method"][k], torch.Tensor))
     assert [g["lr"] for g in wa["optimizer"]["param_groups"]] == [g["lr"] for g in wb["optimizer"]["param_groups"]]
+
+
+# ---------------------------------------------------------------- the fine-tuning recipes
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs" / "finegrained").glob("*.yaml")) + [
+    Path(__file__).resolve().parents[1] / "configs" / "cpu" / "finetune_folder.yaml"]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_finetuning_recipes_build_and_step(path, monkeypatch):
+    """Each recipe's model (a stand-in torchvision giving automix's torchvision-layout ResNet-18 at width 4), its
+    published weights with a new head, method, optimiser, and one training step."""
+    tv, models = types.ModuleType("torchvision"), types.ModuleType("torchvision.models")
+
+    def get_model(arch, weights=None, num_classes=1000, **kw):
+        torch.manual_seed(0)
+        return automix.create_model("resnet18", num_classes=num_classes, width=4)
+
+    models.get_model = get_model
+    models.get_model_weights = lambda arch: types.SimpleNamespace(DEFAULT=types.SimpleNamespace(
+        get_state_dict=lambda progress=True: get_model(arch).state_dict()))
+    tv.models = models
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    text = path.read_text()
+    assert text.startswith("# ") and "automix train --config configs/" in text
+    assert path.parent.name == "cpu" or "Published top-1: " in text
+    cfg = config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+    assert cfg.pretrained and cfg.model.startswith("torchvision:")
+    model = build_model(cfg, 5, 3)
+    report = load_initial_weights(model, cfg.model, cfg.pretrained, cfg.initial_checkpoint)
+    assert report.reinitialised == ["fc.weight", "fc.bias"] and report.classes == (1000, 5)
+    method = build_method(cfg, model, 5, total_steps=10, seed=0)
+    opt = build_optimizer(cfg, method)
+    loss, _ = method.training_step(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    opt.step()

@@ -112,3 +112,21 @@ def test_empty_val_folder(tmp_path, capsys):
     os.makedirs(root / "val" / "bees")
     code, err, _ = run(tmp_path, capsys, root)
     assert code == 2 and f"class folder {root / 'val' / 'ants'} has no image files" in err
+
+
+def test_readme_trains_on_your_own_images_in_three_lines():
+    from pathlib import Path
+
+    from automix.cli import build_parser
+    from automix.train.args import config_from_args
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Train on your own images\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(block) == 3
+    train = block[1].split("#", 1)[0].split()
+    assert train[:2] == ["automix", "train"]
+    cfg = config_from_args(build_parser().parse_args(train[1:]))
+    assert cfg.dataset == "imagefolder" and cfg.data_dir == "DATA" and cfg.pretrained
+    for flag in ("--pretrained", "--initial-checkpoint", "--head-lr-scale", "--eval-split", "DATA/val/<class>"):
+        assert flag in section, flag
