@@ -39,6 +39,7 @@ def test_train_and_val_folders_evaluate_on_val(tmp_path, capsys):
     root = tmp_path / "hymenoptera"
     make_folder(str(root / "train"), classes=("ants", "bees"), per_class=12, size=12)
     make_folder(str(root / "val"), classes=("ants", "bees"), per_class=5, size=12)
+    make_folder(str(root / "test"), classes=("ants", "bees"), per_class=3, size=12)
     code, err, out = run(tmp_path, capsys, root)
     assert code == 0, err
     assert header(err) == f"automix: evaluates on {root / 'val'} (10 images)"
@@ -47,6 +48,8 @@ def test_train_and_val_folders_evaluate_on_val(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out)]) == 0  # automix eval reads the same val/ folder from the run's config
     assert json.loads(capsys.readouterr().out)["images"] == 10
+    assert main(["eval", str(out), "--split", "test"]) == 0  # and test/, read as the run read train/
+    assert json.loads(capsys.readouterr().out)["images"] == 6
 
 
 def test_val_folder_follows_the_training_size(tmp_path, capsys):
