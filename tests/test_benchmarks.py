@@ -104,3 +104,37 @@ def test_mask_stats_on_a_trained_run(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/mask_stats.py", str(tmp_path / "mx")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0 and "has no Mix Block" in proc.stderr
+
+
+def test_finetune_tiny(tmp_path):
+    """benchmarks/finetune.py --tiny end to end on a stand-in CIFAR-10 folder: the held-apart image folders, one
+    pretraining run, fine-tuning runs from its weights, the results file and the report; a second call reuses all."""
+    import json
+
+    from test_data import make_folder
+
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    source = make_folder(str(tmp_path / "cifar"), classes=classes, per_class=40, size=32, ext=".jpg")
+    doc_mtime = DOC.stat().st_mtime if DOC.exists() else None
+    cmd = ["benchmarks/finetune.py", "--tiny", "--root", str(tmp_path / "ft"), "--source", source,
+           "--methods", "vanilla", "automix", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    data = tmp_path / "ft" / "data"
+    assert sorted(os.listdir(data / "pretrain")) == list(classes[:6])
+    assert all(len(os.listdir(data / "pretrain" / c)) == 20 for c in classes[:6])
+    for c in classes[6:]:  # 10 + 10 per class, disjoint
+        train, val = set(os.listdir(data / "finetune" / "train" / c)), set(os.listdir(data / "finetune" / "val" / c))
+        assert len(train) == len(val) == 10 and not train & val
+    results = json.loads((tmp_path / "ft" / "finetune-cpu-tiny.json").read_text())
+    assert sorted(r["method"] for r in results["runs"]) == ["automix", "vanilla"]
+    start = results["runs"][0]["config"]["initial_checkpoint"]
+    assert start.startswith(str(data / "pretrained-")) and os.path.isfile(start)
+    log = (tmp_path / "ft" / "finetune-cpu-tiny" / "automix" / "seed0" / "train.log").read_text()
+    assert "automix: re-initialised (6 classes in the file, 4 here): fc.weight, fc.bias" in log
+    report = (tmp_path / "ft" / "finetune.md").read_text()
+    assert "| vanilla | 1/1 |" in report and "| automix | 1/1 |" in report and "| mixup | 0/1 |" in report
+    again = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "bench:" not in again.stderr, again.stderr[-2000:]  # nothing retrained
+    assert (DOC.stat().st_mtime if DOC.exists() else None) == doc_mtime

@@ -423,7 +423,7 @@ def test_image_folder_layout_errors(tmp_path):
     os.makedirs(os.path.join(root, "c_empty"))
     with pytest.raises(ValueError, match="c_empty.*no image files"):
         load_dataset("imagefolder", root)
-    with pytest.raises(ValueError, match="split='train'"):
+    with pytest.raises(ValueError, match="serves split 'train' only"):
         load_dataset("imagefolder", str(tmp_path / "imgs"), split="test")
 
 

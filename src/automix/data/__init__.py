@@ -35,7 +35,7 @@ from .cache import cache_root
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, load_cifar
 from .digits import load_digits
 from .fetch import download, download_and_extract
-from .folder import load_image_folder, load_tiny_imagenet
+from .folder import load_image_folder, load_tiny_imagenet, split_folders
 from .lazy import LazyImageDataset
 from .splits import split_indices
 from .transforms import normalize, random_crop_flip, resize_images
@@ -55,21 +55,27 @@ def list_datasets() -> list[str]:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split: str = "train",
                  download: bool = False, cache_dir: str | os.PathLike | None = None,
-                 img_size: int | None = None, skip_bad_images: bool = False) -> ImageData:
+                 img_size: int | None = None, skip_bad_images: bool = False,
+                 classes: list[str] | None = None) -> ImageData:
     """Load a dataset split as an ``ImageData``.
 
     Args:
         name: one of ``list_datasets()``.
         data_dir: where the data is. ``digits`` needs none; ``cifar10``/``cifar100`` default to
             ``<cache>/datasets`` (where ``download=True`` puts them); the others require it.
-        split: "train" or "test" (Tiny-ImageNet's "test" is its labelled val set; digits has only
-            "train", and a CIFAR ImageFolder copy given directly only serves "train").
+        split: "train", "val" or "test". An ``imagefolder`` ``data_dir`` holding ``train/`` serves the
+            splits it has folders for (``train/``, ``val/``, ``test/``); one holding class folders directly
+            serves "train" only. Tiny-ImageNet's "test" is its labelled val set; CIFAR has "train" and "test"
+            (a CIFAR ImageFolder copy given directly only "train"); digits only "train".
         download: fetch CIFAR from the official URL when the pickle files are missing.
         cache_dir: where decoded folders are cached (default ``$AUTOMIX_CACHE`` or ``~/.cache/automix``).
         img_size: resize in-memory images to this square size once at load (digits default 16,
             CIFAR 32, Tiny-ImageNet 64); for ``imagefolder`` a value > 96 means lazy loading.
         skip_bad_images: leave out unreadable image files (listed in ``ImageData.skipped``)
             instead of raising ValueError naming the first one.
+        classes: for ``imagefolder``, the class folders the split must have (the training split's
+            ``classes``): labels are positions in that list, so another set is a ValueError naming the
+            missing and extra folders.
 
     Raises:
         ValueError: unknown ``name`` or ``split``, bad layout or an unreadable image (naming it).
@@ -82,10 +88,15 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split:
         raise ValueError(f"name={name!r} is not a known dataset; available: {', '.join(_DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split == "val" and name != "imagefolder":
+        raise ValueError(f"split 'val': dataset {name!r} has no val split of its own; hold a share of its "
+                         "train split out (split_indices)")
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__} {download!r}")
     if img_size is not None and (not isinstance(img_size, int) or isinstance(img_size, bool) or img_size <= 0):
         raise ValueError(f"img_size must be a positive int or None, got {img_size!r}")
+    if classes is not None and name != "imagefolder":
+        raise ValueError(f"classes applies to dataset 'imagefolder', not to {name!r}")
     if cache_dir is not None:
         cache_dir = cache_root(cache_dir)
     if name == "digits":
@@ -103,17 +114,21 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split:
     if name == "tiny-imagenet":
         return load_tiny_imagenet(root, split, img_size=img_size, cache_dir=cache_dir,
                                   mean=TINY_IMAGENET_MEAN, std=TINY_IMAGENET_STD, skip_bad=skip_bad_images)
-    if os.path.isdir(os.path.join(root, split)):
-        root = os.path.join(root, split)
-    elif split != "train":
-        raise ValueError(f"data_dir {root} has no {split}/ folder; a single ImageFolder serves only "
-                         "split='train' (carve a validation split with split_indices)")
-    return load_image_folder(root, img_size=img_size, cache_dir=cache_dir, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                             skip_bad=skip_bad_images)
+    folders = split_folders(root)
+    if split not in folders:
+        if folders["train"] == root:
+            raise ValueError(f"data_dir {root} holds class folders, one set that serves split 'train' only; "
+                             f"for a {split} split arrange {root}/train/<class> beside {root}/{split}/<class>, "
+                             "or hold a share of the train split out (split_indices)")
+        raise ValueError(f"data_dir {root} has no {split}/ folder beside train/ "
+                         f"(it has {', '.join(s + '/' for s in folders)})")
+    what = "data_dir" if folders[split] == root else f"{split} folder"
+    return load_image_folder(folders[split], img_size=img_size, cache_dir=cache_dir, mean=IMAGENET_MEAN,
+                             std=IMAGENET_STD, skip_bad=skip_bad_images, classes=classes, what=what)
 
 
 __all__ = ["ImageData", "DatasetNotFoundError", "list_datasets", "load_dataset", "split_indices",
            "random_crop_flip", "normalize", "resize_images", "LazyImageDataset", "download",
-           "download_and_extract", "cache_root", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR100_URL",
+           "download_and_extract", "cache_root", "split_folders", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR100_URL",
            "CIFAR100_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
            "TINY_IMAGENET_MEAN", "TINY_IMAGENET_STD", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -24,7 +24,7 @@ TINY_IMAGENET_STD = (0.2770, 0.2691, 0.2821)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 class DatasetNotFoundError(FileNotFoundError, ValueError):
@@ -46,6 +46,7 @@ class ImageData:
         mean, std: per-channel statistics in [0, 1] units, for ``normalize``.
         files: image paths, for large-image folders decoded lazily (``images`` is ``None`` then).
         skipped: unreadable files left out (only when loaded with ``skip_bad_images=True``).
+        root: the folder the images were read from (image folders only), for messages and run headers.
 
     Example:
         >>> import torch
@@ -62,6 +63,7 @@ class ImageData:
     std: tuple[float, ...]
     files: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
+    root: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.dim() != 1:

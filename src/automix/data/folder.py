@@ -1,5 +1,11 @@
 """ImageFolder-layout loaders: a generic ``root/<class>/<images>`` folder and Tiny-ImageNet.
 
+A folder of images comes in one of two layouts (``split_folders``): ``root/<class>/...`` (one set, the
+training split; a validation share is held out of it by the caller), or ``root/train/<class>/...`` beside
+``root/val/<class>/...`` and/or ``root/test/<class>/...`` (ImageNet's and most tutorials' layout). The class
+folders of a val or test folder must be those of ``train/`` (``classes=``): a missing or extra one is an
+error naming it, since labels are positions in the sorted class list.
+
 Small images (<= ``MAX_MEMORY_SIDE`` px) are decoded once into a uint8 tensor, resized to one
 square size and cached (see ``cache``); larger ones stay a file list for ``LazyImageDataset``.
 Every layout problem (missing path, no class folders, an empty class, a file that is not an image)
@@ -42,12 +48,50 @@ def _image_entries(folder: str) -> list[tuple[str, int, int]]:
     return out
 
 
-def scan_image_folder(root: str) -> tuple[list[str], list[tuple[str, int, int]], torch.Tensor]:
-    """Classes (sorted sub-folder names), file entries and int64 labels of ``root/<class>/...``."""
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+def split_folders(root: str) -> dict[str, str]:
+    """The splits an image folder ``root`` holds, as ``{split: folder}``.
+
+    ``{"train": root/train, "val": root/val, "test": root/test}`` (those that exist) when ``root`` holds a
+    ``train/`` folder, else ``{"train": root}``: a root of class folders is one set, used for training.
+
+    Example:
+        >>> import tempfile, os
+        >>> root = tempfile.mkdtemp()
+        >>> for d in ("train/a", "val/a"):
+        ...     os.makedirs(os.path.join(root, d))
+        >>> sorted(split_folders(root))
+        ['train', 'val']
+    """
     check_dir(root)
+    if not os.path.isdir(os.path.join(root, "train")):
+        return {"train": root}
+    return {s: os.path.join(root, s) for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(root, s))}
+
+
+def class_mismatch(found: list[str], expected: list[str]) -> str:
+    """'missing: a, b; extra: c' for two class-folder lists, '' when they are the same."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+
+    parts = ([f"missing {names(missing)}"] if missing else []) + ([f"extra {names(extra)}"] if extra else [])
+    return "; ".join(parts)
+
+
+def scan_image_folder(root: str, what: str = "data_dir") -> tuple[list[str], list[tuple[str, int, int]], torch.Tensor]:
+    """Classes (sorted sub-folder names), file entries and int64 labels of ``root/<class>/...``.
+
+    ``what`` names the folder in errors (``"data_dir"``, ``"val folder"``, ...).
+    """
+    check_dir(root, what)
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise ValueError(f"data_dir {root} has no class sub-folders; expected the layout "
+        raise ValueError(f"{what} {root} has no class sub-folders; expected the layout "
                          f"{root}/<class>/<image files>")
     entries, labels = [], []
     for i, c in enumerate(classes):
@@ -89,18 +133,25 @@ def _drop(labels: torch.Tensor, files: list[str], bad: list[int]) -> tuple[torch
 
 def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None, mean, std,
                       prefix: str = "imagefolder", in_memory_size: int | None = None,
-                      num_classes: int | None = None, skip_bad: bool = False) -> ImageData:
+                      num_classes: int | None = None, skip_bad: bool = False, classes: list[str] | None = None,
+                      what: str = "data_dir") -> ImageData:
     """Load ``root/<class>/<images>``.
 
     In memory when ``in_memory_size`` (a fixed size, e.g. 32 for CIFAR) is given, when
     ``img_size <= MAX_MEMORY_SIDE``, or (no ``img_size``) when the probed files all have max side
     <= ``MAX_MEMORY_SIDE``; the common square size is then ``img_size``, else ``in_memory_size``,
     else the first image's longer side. Otherwise lazily: ``images=None`` and ``files``.
-    ``num_classes`` (when given) is checked against the class folders before decoding.
+    ``num_classes`` (when given) is checked against the class folders before decoding, and so is
+    ``classes`` (the exact class folders, e.g. those of the training folder for a val folder: a ValueError
+    names the missing and extra ones). ``what`` names the folder in errors.
     """
-    classes, entries, labels = scan_image_folder(root)
-    if num_classes is not None and len(classes) != num_classes:
-        raise ValueError(f"{prefix} folder {root} has {len(classes)} class folders, expected {num_classes}")
+    found, entries, labels = scan_image_folder(root, what)
+    if num_classes is not None and len(found) != num_classes:
+        raise ValueError(f"{prefix} folder {root} has {len(found)} class folders, expected {num_classes}")
+    if classes is not None and found != list(classes):
+        raise ValueError(f"{what} {root}: its class folders are not those of the training images "
+                         f"({class_mismatch(found, list(classes))}); each split needs the same class folders")
+    classes = found
     files = [e[0] for e in entries]
     step = max(1, len(files) // PROBE_FILES)
     probe = []
@@ -111,7 +162,7 @@ def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None,
             if not skip_bad:
                 raise
     if not probe:
-        raise ValueError(f"data_dir {root}: none of the probed images can be read")
+        raise ValueError(f"{what} {root}: none of the probed images can be read")
     if img_size is not None:
         in_memory = img_size <= MAX_MEMORY_SIDE or in_memory_size is not None
         size = img_size
@@ -122,10 +173,10 @@ def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None,
         size = max(probe[0])
     if not in_memory:
         labels, files, skipped = _drop(labels, files, verify_files(files) if skip_bad else [])
-        return ImageData(None, labels, classes, mean, std, files=files, skipped=skipped)
+        return ImageData(None, labels, classes, mean, std, files=files, skipped=skipped, root=root)
     images, bad = decode_cached(root, entries, size, prefix, cache_dir, skip_bad=skip_bad)
     labels, _, skipped = _drop(labels, files, bad)
-    return ImageData(images, labels, classes, mean, std, skipped=skipped)
+    return ImageData(images, labels, classes, mean, std, skipped=skipped, root=root)
 
 
 def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir: str | None,

@@ -24,6 +24,7 @@ from .decode import open_rgb
 SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 EVAL_CROP = 0.875
+DEFAULT_SIZE = 224  # the side a large-image folder is cropped to when no img_size is given (ImageNet's)
 
 
 class LazyImageDataset(Dataset):

@@ -251,6 +251,11 @@ class AutoMix(Method):
         return [{"name": "model", "params": model_params},
                 {"name": "mix_block", "params": list(self.mix_block.parameters())}]
 
+    def head_modules(self) -> list[nn.Module]:
+        """The model's classifier and, with ``separate_heads``, the mix head beside it."""
+        heads = [self.model.get_submodule(self.head_layer)]
+        return heads + ([self.head_mix] if self.head_mix is not None else [])
+
     # ------------------------------------------------------------------ training
     def _targets(self, y: Tensor) -> Tensor:
         return soft_targets(y, self.num_classes, self.label_smoothing)

@@ -34,6 +34,7 @@ from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
 from ..mixers import BaseMixer, MixParams
 from ..mixers.base import blend, mix_seg
 from ..models.features import resolve_module
+from .heads import find_classifier
 
 
 def weight_dtype(module: nn.Module) -> torch.dtype | None:
@@ -164,6 +165,16 @@ class Method(nn.Module):
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups: one per separately tunable part."""
         return [{"name": "model", "params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    def head_modules(self) -> list[nn.Module]:
+        """The classifier heads this method trains: the model's own (``heads.find_classifier``), and any head
+        a method adds (AutoMix's mix head). The trainer's ``--head-lr-scale`` gives their parameters their own
+        learning rate, for fine-tuning a network whose head is new.
+
+        Raises:
+            ValueError: the model has no classifier to find (name it with the method's ``head_layer``).
+        """
+        return [self.model.get_submodule(find_classifier(self.model))]
 
     # The generator and total_steps travel in the state dict, so resume continues the same draws.
     def get_extra_state(self) -> dict[str, Any]:

@@ -60,8 +60,21 @@ def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: i
 
 
 def build_optimizer(cfg: Config, method: Method) -> torch.optim.Optimizer:
-    """SGD or AdamW over the method's parameter groups; the Mix Block group gets its own lr/momentum."""
+    """SGD or AdamW over the method's parameter groups; the Mix Block group gets its own lr/momentum.
+
+    With ``head_lr_scale`` other than 1, the parameters of the method's classifier heads
+    (``Method.head_modules``: the model's head, AutoMix's mix head) leave their group for a ``"head"`` group
+    of their own, at ``lr`` and ``min_lr`` times the scale; the Mix Block keeps its group. Groups are
+    listed in a fixed order (the method's, each followed by its head share), so a checkpoint's optimiser
+    state fits again on resume.
+
+    Raises:
+        ValueError: ``head_lr_scale`` is set but none of the trained parameters is in a head.
+    """
     groups = []
+    head_ids = set()
+    if cfg.head_lr_scale != 1.0:
+        head_ids = {id(p) for m in method.head_modules() for p in m.parameters()}
     for group in method.param_groups():
         g = dict(group)
         is_mb = g.get("name") == "mix_block"
@@ -70,7 +83,18 @@ def build_optimizer(cfg: Config, method: Method) -> torch.optim.Optimizer:
         g["lr"] = g["base_lr"]
         if cfg.opt == "sgd" and is_mb and cfg.mix_block_momentum is not None:
             g["momentum"] = cfg.mix_block_momentum
-        groups.append(g)
+        params = list(g["params"])
+        heads = [] if is_mb else [p for p in params if id(p) in head_ids]
+        if heads:
+            g["params"] = [p for p in params if id(p) not in head_ids]
+            head = {**g, "name": "head", "params": heads, "base_lr": g["base_lr"] * cfg.head_lr_scale,
+                    "min_lr": g["min_lr"] * cfg.head_lr_scale, "lr": g["base_lr"] * cfg.head_lr_scale}
+            groups += [g, head] if g["params"] else [head]
+        else:
+            groups.append(g)
+    if head_ids and not any(g.get("name") == "head" for g in groups):
+        raise ValueError(f"head_lr_scale {cfg.head_lr_scale!r}: none of the trained parameters is in a classifier "
+                         "head of the model")
     if cfg.opt == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)

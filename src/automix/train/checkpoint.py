@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+FORMAT = "automix-checkpoint-1"  # the "format" entry of every checkpoint the trainer writes
+
 
 def save(state: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
@@ -88,20 +90,42 @@ def _torch_reason(exc: Exception) -> str:
     return text.split(". ")[0].rstrip(".")
 
 
-def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def read_torch_file(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu",
+                    safe_globals: tuple[Any, ...] = ()) -> Any:
+    """Whatever ``torch.save`` wrote to ``path``, loaded with ``weights_only=True``.
+
+    ``what`` names the file in errors (``"checkpoint"``, ``"--initial-checkpoint"``); ``safe_globals``
+    admits a few more plain classes (``torch.serialization.safe_globals``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a folder, a file that is not a ``torch.save`` file (named as what it is), or one that
+            cannot be loaded safely (torch's reason, without its advice to load unsafely).
+    """
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a folder; give a last.pt / best.pt file")
+        raise ValueError(f"{what} {path} is a folder; give a last.pt / best.pt file")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     kind = _not_torch_file(path)
     if kind is not None:
-        raise ValueError(f"{path} is not a checkpoint: it is {kind}, not a torch.save file; give a last.pt / "
-                         "best.pt file or a run folder")
+        raise ValueError(f"{what} {path} is not a checkpoint: it is {kind}, not a torch.save file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors, truncated files, refused globals
-        raise ValueError(f"checkpoint {path} cannot be loaded safely: {_torch_reason(exc)}") from None
+        raise ValueError(f"{what} {path} cannot be loaded safely: {_torch_reason(exc)}") from None
+
+
+def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """An automix checkpoint (a dict with a ``format`` key), read safely (``read_torch_file``)."""
+    path = Path(path)
+    try:
+        state = read_torch_file(path, "checkpoint", map_location)
+    except ValueError as exc:
+        if "not a torch.save file" in str(exc):
+            raise ValueError(f"{exc}; give a last.pt / best.pt file or a run folder") from None
+        raise
     if not isinstance(state, dict) or "format" not in state:
         raise ValueError(f"checkpoint {path} is not an automix checkpoint (no 'format' key)")
     return state

@@ -25,11 +25,11 @@ from typing import Any
 SECTIONS = {
     "data": ("dataset", "data_dir", "val_split", "eval_split", "split_seed", "img_size", "download", "cache_dir",
              "workers", "skip_bad_images", "subset", "pad", "flip"),
-    "model": ("model", "width", "widen", "channels_last", "compile", "sync_bn"),
+    "model": ("model", "pretrained", "initial_checkpoint", "width", "widen", "channels_last", "compile", "sync_bn"),
     "method": ("method", "alpha", "mixup_lam", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
                "mixup_mode", "smoothing", "method_opts"),
-    "optimiser": ("opt", "lr", "momentum", "nesterov", "weight_decay", "sched", "min_lr", "warmup_epochs",
-                  "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
+    "optimiser": ("opt", "lr", "head_lr_scale", "momentum", "nesterov", "weight_decay", "sched", "min_lr",
+                  "warmup_epochs", "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
     "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
             "model_ema_decay", "model_ema_end_decay", "eval_interval", "checkpoint_interval", "log_interval",
             "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "threads", "dist_timeout"),
@@ -56,6 +56,13 @@ class Config:
     flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
     # model
     model: str = field(default="preact_resnet18", metadata={"help": "network (automix list)"})
+    pretrained: bool = field(default=False, metadata={
+        "help": "start from the published weights of a timm:/torchvision: model (from the library's cache, "
+                "else downloaded); a new class count gets a new classifier head"})
+    initial_checkpoint: str | None = field(default=None, metadata={
+        "help": "start from the network weights in this file: a state dict (plain, or timm's / torchvision's, "
+                "also under 'state_dict' or 'model'), or an automix last.pt / best.pt (its online network); "
+                "a new class count gets a new classifier head"})
     width: int | None = field(default=None, metadata={"help": "first-stage channels of the ResNets (default 64)"})
     widen: int | None = field(default=None, metadata={"help": "widening factor of the WRNs"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format"})
@@ -82,6 +89,9 @@ class Config:
     # optimiser and schedule
     opt: str = field(default="sgd", metadata={"help": "sgd or adamw"})
     lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
+    head_lr_scale: float = field(default=1.0, metadata={
+        "help": "the classifier heads' lr is --lr (and --min-lr) times this, e.g. 10 to fine-tune a network "
+                "at a low --lr while its new head learns fast"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum"})
     weight_decay: float = field(default=5e-4, metadata={"help": "weight decay"})
@@ -218,6 +228,8 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
     need(cfg.batch_size >= 1, "batch_size", ">= 1")
     need(cfg.eval_batch_size >= 1, "eval_batch_size", ">= 1")
     need(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", "a finite number > 0")
+    need(cfg.head_lr_scale > 0 and math.isfinite(cfg.head_lr_scale), "head_lr_scale", "a finite number > 0")
+    need(cfg.initial_checkpoint is None or cfg.initial_checkpoint != "", "initial_checkpoint", "a file path")
     need(0.0 <= cfg.min_lr <= cfg.lr, "min_lr", "in [0, lr]")
     need(cfg.momentum >= 0, "momentum", ">= 0")
     need(cfg.weight_decay >= 0, "weight_decay", ">= 0")
@@ -333,6 +345,12 @@ def check_conflicts(cfg: Config) -> None:
     if cfg.eval_split == "test" and cfg.val_split not in (0.0, default.val_split):
         refuse("val_split", "holds images out for validation, but eval_split 'test' evaluates on the test split "
                             "and trains on every training image")
+    if cfg.pretrained and cfg.initial_checkpoint is not None:
+        refuse("initial_checkpoint", "and pretrained both give the starting weights")
+    if cfg.pretrained and not cfg.model.startswith(("timm:", "torchvision:")):
+        raise ValueError(f"pretrained: model {cfg.model!r} has no published weights (--pretrained takes them from "
+                         "timm or torchvision, for a 'timm:<name>' or 'torchvision:<name>' model); start from a "
+                         "file of your own with --initial-checkpoint FILE (e.g. a run's best.pt)")
     if cfg.dataset == "digits" and given("data_dir"):
         refuse("data_dir", "is not read: the digits dataset is built in (give another --dataset)")
 

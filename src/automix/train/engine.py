@@ -31,11 +31,12 @@ from .config import Config, to_yaml
 from .loader import TrainBatches, eval_batches
 from .logger import RunLogger
 from .rundir import claim
-from .setup import load_data, resume_state, seed_everything
+from .setup import describe_eval, load_data, resume_state, seed_everything
+from .weights import load_initial_weights
 
 _NUMBER = re.compile(r"\d+(\.\d+)?(e-?\d+)?")  # a warning's numbers, ignored when telling warnings apart
 
-FORMAT = "automix-checkpoint-1"
+FORMAT = ckpt.FORMAT
 
 
 @torch.no_grad()
@@ -71,6 +72,11 @@ class Run:
         self.steps_per_epoch = len(self.batches)
         in_chans = self.data.images.shape[1] if self.data.images is not None else 3
         model = build_model(cfg, self.data.num_classes, in_chans)
+        # Before the method is built on it: AutoMix's EMA encoder (and --model-ema's copy) start from these
+        # weights too. A resumed run takes every weight from its checkpoint instead.
+        self.init_report = None if cfg.resume else load_initial_weights(model, cfg.model, cfg.pretrained,
+                                                                        cfg.initial_checkpoint)
+        self.eval_source = describe_eval(cfg, self.data, self.val_data, self.val_idx)
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.device)

@@ -19,7 +19,7 @@ from .config import Config, from_dict, validate
 from .distributed import check_device
 from .engine import FORMAT, evaluate
 from .loader import eval_batches
-from .setup import load_data
+from .setup import load_data, load_eval_split
 
 
 def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
@@ -56,7 +56,9 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
     device = str(dev)
     cfg, data, val_idx, method, model_ema = load_trained(path, overrides, device)
     if split == "test":
-        data = load_dataset(cfg.dataset, cfg.data_dir, split="test", cache_dir=cfg.cache_dir, img_size=cfg.img_size)
+        if cfg.eval_split != "test":  # the run evaluated on val: read its test split as it reads its train split
+            train = load_dataset(cfg.dataset, cfg.data_dir, cache_dir=cfg.cache_dir, img_size=cfg.img_size)
+            data = load_eval_split(cfg, "test", train)
         indices = torch.arange(len(data))
     elif split == "val":
         indices = val_idx

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..data import ImageData, LazyImageDataset, normalize, random_crop_flip
+from ..data.lazy import DEFAULT_SIZE
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> Tensor:
@@ -41,7 +42,7 @@ class TrainBatches:
                              "(batches drop the last partial one); lower --batch-size")
         self.steps = per_rank // batch_size
         self.aug_gen = torch.Generator().manual_seed(seed + 7919 * (rank + 1))
-        self.lazy = None if data.images is not None else LazyImageDataset(data, img_size or 224, train=True)
+        self.lazy = None if data.images is not None else LazyImageDataset(data, img_size or DEFAULT_SIZE, train=True)
 
     def __len__(self) -> int:
         return self.steps
@@ -88,6 +89,6 @@ def eval_batches(data: ImageData, indices: Tensor, batch_size: int, device: torc
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, data.labels[chunk].to(device)
         return
-    dataset = torch.utils.data.Subset(LazyImageDataset(data, img_size or 224, train=False), shard.tolist())
+    dataset = torch.utils.data.Subset(LazyImageDataset(data, img_size or DEFAULT_SIZE, train=False), shard.tolist())
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         yield normalize(x.to(device), data.mean, data.std), y.to(device)

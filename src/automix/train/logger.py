@@ -49,6 +49,10 @@ class RunLogger:
               f"{self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
               f"steps/epoch x {self.cfg.epochs} epochs on {run.device}, world size {run.info.world_size}; "
               f"run dir {self.out}", file=sys.stderr)
+        if len(run.val_idx):
+            print(f"automix: evaluates on {run.eval_source}", file=sys.stderr)
+        for line in run.init_report.lines() if run.init_report is not None else []:
+            print(f"automix: {line}", file=sys.stderr)
         if not len(run.val_idx):
             print(f"automix: no validation images (val_split {self.cfg.val_split}): nothing is evaluated, so no "
                   "best.pt is written; last.pt is the final model", file=sys.stderr)

@@ -1,0 +1,218 @@
+"""Starting weights for fine-tuning: ``--initial-checkpoint FILE`` and ``--pretrained``.
+
+``initial_state_dict`` reads a file into a state dict of the network: a plain state dict, timm's or
+torchvision's (also under a ``state_dict`` / ``model`` / ``model_state_dict`` entry, with DDP's ``module.``
+or ``torch.compile``'s ``_orig_mod.`` prefix), or an automix ``last.pt`` / ``best.pt``, whose online network
+(``method.model.*``) is taken. ``load_weights`` puts it into a freshly built model by name:
+
+* a tensor of the same name and shape is loaded;
+* the classifier head (``methods.heads.find_classifier``: ``fc``, ``head``, ``classifier``, ...) keeps its
+  fresh initialisation when its shape differs (another class count) or the file has none;
+* BatchNorm's ``num_batches_tracked`` counters the file lacks start at 0;
+* any other missing or differently shaped tensor is a ``ValueError`` listing them: the file is another
+  network (or another ``--width``), and a half-loaded network would train silently from a wrong start;
+* tensors of the file the model has no place for (an AutoMix checkpoint's EMA encoder and Mix Block, a
+  timm checkpoint's ``state_dict_ema``...) are ignored.
+
+The returned ``LoadReport`` lists what was loaded, re-initialised and ignored; the trainer prints it in the
+run header. A method built on the model afterwards starts from it: AutoMix's EMA encoder is a copy of the
+loaded network, its mix head and Mix Block start fresh (they are not part of the network). Files are read
+with ``torch.load(weights_only=True)`` (``checkpoint.read_torch_file``): a file cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..methods.heads import find_classifier
+from . import checkpoint as ckpt
+
+# Entries a training script's checkpoint keeps its network's state dict under (timm's train.py: state_dict).
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+PREFIXES = ("module.", "_orig_mod.")  # DDP's and torch.compile's, around the network's own names
+
+
+@dataclass
+class LoadReport:
+    """What ``load_weights`` did, by state-dict key.
+
+    Attributes:
+        source: where the weights came from, for messages ("runs/a/best.pt (an automix checkpoint, its
+            online network)", "timm:resnet18 (published weights)").
+        loaded: keys copied from the file.
+        reinitialised: keys that kept the new model's initialisation (the classifier head; counters).
+        ignored: keys of the file the model has no place for.
+        classes: (classes in the file's head, classes of the model), or None when the file has no head.
+    """
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    classes: tuple[int, int] | None = None
+
+    def lines(self) -> list[str]:
+        """The report as header lines: counts, then the re-initialised and ignored keys grouped by module."""
+        out = [f"initial weights from {self.source}: {len(self.loaded)} tensors loaded, "
+               f"{len(self.reinitialised)} re-initialised, {len(self.ignored)} ignored"]
+        if self.reinitialised:
+            why = f" ({self.classes[0]} classes in the file, {self.classes[1]} here)" \
+                if self.classes and self.classes[0] != self.classes[1] else ""
+            out.append(f"re-initialised{why}: {', '.join(self.reinitialised)}")
+        if self.ignored:
+            out.append(f"ignored: {group_keys(self.ignored)}")
+        return out
+
+
+def group_keys(keys: list[str], limit: int = 12) -> str:
+    """``"model_k.* (62), mix_block.* (6), step"``: keys grouped by their first component, in order.
+
+    Example:
+        >>> group_keys(["model_k.a", "model_k.b", "step"])
+        'model_k.* (2), step'
+    """
+    groups: dict[str, int] = {}
+    for key in keys:
+        head = key.split(".", 1)[0] + (".*" if "." in key else "")
+        groups[head] = groups.get(head, 0) + 1
+    items = [f"{k} ({n})" if n > 1 or k.endswith(".*") else k for k, n in groups.items()]
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more groups" if len(items) > limit else "")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, Tensor)
+                                                       for k, v in obj.items())
+
+
+def _strip(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    for prefix in PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def initial_state_dict(path: str | Path, flag: str = "--initial-checkpoint") -> tuple[dict[str, Tensor], str,
+                                                                                      list[str]]:
+    """(the network's state dict, a description of the file, keys of the file left out) from ``path``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming ``flag`` and the file: not a ``torch.save`` file, unsafe to load, or holding no
+            state dict (the message says what it holds instead).
+    """
+    path = Path(path)
+    if path.is_dir():  # a run folder: its best network, as automix eval and show read one
+        path = ckpt.find(path)
+    # argparse.Namespace: timm's train.py saves its arguments beside the weights; a plain attribute bag.
+    obj = ckpt.read_torch_file(path, flag, safe_globals=(argparse.Namespace,))
+    if isinstance(obj, dict) and obj.get("format") == ckpt.FORMAT:
+        method = obj.get("method")
+        if not isinstance(method, dict):
+            raise ValueError(f"{flag} {path}: an automix checkpoint without its 'method' weights")
+        model = {k[len("model."):]: v for k, v in method.items() if k.startswith("model.")}
+        left = [k for k in method if not k.startswith("model.")]
+        if obj.get("model_ema") is not None:
+            left += [f"model_ema.{k}" for k in obj["model_ema"]]
+        return model, f"{path} (the online network of an automix checkpoint, method {obj.get('method_name')!r})", left
+    if _is_state_dict(obj):
+        return _strip(obj), f"{path} (a state dict)", []
+    if isinstance(obj, dict):
+        for key in WRAPPER_KEYS:
+            if _is_state_dict(obj.get(key)):
+                left = [f"{k}.*" for k, v in obj.items() if k != key and _is_state_dict(v)]
+                return _strip(obj[key]), f"{path} (its {key!r} state dict)", left
+        shown = ", ".join(repr(k) for k in list(obj)[:8])
+        raise ValueError(f"{flag} {path} holds no network weights: a dict with keys {shown} and no state dict "
+                         f"(expected tensors by name, or one under {' / '.join(map(repr, WRAPPER_KEYS))})")
+    raise ValueError(f"{flag} {path} holds no network weights: it holds a {type(obj).__name__}, not a state dict")
+
+
+def load_weights(model: nn.Module, state: dict[str, Tensor], source: str, *, ignored: list[str] | None = None,
+                 flag: str = "--initial-checkpoint") -> LoadReport:
+    """Copy ``state`` into ``model`` by name; the classifier head is kept fresh where it does not fit.
+
+    Args:
+        model: a freshly built network (its head sized for this run's classes).
+        state: tensors by state-dict name (``initial_state_dict``, ``models.external.pretrained_state_dict``).
+        source: what ``state`` came from, for the report and errors.
+        ignored: keys of the source already left out (listed as ignored).
+        flag: the option named in errors.
+
+    Returns:
+        a ``LoadReport``.
+
+    Raises:
+        ValueError: tensors outside the head that are missing from ``state`` or shaped differently (each
+            named with both shapes), or a ``state`` that shares no name with the model.
+    """
+    own = model.state_dict()
+    try:
+        head = find_classifier(model)
+    except ValueError:
+        head = None
+    head_keys = {k for k in own if head is not None and k.startswith(head + ".")}
+    report = LoadReport(source, ignored=list(ignored or []))
+    new, wrong, missing = {}, [], []
+    for key, mine in own.items():
+        theirs = state.get(key)
+        if theirs is not None and tuple(theirs.shape) == tuple(mine.shape):
+            new[key] = theirs
+            report.loaded.append(key)
+        elif key in head_keys or (theirs is None and key.endswith("num_batches_tracked")):
+            report.reinitialised.append(key)
+        elif theirs is None:
+            missing.append(key)
+        else:
+            wrong.append(f"{key} is {list(theirs.shape)} there, {list(mine.shape)} here")
+    report.ignored += [k for k in state if k not in own]
+    if not report.loaded:
+        raise ValueError(f"{flag}: {source} shares no tensor names with model {type(model).__name__} (the file "
+                         f"has {_sample(list(state))}; the model {_sample(list(own))}): weights of another network")
+    if wrong or missing:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} tensor(s) of another shape: {'; '.join(wrong[:4])}"
+                         + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else ""))
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) missing from the file: {_sample(missing)}")
+        raise ValueError(f"{flag}: {source} does not fit model {type(model).__name__} outside its classifier head "
+                         f"({head or 'none found'}): {'. '.join(parts)}. Is it another network, --width or "
+                         "--widen?")
+    weight = f"{head}.weight"
+    if weight in own and weight in state and state[weight].dim() >= 1:
+        report.classes = (int(state[weight].shape[0]), int(own[weight].shape[0]))
+    model.load_state_dict({**own, **new})
+    return report
+
+
+def _sample(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def load_initial_weights(model: nn.Module, model_name: str, pretrained: bool,
+                         initial_checkpoint: str | None) -> LoadReport | None:
+    """The trainer's entry: ``--pretrained`` or ``--initial-checkpoint`` into ``model`` (None when neither).
+
+    Raises:
+        FileNotFoundError: naming ``--pretrained`` and the model when no weights are available (see
+            ``models.external.pretrained_state_dict``), or ``--initial-checkpoint`` and a missing file.
+        ValueError: a file that is not a state dict or does not fit the model (``load_weights``).
+    """
+    if initial_checkpoint is not None:
+        state, source, left = initial_state_dict(initial_checkpoint)
+        return load_weights(model, state, source, ignored=left)
+    if pretrained:
+        from ..models.external import pretrained_state_dict
+
+        try:
+            state = pretrained_state_dict(model_name)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--pretrained: {err}; or give --initial-checkpoint FILE") from None
+        return load_weights(model, state, f"{model_name} (published weights)", flag="--pretrained")
+    return None
+
