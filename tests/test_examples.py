@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 import types
@@ -94,3 +96,13 @@ def test_lightning_module_trains_automix_and_restores_it_exactly(tmp_path):
     assert not differ, differ[:5]
     assert torch.equal(a["_extra_state"]["generator"], b["_extra_state"]["generator"])
     assert a["_extra_state"]["total_steps"] == b["_extra_state"]["total_steps"] == 8
+
+
+def test_hugging_face_trainer_mixes_in_its_data_collator():
+    """The Trainer runs its steps on batches MixCollate mixed in two DataLoader workers."""
+    if any(importlib.util.find_spec(name) is None for name in ("transformers", "accelerate")):
+        pytest.skip('transformers with accelerate is not installed (pip install "transformers[torch]")')
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "hf_trainer.py"), "--steps", "3", "--workers", "2"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^cutmix: 3 steps, train loss \d+\.\d+, held-out top-1 \d+\.\d%$", proc.stdout, re.M), proc.stdout
