@@ -77,8 +77,8 @@ class Config:
     mixup_switch_prob: float = field(default=0.5, metadata={"help": "timm: chance of cutmix when both are on"})
     mixup_mode: str = field(default="batch", metadata={"help": "timm: batch, pair or elem"})
     mixup_off_epoch: int = field(default=0, metadata={
-        "help": "timm: stop mixing from this epoch on (0 = never): clean images and the plain loss; AutoMix / "
-                "SAMix train the online net so and their EMA encoder keeps following it"})
+        "help": "timm: from this epoch on, train on clean images with the plain loss (0 = mix to the end); "
+                "AutoMix / SAMix keep their EMA encoder following the online network"})
     smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
     method_opts: dict[str, Any] = field(default_factory=dict,
                                         metadata={"help": "method options as KEY=VALUE (repeatable)"})
