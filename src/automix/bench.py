@@ -157,7 +157,8 @@ def is_done(out: Path) -> bool:
 HASH_IGNORES = ("output", "resume", "progress")
 # Keys added after results were recorded, whose default runs exactly what ran before (the default lambda
 # draw is golden-tested): left out of the hash at that default, so recorded runs keep their hashes.
-HASH_IF_SET = {"mixup_lam": None, "pretrained": False, "initial_checkpoint": None, "head_lr_scale": 1.0}
+HASH_IF_SET = {"mixup_lam": None, "pretrained": False, "initial_checkpoint": None, "head_lr_scale": 1.0,
+               "mixup_off_epoch": 0}
 
 
 def config_record(cfg) -> dict[str, Any]:

@@ -253,6 +253,9 @@ class AlignMix(Method):
 
     # ------------------------------------------------------------------ training
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if not self.mixing:
+            return self.clean_step(x, y, who="alignmix", num_classes=self.num_classes,
+                                   label_smoothing=self.mixer.label_smoothing, loss=self.loss)
         self.check_batch(x, y, "alignmix", num_classes=self.num_classes)
         x = self.cast_input(x)
         self.mixer.check_targets(y, x.shape[0])

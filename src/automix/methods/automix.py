@@ -348,6 +348,11 @@ class AutoMix(Method):
         return []
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if not self.mixing:
+            # The online network on clean images, as timm's --mixup-off-epoch leaves a classifier; after_step
+            # keeps the EMA encoder (what eval_model() returns) following it. The Mix Block is not trained.
+            return self.clean_step(x, y, who=type(self).__name__, num_classes=self.num_classes,
+                                   label_smoothing=self.label_smoothing, loss=self.loss)
         terms = self.compute_losses(x, y)
         w = self.loss_weights
         loss = w["one"] * terms["one"] + w["mix"] * terms["mix"] + w["mb"] * terms["mb"] + terms["mask"]

@@ -9,6 +9,12 @@ an EMA encoder, its own random generator) and exposes the four calls a training 
 * ``state_dict()`` / ``load_state_dict()``: everything needed to continue exactly, including the
   step counter and the generator that draws lambdas and pairings.
 
+``set_mixing(False)`` turns mixing off (timm's ``mixup_enabled = False``, which its ``--mixup-off-epoch``
+sets): every method then trains its model on the clean batch with the plain loss (``clean_step``: the same
+``loss`` and ``label_smoothing``, no draw, the generator untouched) and ``after_step`` goes on as before, so a
+learned method's EMA encoder keeps following the model and stays what ``eval_model()`` returns; the Mix Block
+(and AutoMix's mix head) get no gradient and stay as they were.
+
 Every mixing draw is a ``MixParams`` (input mixers' and learned masks alike). After ``training_step``,
 ``last_params`` holds the step's draws by name (``{"mix": ...}`` for a mixer, ``{"mb": ..., "bb": ...}`` for
 AutoMix), and ``apply(t, params)`` / ``apply_seg(seg, params, x)`` replay one on any tensor (a second view,
@@ -66,6 +72,7 @@ class Method(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.last_params: dict[str, MixParams] = {}  # the last step's draws, by name (see the module docstring)
+        self.mixing = True  # set_mixing(False): clean batches from then on (timm's --mixup-off-epoch)
 
     @property
     def mixes(self) -> bool:
@@ -96,6 +103,36 @@ class Method(nn.Module):
     def set_total_steps(self, total_steps: int) -> None:
         """Tell the method how many optimiser steps the run has (drives its schedules)."""
         self.total_steps = check_positive_int("total_steps", total_steps)
+
+    def set_mixing(self, enabled: bool) -> None:
+        """Turn mixing on or off for the following steps (timm's ``Mixup.mixup_enabled``).
+
+        Off, ``training_step`` is ``clean_step``: the model on the clean batch with the method's loss and label
+        smoothing; ``after_step`` still runs its EMA updates and schedules. The trainer's ``--mixup-off-epoch N``
+        calls ``set_mixing(epoch < N)`` before each epoch. The flag travels in ``state_dict()``.
+
+        Raises:
+            TypeError: ``enabled`` is not a bool.
+        """
+        check_type("enabled", enabled, bool, "a bool")
+        self.mixing = enabled
+
+    def clean_step(self, x: Tensor, y: Tensor, *, who: str, num_classes: int | None, label_smoothing: float,
+                   loss: TargetLoss) -> tuple[Tensor, dict[str, Tensor]]:
+        """The unmixed step: ``loss`` of ``self.model(x)`` against ``y`` (smoothed by ``label_smoothing``).
+
+        What vanilla training does, and what every method does with mixing off (``set_mixing``). ``x`` is a
+        float batch, ``y`` class ids ``[B]`` or float targets; the loss is a float32 scalar. Nothing is drawn
+        from the method's generator, so a run that turns mixing back on continues the same stream.
+        """
+        self.check_batch(x, y, who, num_classes=num_classes, label_smoothing=label_smoothing)
+        logits = self.model(self.cast_input(x))
+        self.last_params = {}
+        if y.is_floating_point() or loss.name != "ce":
+            value = target_loss(loss, logits, soft_targets(y, num_classes, label_smoothing))
+        else:  # class ids with CE: the fused kernel, same value as the soft-target form
+            value = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        return value, {"loss": value.detach()}
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return self.training_step(x, y)
@@ -178,11 +215,12 @@ class Method(nn.Module):
 
     # The generator and total_steps travel in the state dict, so resume continues the same draws.
     def get_extra_state(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "total_steps": self.total_steps}
+        return {"generator": self.generator.get_state(), "total_steps": self.total_steps, "mixing": self.mixing}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.total_steps = state["total_steps"]
+        self.mixing = state.get("mixing", True)  # checkpoints from before set_mixing existed were mixing
 
 
 def check_module_options(module: nn.Module, mixer: BaseMixer | None) -> None:
@@ -268,29 +306,23 @@ class MixerMethod(Method):
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mixer = self.mixer
-        self.check_batch(x, y, mixer.name if mixer is not None else "vanilla training",
-                         num_classes=self.num_classes or (mixer.num_classes if mixer is not None else None),
-                         label_smoothing=0.0 if mixer is not None else self.label_smoothing,
-                         spatial_dims=mixer.spatial_dims if mixer is not None and mixer.spatial else None)
+        if mixer is None or not self.mixing:  # vanilla, or mixing turned off: the mixer's smoothing stays
+            return self.clean_step(x, y, who=mixer.name if mixer is not None else "vanilla training",
+                                   num_classes=self.num_classes or (mixer.num_classes if mixer is not None else None),
+                                   label_smoothing=self.label_smoothing if mixer is None else mixer.label_smoothing,
+                                   loss=self.loss)
+        self.check_batch(x, y, mixer.name, num_classes=self.num_classes or mixer.num_classes,
+                         spatial_dims=mixer.spatial_dims if mixer.spatial else None)
         x = self.cast_input(x)
-        if mixer is None:
-            target = soft_targets(y, self.num_classes, self.label_smoothing) \
-                if y.is_floating_point() or self.loss.name != "ce" else None
+        mixer.check_targets(y, x.shape[0])
+        params = mixer.sample(x, self.generator, context=self.context(x, y))
+        x = mixer.apply(x, params)
+        if mixer.reweights is None:
             logits = self.model(x)
-        else:
-            mixer.check_targets(y, x.shape[0])
-            params = mixer.sample(x, self.generator, context=self.context(x, y))
-            x = mixer.apply(x, params)
-            if mixer.reweights is None:
+        else:  # the label weight comes from what the model sees of the mixed batch (TransMix)
+            with capture_context(mixer.reweights, self.model, **mixer.context_options()) as seen:
                 logits = self.model(x)
-            else:  # the label weight comes from what the model sees of the mixed batch (TransMix)
-                with capture_context(mixer.reweights, self.model, **mixer.context_options()) as seen:
-                    logits = self.model(x)
-                params = mixer.reweight(params, seen.value)
-            self.last_params = {"mix": params}
-            target = mixer.mix_targets(y, params)
-        if target is None:  # class ids with CE: the fused kernel, same value as the soft-target form
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        else:
-            loss = target_loss(self.loss, logits, target)
+            params = mixer.reweight(params, seen.value)
+        self.last_params = {"mix": params}
+        loss = target_loss(self.loss, logits, mixer.mix_targets(y, params))
         return loss, {"loss": loss.detach()}

@@ -125,6 +125,9 @@ class ManifoldMix(Method):
         return self.mixer.mix_preview(x, y, generator)
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if not self.mixing:
+            return self.clean_step(x, y, who="manifoldmix", num_classes=self.num_classes,
+                                   label_smoothing=self.mixer.label_smoothing, loss=self.loss)
         self.check_batch(x, y, "manifoldmix", num_classes=self.num_classes)
         x = self.cast_input(x)
         self.mixer.check_targets(y, x.shape[0])

@@ -3,7 +3,7 @@
 Precedence: defaults < ``--config FILE`` (YAML) < command-line flags. The resolved config is
 written as ``args.yaml`` into the run dir. Unknown keys and wrong types are errors naming the key.
 Flag names mirror timm where timm has one (``--mixup``, ``--cutmix``, ``--cutmix-minmax``,
-``--mixup-prob``, ``--mixup-switch-prob``, ``--mixup-mode``, ``--smoothing``); a YAML key is the
+``--mixup-prob``, ``--mixup-switch-prob``, ``--mixup-mode``, ``--mixup-off-epoch``, ``--smoothing``); a YAML key is the
 flag without dashes, with underscores (``mixup_prob``).
 """
 
@@ -27,7 +27,7 @@ SECTIONS = {
              "workers", "skip_bad_images", "subset", "pad", "flip"),
     "model": ("model", "pretrained", "initial_checkpoint", "width", "widen", "channels_last", "compile", "sync_bn"),
     "method": ("method", "alpha", "mixup_lam", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
-               "mixup_mode", "smoothing", "method_opts"),
+               "mixup_mode", "mixup_off_epoch", "smoothing", "method_opts"),
     "optimiser": ("opt", "lr", "head_lr_scale", "momentum", "nesterov", "weight_decay", "sched", "min_lr",
                   "warmup_epochs", "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
     "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
@@ -83,6 +83,9 @@ class Config:
     mixup_prob: float = field(default=1.0, metadata={"help": "timm: chance a batch (or sample) is mixed"})
     mixup_switch_prob: float = field(default=0.5, metadata={"help": "timm: chance of cutmix when both are on"})
     mixup_mode: str = field(default="batch", metadata={"help": "timm: batch, pair or elem"})
+    mixup_off_epoch: int = field(default=0, metadata={
+        "help": "timm: from this epoch on, train on clean images with the plain loss (0 = mix to the end); "
+                "AutoMix / SAMix keep their EMA encoder following the online network"})
     smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
     method_opts: dict[str, Any] = field(default_factory=dict,
                                         metadata={"help": "method options as KEY=VALUE (repeatable)"})
@@ -252,6 +255,7 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
     need(cfg.model_ema_end_decay is None or 0.0 < cfg.model_ema_end_decay < 1.0, "model_ema_end_decay",
          "in (0, 1) (or unset)")
     need(cfg.workers >= 0, "workers", ">= 0")
+    need(cfg.mixup_off_epoch >= 0, "mixup_off_epoch", ">= 0 (0 = never)")
     need(cfg.pad >= 0, "pad", ">= 0")
     need(cfg.subset is None or cfg.subset >= 1, "subset", ">= 1 (or unset)")
     need(cfg.img_size is None or cfg.img_size >= 4, "img_size", ">= 4 (or unset)")
@@ -316,6 +320,12 @@ def check_conflicts(cfg: Config) -> None:
         if given(key) and spec is not None and option not in options:
             what = "the input mixers" if key != "mixup_lam" else "the methods that draw lambda (mixers, automix, samix)"
             refuse(key, f"applies to {what}, not to method {method!r}")
+    if given("mixup_off_epoch"):
+        if spec is not None and spec.kind == "vanilla":
+            refuse("mixup_off_epoch", f"stops mixing, but method {method!r} mixes nothing")
+        if cfg.mixup_off_epoch >= cfg.epochs:
+            raise ValueError(f"mixup_off_epoch must be below epochs ({cfg.epochs}): mixing stops from that epoch "
+                             f"and the run's epochs are 0 to {cfg.epochs - 1}; got {cfg.mixup_off_epoch}")
     for key in ("mix_block_lr", "mix_block_momentum", "mix_block_min_lr"):
         if given(key) and not learned:
             refuse(key, f"applies to a Mix Block (method automix or samix), not to method {method!r}")

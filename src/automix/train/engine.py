@@ -1,6 +1,8 @@
 """``fit(cfg)``: the training run, from data to metrics.json, resumable at any checkpoint.
 
-Order of one epoch: train steps (checkpoint every ``checkpoint_interval`` steps if set), then
+Order of one epoch: mixing switched off from ``mixup_off_epoch`` on (``Method.set_mixing``, decided by the
+epoch alone, so a resumed run switches at the same step), train steps (checkpoint every
+``checkpoint_interval`` steps if set), then
 evaluation of the method's eval network (the EMA encoder for AutoMix), the online network and the
 weight-EMA copy, a row in ``summary.csv``, a picture of the current mixes, and ``last.pt``
 (``best.pt`` when the top-1 improves). A run killed at any point and resumed with ``--resume``
@@ -94,7 +96,10 @@ class Run:
         self.step_fn = self.method
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
+            # With mixing off, a learned method's Mix Block and mix head take no part in the loss; DDP must be
+            # told to expect parameters without gradients (a per-step graph walk, paid only with the flag).
+            self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids,
+                                                               find_unused_parameters=cfg.mixup_off_epoch > 0)
         self.epoch, self.step_in_epoch, self.best, self.skipped = 0, 0, -1.0, 0
         self.warnings: dict[str, int] = {}  # the method's epoch warnings -> first epoch they were raised
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
@@ -173,8 +178,13 @@ class Run:
             self.model_ema.update(self.method.model, int(self.method.step) - 1)
         return logs
 
+    def mixing(self, epoch: int) -> bool:
+        """Whether ``epoch`` mixes (timm's ``--mixup-off-epoch``: from that epoch on it does not; 0 = always)."""
+        return not (self.cfg.mixup_off_epoch and epoch >= self.cfg.mixup_off_epoch)
+
     def train_epoch(self) -> dict[str, float]:
         self.method.train()
+        self.method.set_mixing(self.mixing(self.epoch))
         seen, t0 = 0, time.perf_counter()
         for x, y in self.batches.epoch(self.epoch, self.step_in_epoch):
             logs = self.train_step(x, y)
@@ -256,7 +266,7 @@ class Run:
         return row
 
     def picture(self) -> None:
-        if not self.cfg.save_images or not self.info.is_main or not self.method.mixes:
+        if not self.cfg.save_images or not self.info.is_main or not self.method.mixes or not self.mixing(self.epoch):
             return
         viz.save_mix_grid(self.out / "mixes" / f"epoch{self.epoch:03d}.png", self.method, self.preview_x,
                           torch.zeros(self.preview_x.shape[0], dtype=torch.long, device=self.device),

@@ -1,0 +1,168 @@
+"""``automix.MixCollate``: mixing in DataLoader workers (issue 17, item 1)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from conftest import MIXER_KWARGS, STATIC_MIXERS
+
+import automix
+from automix.mixers.registry import mixer_factory
+
+PIL = pytest.importorskip("PIL.Image")
+
+MODEL_AWARE = [n for n in automix.list_mixers() if getattr(mixer_factory(n), "needs", None) is not None]
+
+
+def uint8_samples(n: int = 6, size: int = 16, classes: int = 4, seed: int = 0) -> list[tuple[torch.Tensor, int]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen), i % classes) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", STATIC_MIXERS)
+def test_every_input_space_mixer_mixes_in_a_collate(name):
+    """The collate returns exactly what the mixer gives on the stacked float batch, for every static mixer."""
+    samples = uint8_samples()
+    mixer = automix.create_mixer(name, **MIXER_KWARGS.get(name, {}))
+    collate = automix.MixCollate(mixer, num_classes=4)
+    assert mixer.num_classes is None, "the caller's mixer is left as it was"
+    torch.manual_seed(5)
+    x, y = collate(samples)
+    images = torch.stack([s[0] for s in samples]).float() / 255
+    labels = torch.tensor([s[1] for s in samples])
+    torch.manual_seed(5)
+    expected = automix.create_mixer(name, num_classes=4, **MIXER_KWARGS.get(name, {}))(images, labels)
+    assert x.dtype == torch.float32 and y.dtype == torch.float32 and y.shape == (6, 4)
+    torch.testing.assert_close(x, expected.x)
+    torch.testing.assert_close(y, expected.y)
+    assert not torch.equal(x, images), f"{name} mixed nothing"
+
+
+@pytest.mark.parametrize("name", MODEL_AWARE)
+def test_model_aware_mixers_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=rf"mixer '{name}' reads the model's '\w+' context.*create_method\('{name}'"):
+        automix.MixCollate(automix.create_mixer(name), num_classes=4)
+
+
+def test_guidedmix_spectral_needs_no_model_and_is_accepted():
+    x, y = automix.MixCollate(automix.create_mixer("guidedmix", guide="spectral"), num_classes=4)(uint8_samples())
+    assert x.shape == (6, 3, 16, 16) and torch.allclose(y.sum(1), torch.ones(6))
+
+
+def test_pil_images_match_the_uint8_tensors():
+    samples = uint8_samples(4)
+    pil = [(PIL.fromarray(img.permute(1, 2, 0).numpy()), label) for img, label in samples]
+    collate = automix.MixCollate("mixup", num_classes=4)
+    a, b = collate.stack(samples), collate.stack(pil)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    grey = collate.stack([(p.convert("L"), lab) for p, lab in pil])[0]
+    rgba = collate.stack([(p.convert("RGBA"), lab) for p, lab in pil])[0]
+    assert grey.shape == (4, 1, 16, 16) and torch.equal(rgba, a[0]), "L keeps one channel, RGBA drops alpha"
+    with pytest.raises(TypeError, match=r"samples\[0\] is a PIL image of mode 'I;16'"):
+        collate.stack([(PIL.new("I;16", (4, 4)), 0)])
+
+
+def test_float_images_soft_labels_mappings_and_normalisation():
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(4, 3, 8, 8, generator=gen)
+    soft = torch.rand(4, 5, generator=gen).softmax(1)
+    rows = [{"pixel_values": images[i], "label": soft[i]} for i in range(4)]
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    collate = automix.MixCollate("cutmix", keys=("pixel_values", "label"), mean=mean, std=std)
+    x, y = collate.stack(rows)
+    torch.testing.assert_close(x, (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+    assert torch.equal(y, soft)
+    torch.manual_seed(0)
+    x_mix, y_mix = collate(rows)
+    assert y_mix.shape == (4, 5) and torch.allclose(y_mix.sum(1), torch.ones(4))
+    assert automix.MixCollate("mixup", dtype=torch.float64).stack(rows[:1] and [(images[0], 1)])[0].dtype == \
+        torch.float64
+
+
+@pytest.mark.parametrize("samples, error, match", [
+    ([], ValueError, "non-empty list"),
+    ([(torch.zeros(3, 8, 8, dtype=torch.uint8), 0), (torch.zeros(3, 9, 8, dtype=torch.uint8), 1)], ValueError,
+     r"samples\[1\] has image shape \(3, 9, 8\) but samples\[0\] has \(3, 8, 8\)"),
+    ([(torch.zeros(3, 8, 8, dtype=torch.int16), 0)], TypeError, r"samples\[0\] image must be uint8.*int16"),
+    ([("not an image", 0)], TypeError, r"samples\[0\] image must be a tensor.*str"),
+    ([torch.zeros(3, 8, 8)], TypeError, r"samples\[0\] must be an \(image, label\) pair"),
+    ([{"image": torch.zeros(3, 8, 8), "label": 0}], TypeError, "give keys="),
+])
+def test_bad_samples_are_named(samples, error, match):
+    with pytest.raises(error, match=match):
+        automix.MixCollate("mixup", num_classes=4)(samples)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="num_classes 5 differs from the mixer's num_classes 4"):
+        automix.MixCollate(automix.create_mixer("mixup", num_classes=4), num_classes=5)
+    with pytest.raises(TypeError, match="mixer must be a mixer"):
+        automix.MixCollate(automix.create_method("mixup", torch.nn.Linear(2, 2), num_classes=2))
+    with pytest.raises(ValueError, match="mean and std go together"):
+        automix.MixCollate("mixup", mean=(0.5,))
+    with pytest.raises(ValueError, match="one non-zero std per channel"):
+        automix.MixCollate("mixup", mean=(0.5, 0.5), std=(0.2,))
+    with pytest.raises(ValueError, match="dtype must be a floating"):
+        automix.MixCollate("mixup", dtype=torch.int64)
+    with pytest.raises(TypeError, match="keys must be"):
+        automix.MixCollate("mixup", keys="image")
+    with pytest.raises(ValueError, match="num_classes is required"):
+        automix.MixCollate("mixup")(uint8_samples(2))
+
+
+def test_a_collate_pickles_for_spawned_workers_and_draws_the_same():
+    mixer = automix.create_mixer("cutmix", mode="elem", generator=torch.Generator().manual_seed(3))
+    collate = automix.MixCollate(mixer, num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3)
+    again = pickle.loads(pickle.dumps(collate))
+    samples = uint8_samples()
+    for _ in range(2):
+        a, b = collate(samples), again(samples)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+# ---------------------------------------------------------------- workers: per worker, per epoch, reproducible
+class Repeated(torch.utils.data.Dataset):
+    """Every batch of 8 holds the same 8 samples of 8 classes, so two batches differ only by their mixing draws
+    (8 samples: a draw that pairs every sample with itself, and so mixes nothing, has odds 1 in 40320)."""
+
+    def __init__(self, n: int = 64) -> None:
+        self.base = uint8_samples(8, size=8, classes=8)
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.base[i % 8]
+
+
+def loader_batches(persistent: bool, loader_seed: int, mixer_seed: int | None, epochs: int = 3):
+    gen = None if mixer_seed is None else torch.Generator().manual_seed(mixer_seed)
+    collate = automix.MixCollate(automix.create_mixer("mixup", mode="elem", generator=gen), num_classes=8)
+    loader = torch.utils.data.DataLoader(Repeated(), batch_size=8, num_workers=2, collate_fn=collate,
+                                         persistent_workers=persistent,
+                                         generator=torch.Generator().manual_seed(loader_seed))
+    return [[(x, y) for x, y in loader] for _ in range(epochs)]
+
+
+@pytest.mark.parametrize("mixer_seed", [None, 0], ids=["global-generator", "own-generator"])
+@pytest.mark.parametrize("persistent", [False, True], ids=["fresh-workers", "persistent-workers"])
+def test_workers_draw_differently_per_worker_and_epoch_and_repeat_under_a_seed(persistent, mixer_seed):
+    run = loader_batches(persistent, 7, mixer_seed)
+    assert [len(epoch) for epoch in run] == [8, 8, 8]
+    targets = [tuple(y.flatten().tolist()) for epoch in run for _, y in epoch]
+    assert len(set(targets)) == len(targets), "no batch's draws repeat, across workers (even / odd batches) " \
+                                              "or epochs"
+    # Batch 0 comes from worker 0 and batch 1 from worker 1 (in-order loading): their draws differ.
+    assert not torch.equal(run[0][0][1], run[0][1][1])
+    assert not torch.equal(run[0][0][1], run[1][0][1]) and not torch.equal(run[1][0][1], run[2][0][1])
+    again = loader_batches(persistent, 7, mixer_seed)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+               for ea, eb in zip(run, again) for a, b in zip(ea, eb)), "two identical seeded loaders differ"
+    other = loader_batches(persistent, 8, mixer_seed, epochs=1)
+    assert not torch.equal(other[0][0][1], run[0][0][1]), "the loader's seed sets the draws"
+    if mixer_seed is not None:
+        own = loader_batches(persistent, 7, mixer_seed + 1, epochs=1)
+        assert not torch.equal(own[0][0][1], run[0][0][1]), "the mixer's own seed sets the draws too"
