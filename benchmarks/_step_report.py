@@ -1,4 +1,5 @@
-"""The report of ``step_time.py``: the step-time table, the PASS/FAIL target and where AutoMix's time goes.
+"""The report of ``step_time.py``: the step-time table, the PASS/FAIL target and where AutoMix's and AdAutoMix's
+time goes.
 
 Part of the step-time benchmark (run ``PYTHONPATH=src python benchmarks/step_time.py``). ``render`` turns the
 results dict (the same one written to benchmarks/results/step_time.json) into the body of the ``step_time``
@@ -7,9 +8,10 @@ section of docs/benchmarks.md.
 
 from __future__ import annotations
 
-from _step_pieces import PIECES, VANILLA_PIECES
+from _step_pieces import ADAUTOMIX, PIECES, VANILLA_PIECES
 
-LABELS = {"none": "vanilla", "mixup": "mixup", "cutmix": "cutmix", "automix": "AutoMix", "samix": "SAMix"}
+LABELS = {"none": "vanilla", "mixup": "mixup", "cutmix": "cutmix", "automix": "AutoMix", "samix": "SAMix",
+          "adautomix": "AdAutoMix"}
 TARGET_RATIO = 3.0  # AutoMix step time <= 3.0x vanilla (the project's target; FLOP floor about 2.9x)
 NOISY_SHARE = 0.05  # other processes using more than this share of the CPUs during a measurement: flagged
 
@@ -89,32 +91,46 @@ def _step_table(results: dict) -> list[str]:
     return lines
 
 
-def _breakdown(bds: list[dict]) -> list[str]:
-    """The AutoMix and vanilla pieces at every width that has a breakdown, and the floor check."""
-    lines = ["", "Where AutoMix's time goes (an ordinary step under `torch.profiler`, split by the `record_function` "
-             "labels in `AutoMix.compute_losses`, its backward by the label of the forward op each autograd node "
-             "came from; median of " + ", ".join(f"{w['breakdown']['n']} (width {w['width']})" for w in bds)
-             + " profiled steps, so the profiler's own cost is in the sum; \"× vanilla\" = piece time / vanilla "
-             "full-step time at that width):", ""]
+def _piece_table(bds: list[dict], name: str, pieces: list[tuple[str, str]]) -> list[str]:
+    """The pieces of learned method ``name`` at every width, their sum and the measured full step."""
     head = "| piece |" + "".join(f" w{w['width']} ms | w{w['width']} % | w{w['width']} × vanilla |" for w in bds)
-    lines += [head, "|---|" + "---:|---:|---:|" * len(bds)]
-    for key, label in PIECES:
+    lines = [head, "|---|" + "---:|---:|---:|" * len(bds)]
+    for key, label in pieces:
         row = [label]
         for w in bds:
-            bd, total = w["breakdown"], w["breakdown"]["automix_sum"]
-            v = bd["automix"][key]
+            bd, total = w["breakdown"], w["breakdown"][f"{name}_sum"]
+            v = bd[name][key]
             row += [_ms(v), f"{100 * v / total:.1f}", f"{v / w['methods']['none']['median']:.3f}"]
         lines.append("| " + " | ".join(row) + " |")
     row = ["**sum of pieces**"]
     for w in bds:
-        total = w["breakdown"]["automix_sum"]
+        total = w["breakdown"][f"{name}_sum"]
         row += [f"**{_ms(total)}**", "100", f"**{total / w['methods']['none']['median']:.2f}**"]
     lines.append("| " + " | ".join(row) + " |")
-    row = ["full AutoMix step (table above)"]
+    row = [f"full {LABELS[name]} step (table above)"]
     for w in bds:
-        full = w["methods"]["automix"]["median"]
+        full = w["methods"][name]["median"]
         row += [_ms(full), "", f"{full / w['methods']['none']['median']:.2f}"]
     lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _breakdown(bds: list[dict]) -> list[str]:
+    """The AutoMix, AdAutoMix and vanilla pieces at every width that has a breakdown, and the floor checks."""
+    automix = [w for w in bds if "automix" in w["breakdown"]]
+    adautomix = [w for w in bds if "adautomix" in w["breakdown"]]
+    n_steps = ", ".join(f"{w['breakdown']['n']} (width {w['width']})" for w in bds)
+    lines = []
+    if automix:
+        lines += ["", "Where AutoMix's time goes (an ordinary step under `torch.profiler`, split by the "
+                  "`record_function` labels in `AutoMix.compute_losses`, its backward by the label of the forward op "
+                  f"each autograd node came from; median of {n_steps} profiled steps, so the profiler's own cost is "
+                  "in the sum; \"× vanilla\" = piece time / vanilla full-step time at that width):", ""]
+        lines += _piece_table(automix, "automix", PIECES)
+    if adautomix:
+        lines += ["", "Where AdAutoMix's time goes (the same split, by the `adautomix/` labels in "
+                  f"`AdAutoMix.compute_losses`; median of {n_steps} profiled steps):", ""]
+        lines += _piece_table(adautomix, "adautomix", ADAUTOMIX.pieces)
     lines += ["", "Vanilla step split the same way (the yardstick):", ""]
     head = "| piece |" + "".join(f" w{w['width']} ms | w{w['width']} % |" for w in bds)
     lines += [head, "|---|" + "---:|---:|" * len(bds)]
@@ -128,25 +144,41 @@ def _breakdown(bds: list[dict]) -> list[str]:
     for w in bds:
         row += [f"**{_ms(w['breakdown']['vanilla_sum'])}**", "100"]
     lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Floor check against the vanilla pieces (an ideal AutoMix step is 4 forwards, one of them "
-                  "without grad, 2 full backwards and one backward to the input only):"]
-    for w in bds:
-        v, a = w["breakdown"]["vanilla"], w["breakdown"]["automix"]
-        fwd2 = a["online_fwd"] / max(v["fwd"], 1e-9)
-        bwd2 = a["online_bwd"] / max(v["bwd"], 1e-9)
-        lines.append(
-            f"- width {w['width']}: online forward ×2 = {fwd2:.2f}× the vanilla forward, online backward ×2 = "
-            f"{bwd2:.2f}× the vanilla backward; EMA clean forward (no grad) = "
-            f"{a['ema_clean_fwd'] / max(v['fwd'], 1e-9):.2f}×, EMA forward with graph = "
-            f"{a['ema_mb_fwd'] / max(v['fwd'], 1e-9):.2f}× the vanilla forward; EMA backward to the input = "
-            f"{a['ema_mb_bwd'] / max(v['bwd'], 1e-9):.2f}× the vanilla backward.")
-    lines += ["", "The floor on this machine, from the vanilla pieces: 4 vanilla forwards + 2 vanilla backwards + "
-                  "AutoMix's measured backward to the input + one SGD step, over the vanilla step:"]
-    for w in bds:
-        v, a = w["breakdown"]["vanilla"], w["breakdown"]["automix"]
-        floor = 4 * v["fwd"] + 2 * v["bwd"] + a["ema_mb_bwd"] + v["opt_step"]
-        lines.append(f"- width {w['width']}: {floor / w['methods']['none']['median']:.2f}× (a backward costs "
-                     f"{v['bwd'] / max(v['fwd'], 1e-9):.2f}× a forward here; the 2.9× FLOP floor assumes 2×).")
+    if automix:
+        lines += ["", "Floor check against the vanilla pieces (an ideal AutoMix step is 4 forwards, one of them "
+                      "without grad, 2 full backwards and one backward to the input only):"]
+        for w in automix:
+            v, a = w["breakdown"]["vanilla"], w["breakdown"]["automix"]
+            fwd2 = a["online_fwd"] / max(v["fwd"], 1e-9)
+            bwd2 = a["online_bwd"] / max(v["bwd"], 1e-9)
+            lines.append(
+                f"- width {w['width']}: online forward ×2 = {fwd2:.2f}× the vanilla forward, online backward ×2 = "
+                f"{bwd2:.2f}× the vanilla backward; EMA clean forward (no grad) = "
+                f"{a['ema_clean_fwd'] / max(v['fwd'], 1e-9):.2f}×, EMA forward with graph = "
+                f"{a['ema_mb_fwd'] / max(v['fwd'], 1e-9):.2f}× the vanilla forward; EMA backward to the input = "
+                f"{a['ema_mb_bwd'] / max(v['bwd'], 1e-9):.2f}× the vanilla backward.")
+        lines += ["", "The floor on this machine, from the vanilla pieces: 4 vanilla forwards + 2 vanilla backwards + "
+                      "AutoMix's measured backward to the input + one SGD step, over the vanilla step:"]
+        for w in automix:
+            v, a = w["breakdown"]["vanilla"], w["breakdown"]["automix"]
+            floor = 4 * v["fwd"] + 2 * v["bwd"] + a["ema_mb_bwd"] + v["opt_step"]
+            lines.append(f"- width {w['width']}: {floor / w['methods']['none']['median']:.2f}× (a backward costs "
+                         f"{v['bwd'] / max(v['fwd'], 1e-9):.2f}× a forward here; the 2.9× FLOP floor assumes 2×).")
+    if adautomix:
+        lines += ["", "AdAutoMix's floor, set by its own passes: with K images, 2 + K EMA forwards (the clean batch "
+                      "and the K sources without grad, the generator's batch with graph) and its online passes "
+                      "(3 for K > 2: clean, linear mix, masked mix; 2 for K = 2), each a vanilla forward, + one "
+                      "vanilla backward per online pass + its measured backward to the input + one SGD step, over "
+                      "the vanilla step (the K source passes are the known extra cost of the cosine term):"]
+        for w in adautomix:
+            v, a, k = w["breakdown"]["vanilla"], w["breakdown"]["adautomix"], w["breakdown"].get("adautomix_k", 3)
+            online = 3 if k > 2 else 2
+            floor = (2 + k + online) * v["fwd"] + online * v["bwd"] + a["ema_mb_bwd"] + v["opt_step"]
+            lines.append(
+                f"- width {w['width']} (K = {k}): {floor / w['methods']['none']['median']:.2f}×; measured "
+                f"{w['methods']['adautomix']['ratio']:.2f}×; the K source passes "
+                f"{a['ema_sources_fwd'] / max(v['fwd'], 1e-9):.2f}× the vanilla forward "
+                f"({a['ema_sources_fwd'] / max(w['methods']['none']['median'], 1e-9):.2f}× the vanilla step).")
     batched = [w for w in bds if "batching" in w["breakdown"]]
     if batched:
         lines += ["", "Would one batch of 2B be cheaper than AutoMix's two online passes over B? Vanilla network, "

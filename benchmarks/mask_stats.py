@@ -49,8 +49,9 @@ from automix.train.loader import eval_batches  # noqa: E402
 def mask_stats(path: str, images: int, passes: int, seed: int) -> dict[str, float]:
     ckpt = Path(path) / "last.pt" if Path(path).is_dir() else Path(path)
     cfg, data, idx, method, _ = load_trained(str(ckpt))
-    if not hasattr(method, "mix_block"):
-        raise ValueError(f"{path}: method {cfg.method!r} has no Mix Block (only AutoMix / SAMix runs)")
+    if not hasattr(method, "mix_block") or cfg.method not in ("automix", "samix"):
+        what = "K-way masks (its summary.csv has their statistics)" if cfg.method == "adautomix" else "no Mix Block"
+        raise ValueError(f"{path}: method {cfg.method!r} has {what} (only AutoMix / SAMix runs)")
     method.train()  # as in training: the EMA encoder's features come from train-mode BN
     method.generator.manual_seed(seed)
     std = gap = whole = n = 0.0

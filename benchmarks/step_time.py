@@ -1,4 +1,5 @@
-"""Training step time: vanilla, mixup, cutmix, AutoMix and SAMix on the CIFAR PreAct-ResNet-18 (CPU only).
+"""Training step time: vanilla, mixup, cutmix, AutoMix, SAMix, AdAutoMix and the model-aware methods on the CIFAR
+PreAct-ResNet-18 (CPU only).
 
 This is a benchmark, not a test. Exact command (from the repository root):
 
@@ -21,8 +22,8 @@ Options:
     --json PATH      raw results (default benchmarks/results/step_time.json; none for --quick unless given).
     --batch-size B   images per step (default 100).
     --widths a,b     first-stage widths of the PreAct-ResNet-18 (default 64,16; 64 is the standard network).
-    --methods a,b    methods to time (default none,mixup,cutmix,automix,samix,manifoldmix,snapmix,attentivemix,
-                     alignmix,puzzlemix,guidedmix; "none" is vanilla and must be in).
+    --methods a,b    methods to time (default none,mixup,cutmix,automix,samix,adautomix,manifoldmix,snapmix,
+                     attentivemix,alignmix,puzzlemix,guidedmix; "none" is vanilla and must be in).
     --steps N        timed steps per method at every width (default: 3 at width >= 32, 10 below).
     --warmup N       untimed warm-up steps per method first (default: 1 at width >= 32, 2 below).
     --wait-quiet S   wait up to S seconds for the 1-minute load average to drop below 0.5 before the first width
@@ -53,10 +54,13 @@ on the Mix Block's batch, the online network's forward on the clean and the mixe
 split by the label of the forward op that made each autograd node (backward to the input through the EMA encoder,
 the mixing and the Mix Block; backward of the online passes), then the SGD step and ``after_step()`` (the EMA
 update ``automix.methods.ema.ema_update``). The sum of the pieces (profiler overhead included) is printed next to
-the measured full step. The vanilla step is split by timing its public calls (forward + loss, backward, SGD
+the measured full step. AdAutoMix's step is split the same way by the ``adautomix/`` labels in
+``AdAutoMix.compute_losses`` (its K passes of the EMA encoder over the source images, for the cosine term, are a
+piece of their own). The vanilla step is split by timing its public calls (forward + loss, backward, SGD
 step) as the yardstick: each piece is also shown in units of the vanilla step.
 From those pieces the report states the floor on this machine (4 vanilla forwards, 2 vanilla backwards, the
-measured backward to the input, one SGD step), and it times one forward + backward over a batch of 2B against two
+measured backward to the input, one SGD step; for AdAutoMix with K images 2 + K + 3 forwards and 3 backwards,
+2 + K + 2 and 2 for K = 2), and it times one forward + backward over a batch of 2B against two
 over B, which says whether batching AutoMix's two online passes could beat that floor.
 
 Code: this file measures; _step_pieces.py profiles a step and splits it into pieces, _step_report.py writes the
@@ -91,14 +95,14 @@ from _common import (  # noqa: E402
     wait_for_low_load,
     write_outputs,
 )
-from _step_pieces import breakdown  # noqa: E402
+from _step_pieces import SPLIT, breakdown  # noqa: E402
 from _step_report import LABELS, TARGET_RATIO, render  # noqa: E402
 from automix.methods import create_method  # noqa: E402
 
 KEY, HEADING = "step_time", "## Training step time"  # the section of docs/benchmarks.md this script owns
 NUM_CLASSES = 100
-DEFAULT_METHODS = ("none", "mixup", "cutmix", "automix", "samix", "manifoldmix", "snapmix", "attentivemix", "alignmix",
-                   "puzzlemix", "guidedmix")
+DEFAULT_METHODS = ("none", "mixup", "cutmix", "automix", "samix", "adautomix", "manifoldmix", "snapmix", "attentivemix",
+                   "alignmix", "puzzlemix", "guidedmix")
 LOAD_QUIET = 0.5  # 1-minute load average below which the machine counts as quiet before the first width
 # glibc mallopt parameters: M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, and the values the benchmark pins.
 MALLOPT = {"M_MMAP_THRESHOLD": (-3, 32 * 2**20), "M_TRIM_THRESHOLD": (-1, 2**31 - 1), "M_TOP_PAD": (-2, 256 * 2**20)}
@@ -201,8 +205,9 @@ def run_width(width: int, args, monitor: OtherCpu, first: bool) -> dict:
         built[name] = (method, opt)
     times = time_steps(built, args.methods, x, y, steps)
     steps_share = monitor.share(snap, monitor.snapshot())
-    # Where the time goes: AutoMix (and vanilla as the yardstick) split into pieces, interleaved rounds.
-    pieces = breakdown(built["automix"], built["none"], x, y, steps, monitor) if "automix" in built else None
+    # Where the time goes: AutoMix and AdAutoMix (and vanilla as the yardstick) split into pieces, interleaved rounds.
+    learned = {name: built[name] for name in SPLIT if name in built}
+    pieces = breakdown(learned, built["none"], x, y, steps, monitor) if learned else None
     del built
     gc.collect()
 

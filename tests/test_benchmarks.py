@@ -73,7 +73,7 @@ def test_step_time_quick():
     assert "## Training step time" in out
     assert "| method | w8 ms/step | w8 img/s | w8 × vanilla |" in out
     rows = table_rows(out)
-    for label in ("vanilla", "mixup", "cutmix", "AutoMix", "SAMix"):
+    for label in ("vanilla", "mixup", "cutmix", "AutoMix", "SAMix", "AdAutoMix"):
         assert label in rows, label
     assert rows["vanilla"][3] == "1.00"  # ratios are to vanilla
     assert "Where AutoMix's time goes" in out and "**sum of pieces**" in rows
@@ -83,6 +83,13 @@ def test_step_time_quick():
         cells = next(cells for name, cells in rows.items() if f"`{label}`" in name)
         assert float(cells[1]) > 0, cells
     assert float(next(c for n, c in rows.items() if n.startswith("backward to the input"))[1]) > 0
+    # AdAutoMix's pieces likewise, its K passes over the source images (the cosine term's cost) among them.
+    assert "Where AdAutoMix's time goes" in out and "AdAutoMix's floor, set by its own passes" in out
+    for label in ("adautomix/encoder_features", "adautomix/generator", "adautomix/encoder_mixed",
+                  "adautomix/encoder_sources", "adautomix/backbone"):
+        cells = next(cells for name, cells in rows.items() if f"`{label}`" in name)
+        assert float(cells[1]) > 0, cells
+    assert "- width 8 (K = 3): " in out
     assert "- width 8: two passes of 8 " in out and "The floor on this machine" in out
     assert "Raw per-step times" not in out  # no JSON named: --quick --no-write writes nothing
 

@@ -78,7 +78,7 @@ def test_automix_honours_loss_bce_on_multi_hot_targets():
 def _zero_logits(method: automix.Method) -> None:
     """Every classifier head of the method outputs 0, so any target gives BCE = log 2 per class."""
     heads = [method.model.get_submodule("fc")]
-    if isinstance(method, automix.AutoMix):
+    if isinstance(method, (automix.AutoMix, automix.AdAutoMix)):
         heads += [method.model_k.get_submodule("fc"), method.head_mix, method.head_mix_k]
     with torch.no_grad():
         for head in heads:
@@ -98,7 +98,9 @@ def test_every_method_honours_the_same_loss_options(name):
         _, logs = method.training_step(x, y)
         # Zero logits give BCE = log 2 whatever the (mixed) target; cross-entropy would give log 4 per unit
         # of target mass.
-        terms = ["loss_one", "loss_mix", "loss_mb"] if name in ("automix", "samix") else ["loss"]
+        learned = {"automix": ["loss_one", "loss_mix", "loss_mb"], "samix": ["loss_one", "loss_mix", "loss_mb"],
+                   "adautomix": ["loss_one", "loss_linear", "loss_mix", "loss_gen_ce"]}
+        terms = learned.get(name, ["loss"])
         for term in terms:
             torch.testing.assert_close(logs[term], log2, msg=f"{name} {term} with y {y.dtype}")
 

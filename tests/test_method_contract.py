@@ -98,7 +98,7 @@ def test_every_method_is_registered_once_with_a_kind():
     names = automix.list_methods()
     assert len(names) == len(set(names))
     assert set(automix.list_mixers()) <= set(names), "every mixer is a method of the same name"
-    assert automix.list_methods("learned") == ["automix", "samix"]
+    assert automix.list_methods("learned") == ["adautomix", "automix", "samix"]
     assert automix.list_methods("vanilla") == ["none"]
     for name in names:
         assert method_spec(name).kind in automix.methods.KINDS

@@ -42,3 +42,25 @@ def test_grid_for_learned_methods(tmp_path, cls):
 def test_preview_rejects_other_objects():
     with pytest.raises(TypeError, match="source"):
         viz.preview(object(), torch.rand(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_grid_for_k_way_masks(tmp_path, k):
+    """AdAutoMix mixes K images: each row shows the K images, their K masks and the mix."""
+    model = automix.create_model("preact_resnet18", num_classes=4, width=8)
+    method = automix.AdAutoMix(model, num_classes=4, mix_samples=k, total_steps=5, init_std=None)
+    x = torch.rand(4, 3, 32, 32)
+    parts = viz.preview(method, x, n=4)
+    assert parts["sources"].shape == (4, k, 3, 32, 32) and parts["masks"].shape == (4, k, 1, 32, 32)
+    path = viz.save_mix_grid(tmp_path / "k.png", method, x, n=4, scale=1, mean=(0.5, 0.5, 0.5), std=(0.25,) * 3,
+                             title="adautomix, epoch 0")
+    img = Image.open(path)
+    assert img.size[1] == 4 * 32 + viz.HEADER + viz.LINE + viz.FOOTER
+    assert img.size[0] >= (2 * k + 1) * 32, "K images, K masks and the mix in every row"
+    # The mask columns are the masks themselves: mask i of row 0 at column K + i.
+    row0 = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8).float()
+    row0 = row0.view(img.size[1], img.size[0], 3)
+    top = viz.HEADER + viz.LINE
+    for i in range(k):
+        cell = row0[top:top + 32, (k + i) * 32:(k + i + 1) * 32, 0] / 255
+        torch.testing.assert_close(cell, parts["masks"][0, i, 0], atol=1 / 255 + 1e-6, rtol=0)

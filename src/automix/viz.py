@@ -3,6 +3,8 @@
 ``preview(mixer_or_method, x, y)`` mixes a few samples and returns the pieces; ``mix_grid`` lays
 them out (one row per sample: original | partner | mask | mixed, with lam written beside it) and
 ``save_mix_grid`` writes a PNG. The mask column is the partner's weight (white = all partner).
+A method that mixes K images (AdAutoMix) adds ``sources`` / ``masks`` / ``lams`` to its preview; its rows
+are then image 1 | ... | image K | mask 1 | ... | mask K | mixed, each mask the share of its image.
 Works for any mixer and any Method (both have ``mix_preview``). Needs only Pillow.
 """
 
@@ -63,48 +65,75 @@ LEGEND = ("original: label weight lam",
           "  (white = partner, black = original)",
           "mixed = (1-mask)*original + mask*partner",
           "right: lam | mean of the mask")
+LEGEND_K = ("image i: label weight lam_i",
+            "mask i: image i's share per pixel",
+            "  (white = all image i; the masks sum to 1)",
+            "mixed = sum over i of mask i * image i",
+            "right: lam_1/.../lam_K |",
+            "  mean of mask 1/.../mask K")
 LINE = 11  # pixels per text line
-FOOTER = LINE * len(LEGEND) + 6  # the legend's height under the grid
+FOOTER = LINE * len(LEGEND) + 6  # the legend's height under the grid (the same for LEGEND_K)
 
 
 def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, title: str | None = None):
     """A ``PIL.Image`` grid from ``preview``'s output; ``mean``/``std`` undo input normalisation.
 
-    One row per sample (original | partner | mask | mixed), each row's lam and mask mean at its right,
-    ``title`` (e.g. the run and epoch) above and a legend below saying which side is which.
+    One row per sample (original | partner | mask | mixed, or with K-way ``sources`` / ``masks`` / ``lams``:
+    image 1..K | mask 1..K | mixed), each row's lam and mask mean(s) at its right, ``title`` (e.g. the run and
+    epoch) above and a legend below saying which side is which.
     """
     from PIL import Image, ImageDraw
 
-    x, partner, mask, mixed, lam = (parts[k] for k in ("x", "partner", "mask", "mixed", "lam"))
+    kway = "sources" in parts
+    x, mixed = parts["x"], parts["mixed"]
+    if kway:
+        k = parts["sources"].shape[1]
+        images = [parts["sources"][:, i] for i in range(k)]
+        masks = [parts["masks"][:, i] for i in range(k)]
+        lams = parts["lams"]
+        names = [f"image {i + 1}" for i in range(k)] + [f"mask {i + 1}" for i in range(k)] + ["mixed"]
+        legend = LEGEND_K
+    else:
+        images, masks = [x, parts["partner"]], [parts["mask"]]
+        names, legend = ["original", "partner", "mask", "mixed"], LEGEND
     if mean is not None and std is not None:
         m = torch.as_tensor(mean).view(-1, 1, 1)
         s = torch.as_tensor(std).view(-1, 1, 1)
-        x, partner, mixed = (t.float() * s + m for t in (x, partner, mixed))
+        images, mixed = [t.float() * s + m for t in images], mixed.float() * s + m
         lo, hi = torch.tensor(0.0), torch.tensor(1.0)
     else:
         both = torch.cat([x.float(), mixed.float()])
         lo, hi = both.min(), both.max()
     n, _, h, w = x.shape
-    label_w, line = 64, LINE
+
+    def side_text(i: int) -> str:
+        if kway:
+            return ("lam " + "/".join(f"{float(v):.2f}" for v in lams[i]) + "\nmask "
+                    + "/".join(f"{float(mk[i].mean()):.2f}" for mk in masks))
+        return f"lam {float(parts['lam'][i]):.2f}\nmask {float(masks[0][i].mean()):.2f}"
+
+    label_w = max(64, 6 * max(len(line) for i in range(n) for line in side_text(i).split("\n")) + 8)
+    line = LINE
     head = HEADER + (line if title else 0)
-    width = max(4 * w * scale + label_w, 6 * max(len(t) for t in LEGEND) + 8)
+    cols = len(names)
+    width = max(cols * w * scale + label_w, 6 * max(len(t) for t in legend) + 8)
     grid = Image.new("RGB", (width, n * h * scale + head + FOOTER), "white")
     draw = ImageDraw.Draw(grid)
     if title:
         draw.text((2, 1), title, fill="black")
-    for j, name in enumerate(("original", "partner", "mask", "mixed")):
+    for j, name in enumerate(names):
         draw.text((j * w * scale + 2, head - HEADER + 1), name, fill="black")
+    zero, one = torch.tensor(0.0), torch.tensor(1.0)
     for i in range(n):
-        cells = [_to_uint8(x[i], lo, hi), _to_uint8(partner[i], lo, hi),
-                 _to_uint8(mask[i], torch.tensor(0.0), torch.tensor(1.0)), _to_uint8(mixed[i], lo, hi)]
+        cells = [_to_uint8(t[i], lo, hi) for t in images] + [_to_uint8(mk[i], zero, one) for mk in masks]
+        cells.append(_to_uint8(mixed[i], lo, hi))
         for j, cell in enumerate(cells):
             tile = Image.frombytes("RGB", (w, h), bytes(cell.contiguous().flatten().tolist()))
             tile = tile.resize((w * scale, h * scale), Image.NEAREST)
             grid.paste(tile, (j * w * scale, head + i * h * scale))
-        draw.text((4 * w * scale + 4, head + i * h * scale + 4),
-                  f"lam {float(lam[i]):.2f}\nmask {float(mask[i].mean()):.2f}", fill="black")
-    for k, text in enumerate(LEGEND):
-        draw.text((2, head + n * h * scale + 3 + k * line), text, fill="black")
+        draw.text((cols * w * scale + 4, head + i * h * scale + 4), side_text(i), fill="black")
+    for k_line, text in enumerate(legend):
+        draw.text((2, head + n * h * scale + 3 + k_line * line), text, fill="black")
     return grid
 
 

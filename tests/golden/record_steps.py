@@ -6,11 +6,11 @@ Usage, from the repository root::
     OMP_NUM_THREADS=1 PYTHONPATH=src python tests/golden/record_steps.py --check  # compare, exit 1 on a change
 
 What it records: for each case in ``CASES`` (AutoMix, AutoMix with the reference's settings, SAMix, mixup,
-cutmix), the first ``STEPS`` optimiser steps on a fixed tiny network, batch and seed, on the CPU with one
-thread: the loss and every logged term of each step, then the sum of the evaluated network's weights after
-the last step (which covers the EMA encoder). Every number is written as the float64 ``repr`` of its value,
-so equality of the text is equality of the bits. ``tests/test_golden.py`` recomputes the steps and compares
-them with ``steps.txt`` line by line.
+cutmix; AdAutoMix with 3 images and with 2), the first ``STEPS`` optimiser steps on a fixed tiny network,
+batch and seed, on the CPU with one thread: the loss and every logged term of each step, then the sum of the
+evaluated network's weights after the last step (which covers the EMA encoder). Every number is written as the
+float64 ``repr`` of its value, so equality of the text is equality of the bits. ``tests/test_golden.py``
+recomputes the steps and compares them with ``steps.txt`` line by line.
 
 A refactor must leave the file unchanged. A deliberate change of behaviour re-records it with this script,
 and the commit says which numbers changed and why.
@@ -36,6 +36,11 @@ CASES = {
     "samix": ("samix", {}),
     "mixup": ("mixup", {}),
     "cutmix": ("cutmix", {}),
+    # AdAutoMix with upstream's CIFAR settings (3 images), and its ImageNet generator (2 images, lam channel, BN on
+    # query and key, beta 0.1); fan-in init so that its masks vary from the first step.
+    "adautomix": ("adautomix", {}),
+    "adautomix_k2": ("adautomix", {"mix_samples": 2, "lam_concat": True, "att_norm": True, "beta_radio": 0.1,
+                                   "init_std": None}),
 }
 
 

@@ -1,8 +1,9 @@
-"""Training methods: anything that needs the model to mix (AutoMix, SAMix) and the generic wrapper
+"""Training methods: anything that needs the model to mix (AutoMix, SAMix, AdAutoMix) and the generic wrapper
 that turns any input-space mixer into a Method, so a trainer treats every method alike.
 
 ``create_method(name, model, num_classes=..., **options)`` builds one by name: ``"none"``
-(vanilla), any registered mixer name (``"mixup"``, ``"cutmix"``, ...), ``"automix"``, ``"samix"`` or
+(vanilla), any registered mixer name (``"mixup"``, ``"cutmix"``, ...), ``"automix"``, ``"samix"``,
+``"adautomix"`` (K-way masks trained adversarially, ``adautomix``) or
 ``"manifoldmix"`` (mixup of hidden features, ``manifoldmix``), ``"attentivemix"`` (AttentiveMix+ with an
 EMA extractor, ``attentivemix``) or ``"alignmix"`` (last-stage feature maps aligned by Sinkhorn, then mixed,
 ``alignmix``);
@@ -11,6 +12,7 @@ EMA extractor, ``attentivemix``) or ``"alignmix"`` (last-stage feature maps alig
 
 from __future__ import annotations
 
+from .adautomix import AdaptiveMask, AdAutoMix
 from .alignmix import AlignMix
 from .attentivemix import AttentiveMixMethod
 from .automix import AutoMix, SAMix
@@ -19,6 +21,6 @@ from .manifoldmix import ManifoldMix
 from .mixblock import PixelMixBlock, mask_loss, rescale_lam
 from .registry import KINDS, MethodSpec, create_method, list_methods, method_spec, register_method
 
-__all__ = ["AutoMix", "SAMix", "ManifoldMix", "AttentiveMixMethod", "AlignMix", "Method", "MixerMethod", "MethodSpec",
-           "KINDS", "PixelMixBlock", "create_method", "list_methods", "method_spec", "register_method", "mask_loss",
-           "rescale_lam"]
+__all__ = ["AutoMix", "SAMix", "AdAutoMix", "AdaptiveMask", "ManifoldMix", "AttentiveMixMethod", "AlignMix", "Method",
+           "MixerMethod", "MethodSpec", "KINDS", "PixelMixBlock", "create_method", "list_methods", "method_spec",
+           "register_method", "mask_loss", "rescale_lam"]

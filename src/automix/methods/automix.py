@@ -50,7 +50,6 @@ Deliberate differences from the reference code (its losses and secondary switche
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from typing import Any
 
@@ -59,16 +58,15 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from .._checks import check_choice, check_number, check_positive, check_positive_int, check_range, check_type
-from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
+from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams
 from ..mixers._lam import LamSpec, lam_sampler
-from ..mixers._sampling import pair_index, sample_beta
+from ..mixers._sampling import pair_index
 from ..mixers.base import blend, mix_targets
-from ..models import FeatureTap, default_feature_layer
-from .base import Method, weight_dtype
-from .ema import REFERENCE_MOMENTUM, ema_momentum, ema_update, scaled_momentum
-from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
+from .base import weight_dtype
+from .ema import REFERENCE_MOMENTUM
 from .mixblock import PixelMixBlock, adjust_mask, mask_loss, whole_image_share
+from .momentum import MomentumEncoderMethod
 from .registry import register_method
 
 # Old option names (configs and cached benchmark runs use them) -> current names.
@@ -77,7 +75,7 @@ OPTION_ALIASES = {"momentum": "model_ema_decay", "end_momentum": "model_ema_end_
 
 
 @register_method("automix", kind="learned", aliases=OPTION_ALIASES)
-class AutoMix(Method):
+class AutoMix(MomentumEncoderMethod):
     """AutoMix: a Mix Block learns the mixing mask from a momentum encoder's features.
 
     Args:
@@ -171,12 +169,7 @@ class AutoMix(Method):
         self.alpha = check_positive("alpha", alpha)
         self.lam = lam
         self.lam_sampler = lam_sampler(lam)
-        # None: follow the run's length (scaled_momentum), re-derived whenever total_steps is set.
-        self._decay_arg = None if model_ema_decay is None else check_range("model_ema_decay", model_ema_decay, 0.0, 1.0)
-        self._end_decay_arg = None if model_ema_end_decay is None else check_range(
-            "model_ema_end_decay", model_ema_end_decay, 0.0, 1.0)
-        self._derive_decays()
-        self.model_ema_warmup = check_range("model_ema_warmup", model_ema_warmup, 0.0, 1.0)
+        self._init_ema_schedule(model_ema_decay, model_ema_end_decay, model_ema_warmup)
         self.mask_loss_weight = check_range("mask_loss_weight", mask_loss_weight, 0.0, float("inf"))
         self.mask_loss_margin = check_range("mask_loss_margin", mask_loss_margin, 0.0, 1.0)
         self.lam_margin = check_range("lam_margin", lam_margin, -1.0, 0.5)
@@ -192,18 +185,7 @@ class AutoMix(Method):
         if unknown:
             raise ValueError(f"loss_weights has unknown keys {sorted(unknown)}; use 'one', 'mix', 'mb'")
         self.loss_weights = {k: check_number(f"loss_weights[{k!r}]", v) for k, v in weights.items()}
-        self.feature_layer = feature_layer or default_feature_layer(model)
-
-        # The EMA encoder is copied before any hook is put on the online model.
-        self.model_k = copy.deepcopy(model)
-        self.model_k.requires_grad_(False)
-        self.head_layer = find_classifier(model, head_layer)
-        head_q = model.get_submodule(self.head_layer)
-        self.head_mix = new_head_like(head_q) if separate_heads else None
-        self.head_mix_k = copy.deepcopy(self.head_mix).requires_grad_(False) if separate_heads else None
-        self._switch_q = HeadSwitch(model, self.head_layer, self.head_mix) if separate_heads else None
-        self._switch_k = HeadSwitch(self.model_k, self.head_layer, self.head_mix_k) if separate_heads else None
-        self._tap = FeatureTap(self.model_k, self.feature_layer, detach=True)
+        self._build_encoder(model, feature_layer, head_layer, separate_heads)
 
         channels = feature_channels or self._infer_channels(input_size)
         mask_fit = True if mask_fit is None else mask_fit
@@ -222,61 +204,7 @@ class AutoMix(Method):
         self.mix_block = PixelMixBlock(channels, **block_kw).to(dtype=weight_dtype(model) or torch.float32)
         self.last_mix: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ setup helpers
-    @torch.no_grad()
-    def _infer_channels(self, input_size: int) -> int:
-        was_training = self.model_k.training
-        self.model_k.eval()  # a dry run must not touch BN statistics
-        try:
-            first = next(self.model_k.parameters(), None)
-            device = first.device if first is not None else torch.device("cpu")
-            first_conv = next((m for m in self.model_k.modules() if isinstance(m, nn.Conv2d)), None)
-            in_chans = getattr(self.model_k, "in_chans", first_conv.in_channels if first_conv is not None else 3)
-            # In the weights' dtype: a bf16 / fp16 model refuses a float32 batch.
-            dtype = weight_dtype(self.model_k) or torch.float32
-            self.model_k(torch.zeros(2, in_chans, input_size, input_size, device=device, dtype=dtype))
-            feats = self._tap.pop()
-        finally:
-            self.model_k.train(was_training)
-        if feats.ndim != 4:
-            raise ValueError(f"feature_layer {self.feature_layer!r} gives shape {tuple(feats.shape)}; the Mix Block "
-                             "needs a [B, C, h, w] map (reshape transformer tokens with a wrapper)")
-        return int(feats.shape[1])
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        """``[{"name": "model", ...}, {"name": "mix_block", ...}]``: give the Mix Block its own lr/momentum."""
-        model_params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.head_mix is not None:
-            model_params += list(self.head_mix.parameters())
-        return [{"name": "model", "params": model_params},
-                {"name": "mix_block", "params": list(self.mix_block.parameters())}]
-
-    def head_modules(self) -> list[nn.Module]:
-        """The model's classifier and, with ``separate_heads``, the mix head beside it."""
-        heads = [self.model.get_submodule(self.head_layer)]
-        return heads + ([self.head_mix] if self.head_mix is not None else [])
-
     # ------------------------------------------------------------------ training
-    def _targets(self, y: Tensor) -> Tensor:
-        return soft_targets(y, self.num_classes, self.label_smoothing)
-
-    def _logits(self, model: nn.Module, switch: HeadSwitch | None, x: Tensor, mix_head: bool) -> Tensor:
-        if mix_head and switch is not None:
-            with switch.active():
-                return model(x)
-        return model(x)
-
-    def _own_modes(self) -> None:
-        """Put the parts this method owns into the modes its step needs, whatever happened to them since.
-
-        A user's ``evaluate(method.eval_model())`` calls ``.eval()`` on the EMA encoder and nothing puts it
-        back; the reference runs the encoder with train-mode BN (its statistics come from the clean and
-        the mixed batch), so every step sets it again. The online model's mode stays the user's.
-        """
-        for part in (self.model_k, self.mix_block, self.head_mix, self.head_mix_k):
-            if part is not None and not part.training:
-                part.train()
-
     def compute_losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """The step's loss terms, with their graphs: ``one``, ``mix``, ``mb`` and ``mask``.
 
@@ -363,54 +291,7 @@ class AutoMix(Method):
                 "mask_whole": whole_image_share(self.last_mix["mask_mb"], lam=self.last_mix["lam_mb"])}
         return loss, logs
 
-    @torch.no_grad()
-    def after_step(self) -> None:
-        m = self.current_ema_decay()
-        ema_update([self.model_k] + ([self.head_mix_k] if self.head_mix is not None else []),
-                   [self.model] + ([self.head_mix] if self.head_mix is not None else []), m)
-        super().after_step()
-
-    def _derive_decays(self) -> None:
-        self.model_ema_decay, self.model_ema_end_decay = scaled_momentum(self.total_steps, self._decay_arg,
-                                                                         self._end_decay_arg)
-
-    def set_total_steps(self, total_steps: int) -> None:
-        super().set_total_steps(total_steps)
-        self._derive_decays()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        super().set_extra_state(state)  # total_steps comes back with it, and the momenta follow it
-        self._derive_decays()
-
-    def current_ema_decay(self) -> float:
-        """The EMA encoder's decay (momentum) the next ``after_step()`` will use."""
-        return ema_momentum(int(self.step), self.total_steps, self.model_ema_decay, self.model_ema_end_decay,
-                            self.model_ema_warmup)
-
     # ------------------------------------------------------------------ evaluation and pictures
-    def eval_model(self, net: str | None = None, head: str | None = None) -> nn.Module:
-        """The network to evaluate: the EMA encoder by default (what the reference reports).
-
-        ``net="online"`` gives the online network; ``head="mix"`` the mix head instead of the clean one.
-        The ``"one"`` head network is the user's own model class, loadable like any checkpoint.
-
-        The EMA encoder is returned in eval mode, so an ``evaluate()`` that forgets ``.eval()`` does not
-        update its BN statistics from evaluation data; the next ``training_step`` puts it back in train
-        mode (``.eval()`` by the user is as harmless). The online network is the user's model: its mode
-        is left as it is.
-        """
-        net = check_choice("net", net or self.eval_net, ("ema", "online"))
-        head = check_choice("head", head or self.eval_head, ("one", "mix"))
-        model, switch = (self.model_k, self._switch_k) if net == "ema" else (self.model, self._switch_q)
-        out = HeadView(model, switch) if head == "mix" and switch is not None else model
-        return out.eval() if net == "ema" else out
-
-    def _draw_lams(self, n: int, gen: torch.Generator) -> Tensor:
-        """``n`` lambdas (float32 on ``gen.device``) from ``lam`` when given, else Beta(alpha, alpha) as always."""
-        if self.lam_sampler is not None:
-            return self.lam_sampler(n, gen)
-        return sample_beta(self.alpha, n, gen)
-
     @torch.no_grad()
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, *,
                     lam: float | None = None) -> dict[str, Tensor]:

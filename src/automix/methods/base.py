@@ -17,10 +17,11 @@ learned method's EMA encoder keeps following the model and stays what ``eval_mod
 
 Every mixing draw is a ``MixParams`` (input mixers' and learned masks alike). After ``training_step``,
 ``last_params`` holds the step's draws by name (``{"mix": ...}`` for a mixer, ``{"mb": ..., "bb": ...}`` for
-AutoMix), and ``apply(t, params)`` / ``apply_seg(seg, params, x)`` replay one on any tensor (a second view,
-a segmentation map). ``mix_preview(x, y)`` draws one mix for pictures. The label weight of a draw may be set
-after the forward pass of the mixed batch (TransMix re-weights lam from attention): a method builds its
-targets from ``params.lam`` only once that pass is done (``MixerMethod`` through ``BaseMixer.reweight``).
+AutoMix; AdAutoMix's draws of K images carry their sources, weights and masks in ``MixParams.extra``), and
+``apply(t, params)`` / ``apply_seg(seg, params, x)`` replay one on any tensor (a second view, a segmentation map).
+``mix_preview(x, y)`` draws one mix for pictures. The label weight of a draw may be set after the forward pass of
+the mixed batch (TransMix re-weights lam from attention): a method builds its targets from ``params.lam`` only once
+that pass is done (``MixerMethod`` through ``BaseMixer.reweight``).
 
 ``forward`` is ``training_step``, so under DDP the whole method is wrapped
 (``DDP(method)(x, y)``) and every trainable part (Mix Block included) has its gradients reduced.

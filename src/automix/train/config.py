@@ -69,7 +69,8 @@ class Config:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under DDP"})
     # method
-    method: str = field(default="automix", metadata={"help": "none, automix, samix or any mixer (automix list)"})
+    method: str = field(default="automix",
+                        metadata={"help": "none, automix, samix, adautomix or any mixer (automix list)"})
     alpha: float | None = field(default=None,
                                 metadata={"help": "Beta(alpha, alpha) of the method (its default if unset)"})
     mixup_lam: float | list[float] | dict[str, Any] | None = field(default=None, metadata={
@@ -318,7 +319,8 @@ def check_conflicts(cfg: Config) -> None:
         refuse("alpha", "is not used when mixup_lam gives lambda")
     for key, option in (("mixup_prob", "prob"), ("mixup_mode", "mode"), ("mixup_lam", "lam")):
         if given(key) and spec is not None and option not in options:
-            what = "the input mixers" if key != "mixup_lam" else "the methods that draw lambda (mixers, automix, samix)"
+            what = "the input mixers" if key != "mixup_lam" else \
+                "the methods that draw lambda (mixers, automix, samix, adautomix)"
             refuse(key, f"applies to {what}, not to method {method!r}")
     if given("mixup_off_epoch"):
         if spec is not None and spec.kind == "vanilla":
@@ -328,7 +330,7 @@ def check_conflicts(cfg: Config) -> None:
                              f"and the run's epochs are 0 to {cfg.epochs - 1}; got {cfg.mixup_off_epoch}")
     for key in ("mix_block_lr", "mix_block_momentum", "mix_block_min_lr"):
         if given(key) and not learned:
-            refuse(key, f"applies to a Mix Block (method automix or samix), not to method {method!r}")
+            refuse(key, f"applies to a Mix Block (method automix, samix or adautomix), not to method {method!r}")
     for key, flag in OPTS_WITH_A_FLAG.items():
         if key in cfg.method_opts and given(flag):
             raise ValueError(f"method_opts {key}={cfg.method_opts[key]!r} and {flag} {getattr(cfg, flag)!r} "
