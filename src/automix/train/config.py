@@ -25,7 +25,7 @@ from typing import Any
 SECTIONS = {
     "data": ("dataset", "data_dir", "val_split", "eval_split", "split_seed", "img_size", "download", "cache_dir",
              "workers", "skip_bad_images", "subset", "pad", "flip"),
-    "model": ("model", "width", "widen", "channels_last", "compile", "sync_bn"),
+    "model": ("model", "width", "widen", "model_opts", "channels_last", "compile", "sync_bn"),
     "method": ("method", "alpha", "mixup_lam", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
                "mixup_mode", "smoothing", "method_opts"),
     "optimiser": ("opt", "lr", "momentum", "nesterov", "weight_decay", "sched", "min_lr", "warmup_epochs",
@@ -58,6 +58,8 @@ class Config:
     model: str = field(default="preact_resnet18", metadata={"help": "network (automix list)"})
     width: int | None = field(default=None, metadata={"help": "first-stage channels of the ResNets (default 64)"})
     widen: int | None = field(default=None, metadata={"help": "widening factor of the WRNs"})
+    model_opts: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "model options as KEY=VALUE (repeatable), e.g. the ViTs' patch_size, depth, drop_path_rate"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under DDP"})
@@ -264,7 +266,13 @@ OPTS_WITH_A_FLAG = {"label_smoothing": "smoothing", "alpha": "alpha", "prob": "m
                     "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "switch_prob": "mixup_switch_prob",
                     "cutmix_minmax": "cutmix_minmax", "lam": "mixup_lam"}
 OPTS_SET_BY_THE_TRAINER = ("model", "num_classes", "total_steps", "seed", "generator")
-NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice")  # the rest take alpha (Beta(alpha, alpha))
+# model_opts keys that the trainer or a flag of their own sets (build.build_model).
+MODEL_OPTS_SET_ELSEWHERE = {"num_classes": "is set by the trainer (from the dataset)",
+                            "in_chans": "is set by the trainer (from the dataset)",
+                            "img_size": "is set by --img-size (the ViTs are built for the images' side)",
+                            "width": "has its own option, --width", "widen": "has its own option, --widen"}
+# the rest take alpha (Beta(alpha, alpha)); transmix takes mixup_alpha and cutmix_alpha (--method-opt)
+NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice", "transmix")
 
 
 def check_conflicts(cfg: Config) -> None:
@@ -311,6 +319,9 @@ def check_conflicts(cfg: Config) -> None:
         if key in cfg.method_opts and given(flag):
             raise ValueError(f"method_opts {key}={cfg.method_opts[key]!r} and {flag} {getattr(cfg, flag)!r} "
                              f"(--{flag.replace('_', '-')}) set the same thing; give it once")
+    for key, why in MODEL_OPTS_SET_ELSEWHERE.items():
+        if key in cfg.model_opts:
+            raise ValueError(f"model_opts {key}={cfg.model_opts[key]!r} {why}, not a model option")
     for key in OPTS_SET_BY_THE_TRAINER:
         if key in cfg.method_opts:
             raise ValueError(f"method_opts {key}={cfg.method_opts[key]!r} is set by the trainer, not an option")

@@ -26,7 +26,7 @@ from .. import viz
 from .._signals import Interrupted, StopRequests, signal_name
 from . import checkpoint as ckpt
 from . import distributed as dist_util
-from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule
+from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule, image_side
 from .config import Config, to_yaml
 from .loader import TrainBatches, eval_batches
 from .logger import RunLogger
@@ -70,7 +70,7 @@ class Run:
                                     img_size=cfg.img_size, workers=cfg.workers, channels_last=cfg.channels_last)
         self.steps_per_epoch = len(self.batches)
         in_chans = self.data.images.shape[1] if self.data.images is not None else 3
-        model = build_model(cfg, self.data.num_classes, in_chans)
+        model = build_model(cfg, self.data.num_classes, in_chans, image_side(self.data, cfg))
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.device)
