@@ -45,6 +45,9 @@ from .registry import register_mixer
 class TransMix(BaseMixer):
     """Mixup / CutMix switch with attention-weighted labels on CutMix draws (the ``"attention"`` context).
 
+    In the trainer it takes timm's flags, as the authors' training script: ``--method transmix --mixup 0.8 --cutmix 1.0
+    --mixup-switch-prob 0.8`` (given none, these defaults stand); ``ratio`` and ``layer`` are ``--method-opt``s.
+
     Through ``automix.create_method("transmix", model)`` the attention comes from the training model's own forward
     pass on the mixed batch, so the model must have attention modules that give their maps (automix's
     ``vit_tiny`` / ``vit_small``, timm's ViT / DeiT); another model is refused when the step runs, with ``layer``

@@ -16,7 +16,7 @@ from ..methods import Method, create_method, method_spec
 from ..methods.ema import ema_momentum
 from ..models import create_model
 from ..models.registry import model_options
-from .config import OPTS_WITH_A_FLAG, Config
+from .config import OPTS_WITH_A_FLAG, SWITCH_FLAGS, Config
 from .schedule import WarmupCosine
 
 
@@ -47,16 +47,21 @@ def image_side(data: Any, cfg: Config) -> int:
 def method_kwargs(cfg: Config, num_classes: int, total_steps: int, seed: int) -> dict[str, Any]:
     """``create_method``'s keyword arguments for ``cfg``: the run's numbers, the flags the method declares an
     option for (``OPTS_WITH_A_FLAG``: ``--smoothing`` is ``label_smoothing``, ``--mixup-mode`` is ``mode``, ...)
-    and ``method_opts``.
+    and ``method_opts``. timm's switch flags (``--mixup``, ``--cutmix``, ``--cutmix-minmax``,
+    ``--mixup-switch-prob``) are passed together when one is given, else not at all (TransMix keeps its own).
 
     A flag whose option the method does not declare is not passed (``config.check_conflicts`` refuses it
     when given); an unset ``--alpha`` or ``--mixup-lam`` leaves the method's own default.
     """
     options = method_spec(cfg.method).options
+    default = Config()
+    switch_given = any(getattr(cfg, f) != getattr(default, f) for f in SWITCH_FLAGS)
     kw: dict[str, Any] = {}
     for key, flag in OPTS_WITH_A_FLAG.items():
         value = getattr(cfg, flag)
         if key not in options or (flag in ("alpha", "mixup_lam") and value is None):
+            continue
+        if flag in SWITCH_FLAGS and not switch_given:  # timm's switch flags travel together (config.SWITCH_FLAGS)
             continue
         kw[key] = tuple(value) if flag == "cutmix_minmax" and value else value
     # validate() refused a method_opts key given together with its flag, so merging loses nothing.

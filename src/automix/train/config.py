@@ -271,8 +271,17 @@ MODEL_OPTS_SET_ELSEWHERE = {"num_classes": "is set by the trainer (from the data
                             "in_chans": "is set by the trainer (from the dataset)",
                             "img_size": "is set by --img-size (the ViTs are built for the images' side)",
                             "width": "has its own option, --width", "widen": "has its own option, --widen"}
-# the rest take alpha (Beta(alpha, alpha)); transmix takes mixup_alpha and cutmix_alpha (--method-opt)
+# the rest take alpha (Beta(alpha, alpha)); transmix takes timm's --mixup and --cutmix alphas
 NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice", "transmix")
+# timm's Mixup/CutMix switch flags: a method takes them when it declares their options (mixup_cutmix, transmix).
+# Given one, all are passed (timm's meaning: an alpha of 0 is off); given none, the method's own defaults stand.
+SWITCH_FLAGS = ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob")
+SWITCH_OPTIONS = ("mixup_alpha", "cutmix_alpha", "switch_prob")
+
+
+def takes_switch_flags(options: Any) -> bool:
+    """Whether a method with these declared options is a timm-style Mixup/CutMix switch."""
+    return all(key in options for key in SWITCH_OPTIONS)
 
 
 def check_conflicts(cfg: Config) -> None:
@@ -298,13 +307,14 @@ def check_conflicts(cfg: Config) -> None:
         spec = None  # an unknown name: create_method says so, with the list of names
     options = spec.options if spec is not None else {}
     learned = spec is not None and spec.kind == "learned"
-    for key in ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob"):
-        if given(key) and method != "mixup_cutmix":
+    switch = takes_switch_flags(options)
+    for key in SWITCH_FLAGS:
+        if given(key) and not switch:
             alt = " (for its own alpha give --alpha)" if key in ("mixup", "cutmix") and method not in NO_ALPHA else ""
-            refuse(key, f"applies only to method 'mixup_cutmix' (timm's Mixup/CutMix switch), not to method "
-                        f"{method!r}{alt}")
+            refuse(key, f"applies only to method 'mixup_cutmix' (timm's Mixup/CutMix switch) and 'transmix', not to "
+                        f"method {method!r}{alt}")
     if given("alpha") and method in NO_ALPHA:
-        alt = ": give --mixup and --cutmix alphas" if method == "mixup_cutmix" else ""
+        alt = ": give --mixup and --cutmix alphas" if switch else ""
         refuse("alpha", f"does not apply to method {method!r}{alt}")
     if given("alpha") and given("mixup_lam"):
         refuse("alpha", "is not used when mixup_lam gives lambda")
