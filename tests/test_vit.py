@@ -398,3 +398,28 @@ def test_transmix_takes_timms_switch_flags_from_the_trainer():
         validate(from_dict({"method": "transmix", "alpha": 1.0}))
     with pytest.raises(ValueError, match="mixup 0.8 applies only to method 'mixup_cutmix'.*and 'transmix'"):
         validate(from_dict({"method": "cutmix", "mixup": 0.8}))
+
+
+VIT_RECIPES = ["cifar100/deit_s_mixup_cutmix", "cifar100/deit_s_transmix", "cifar100/deit_s_automix",
+               "imagenet/deit_s_transmix", "cpu/cifar10_vit_tiny_vanilla", "cpu/cifar10_vit_tiny_mixup_cutmix",
+               "cpu/cifar10_vit_tiny_transmix", "cpu/cifar10_vit_tiny_automix"]
+
+
+@pytest.mark.parametrize("recipe", VIT_RECIPES)
+def test_vit_recipes_build(recipe):
+    """Each ViT recipe parses and builds its model and method for its images (224 px DeiT-S, 32 px vit_tiny)."""
+    from pathlib import Path
+
+    from automix.train.build import build_method, build_model
+    from automix.train.config import from_dict, load_yaml, validate
+
+    cfg = validate(from_dict(load_yaml(Path(__file__).resolve().parents[1] / "configs" / f"{recipe}.yaml")))
+    side = cfg.img_size or 32
+    classes = 100 if "cifar100" in recipe else (1000 if "imagenet" in recipe else 10)
+    model = build_model(cfg, classes, 3, side)
+    assert model.img_size == side and model.patch_size == (16 if side == 224 else 4)
+    method = build_method(cfg, model, classes, 100, 0)
+    if cfg.method == "automix":
+        assert method.token_features and method.mix_block.lam_concat and method.mix_block.upsample == "nearest"
+    if cfg.method == "transmix":
+        assert (method.mixer.mixup_alpha, method.mixer.cutmix_alpha, method.mixer.switch_prob) == (0.8, 1.0, 0.8)
