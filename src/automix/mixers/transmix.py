@@ -80,7 +80,10 @@ class TransMix(BaseMixer):
         >>> bool(torch.allclose(lam, out.lam)), lam.shape
         (True, torch.Size([4]))
         >>> attn[:, :, 0, 1:] = torch.tensor([0.7, 0.1, 0.1, 0.1])  # all eyes on the top-left patch
-        >>> lam = mixer.reweight(out.params, attn).lam
+        >>> y1, y2, x1, x2 = out.params.box[0].tolist()
+        >>> top_left = max(0, min(y2, 8) - y1) * max(0, min(x2, 8) - x1) / 64  # its share of partner pixels
+        >>> float(mixer.reweight(out.params, attn).lam[0]) <= 1 - 0.7 * top_left + 1e-6
+        True
     """
 
     name = "transmix"
