@@ -130,9 +130,16 @@ def tiny_method(name: str, **kw):
     return automix.create_method(name, model, num_classes=4, seed=0, **kw)
 
 
+# Methods for vision transformers that read no attention (TokenMix: the model's patch size sets its token grid).
+VIT_METHODS = ("tokenmix",)
+
+
 def reads_attention(name: str) -> bool:
-    """Whether method ``name`` reads a transformer's attention (its mixer ``needs`` or ``reweights`` it): such a
-    method runs on a ViT in the tests (``tiny_vit``), the others on a PreAct-ResNet."""
+    """Whether method ``name`` needs a transformer (it reads attention: its mixer ``needs`` or ``reweights`` it; or
+    it is in ``VIT_METHODS``): such a method runs on a ViT in the tests (``tiny_vit``), the others on a
+    PreAct-ResNet."""
+    if name in VIT_METHODS:
+        return True
     try:
         factory = mixer_factory(name)
     except ValueError:  # a learned method or vanilla

@@ -423,3 +423,92 @@ def test_vit_recipes_build(recipe):
         assert method.token_features and method.mix_block.lam_concat and method.mix_block.upsample == "nearest"
     if cfg.method == "transmix":
         assert (method.mixer.mixup_alpha, method.mixer.cutmix_alpha, method.mixer.switch_prob) == (0.8, 1.0, 0.8)
+
+
+# ---------------------------------------------------------------- TokenMix
+
+
+@pytest.mark.parametrize("mask_type", ["block", "random"])
+def test_tokenmix_pastes_exactly_its_token_count_on_whole_tokens(mask_type):
+    from automix.mixers.tokenmix import TokenMix
+
+    mixer = TokenMix(patch_size=4, mask_type=mask_type, mode="elem", num_classes=4)
+    x, y = torch.rand(64, 3, 32, 32), torch.randint(0, 4, (64,))
+    out = mixer(x, y, torch.Generator().manual_seed(0))
+    tokens = out.params.mask[:, 0, ::4, ::4]
+    assert torch.equal(out.params.mask[:, 0], tokens.repeat_interleave(4, 1).repeat_interleave(4, 2))
+    count = tokens.flatten(1).sum(1)
+    torch.testing.assert_close(out.lam, 1 - count.float() / 64)
+    assert int(count.min()) >= 5, "min_tokens: 14 / 196 of 64 tokens, rounded"
+    assert torch.equal(automix.mixers.base.mix_targets(y, out.params, 4), out.y)
+    fixed = TokenMix(patch_size=4, mask_type=mask_type, mode="elem", lam=0.5, num_classes=4)
+    count = fixed(x, y, torch.Generator().manual_seed(1)).params.mask[:, 0, ::4, ::4].flatten(1).sum(1)
+    assert torch.equal(count, torch.full((64,), 32 + 5)), "floor((1 - lam) N) + min_tokens, exactly"
+    full = TokenMix(patch_size=4, mask_type=mask_type, lam=0.0, min_tokens=14, num_classes=4)(x, y, torch.Generator())
+    assert bool(full.params.mask.all()), "capped at N"
+
+
+def test_tokenmix_block_masks_are_blocks():
+    """Block masks are made of rectangles: far fewer mask/no-mask borders between neighbouring tokens than random
+    masks of the same counts."""
+    from automix.mixers.tokenmix import block_masks, random_masks
+
+    count = torch.full((200,), 98)
+    gen = torch.Generator().manual_seed(1)
+    edges = {}
+    for name, draw in (("block", block_masks), ("random", random_masks)):
+        m = draw(count, 14, 14, gen)
+        assert torch.equal(m.flatten(1).sum(1), count)
+        edges[name] = float((m[:, 1:] != m[:, :-1]).float().mean() + (m[:, :, 1:] != m[:, :, :-1]).float().mean())
+    assert edges["block"] < 0.6 * edges["random"], edges
+
+
+def test_tokenmix_teacher_labels_follow_its_activation_maps():
+    from automix.mixers.tokenmix import TokenMix
+
+    mixer = TokenMix(patch_size=8, mode="elem", num_classes=4, min_tokens=0)
+    x, y = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    cam = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(2))
+    out = mixer(x, y, torch.Generator().manual_seed(0), context=cam)
+    pasted = out.params.mask[:, 0, ::8, ::8].float()  # [3, 4, 4]
+    norm = cam - cam.flatten(1).amin(1).view(-1, 1, 1)
+    norm = norm / norm.flatten(1).sum(1).view(-1, 1, 1)
+    torch.testing.assert_close(out.params.lam, (norm * (1 - pasted)).flatten(1).sum(1))
+    torch.testing.assert_close(out.params.lam_partner, (norm[out.index] * pasted).flatten(1).sum(1))
+
+
+def test_tokenmix_method_with_and_without_a_teacher():
+    x, y = image_batch(0, 6)
+    plain = automix.create_method("tokenmix", tiny_vit(), num_classes=4, mode="elem", seed=0)
+    plain.training_step(x, y)
+    assert plain.mixer.patch_size == 4 and plain.last_params["mix"].lam_partner is None
+    torch.manual_seed(1)
+    teacher = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    method = automix.create_method("tokenmix", tiny_vit(), num_classes=4, mode="elem", seed=0, teacher=teacher)
+    loss, _ = method.training_step(x, y)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters()), "the teacher is not trained"
+    assert not any(p is q for g in method.param_groups() for p in g["params"] for q in teacher.parameters())
+    params = method.last_params["mix"]
+    cam = automix.context.class_activation_map(teacher, x, y)  # [6, 4, 4]: the teacher's 4 x 4 map
+    from automix.mixers.snapmix import normalised_cam
+
+    norm = normalised_cam(cam, (8, 8))
+    pasted = params.mask[:, 0, ::4, ::4].float()
+    torch.testing.assert_close(params.lam, (norm * (1 - pasted)).flatten(1).sum(1))
+    torch.testing.assert_close(params.lam_partner, (norm[params.index] * pasted).flatten(1).sum(1))
+
+
+def test_tokenmix_bad_input_is_named():
+    cnn = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    with pytest.raises(ValueError, match="patch_size: CifarResNet has no patch size"):
+        automix.create_method("tokenmix", cnn, num_classes=4)
+    automix.create_method("tokenmix", cnn, num_classes=4, patch_size=8)  # given: any model
+    with pytest.raises(ValueError, match=r"x must have height and width multiples of patch_size=4, got \(30, 32\)"):
+        automix.create_method("tokenmix", tiny_vit(), num_classes=4).mixer.sample(torch.rand(2, 3, 30, 32))
+    with pytest.raises(ValueError, match="mode must be 'batch' or 'elem' with a teacher"):
+        automix.create_method("tokenmix", tiny_vit(), num_classes=4, mode="pair", teacher=cnn)
+    with pytest.raises(ValueError, match=r"mask_type must be one of \['block', 'random'\], got 'grid'"):
+        automix.create_method("tokenmix", tiny_vit(), num_classes=4, mask_type="grid")
+    with pytest.raises(ValueError, match="min_tokens must be an int >= 0"):
+        automix.create_method("tokenmix", tiny_vit(), num_classes=4, min_tokens=-1)
