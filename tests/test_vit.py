@@ -356,6 +356,18 @@ def test_transmix_method_reads_the_mixed_batchs_attention_in_its_own_pass(mode):
         assert not torch.equal(params.lam, area) or params.extra["choice"] == 0
 
 
+def test_transmix_asks_for_attention_only_on_cutmix_draws(monkeypatch):
+    fused = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: fused.append(1) or sdpa(*a, **k))
+    x, y = image_batch(0, 4)
+    automix.create_method("transmix", tiny_vit(), num_classes=4, switch_prob=0.0, seed=0).training_step(x, y)
+    assert len(fused) == 2, "a Mixup draw: every block on the fused kernel"
+    automix.create_method("transmix", tiny_vit(), num_classes=4, switch_prob=1.0, seed=0).training_step(x, y)
+    assert len(fused) == 3, "a CutMix draw: the last block explicit"
+
+
 def test_transmix_trains_from_the_trainer(tmp_path):
     from automix.cli import main
 

@@ -157,7 +157,7 @@ def is_done(out: Path) -> bool:
 HASH_IGNORES = ("output", "resume", "progress")
 # Keys added after results were recorded, whose default runs exactly what ran before (the default lambda
 # draw is golden-tested): left out of the hash at that default, so recorded runs keep their hashes.
-HASH_IF_SET = {"mixup_lam": None}
+HASH_IF_SET = {"mixup_lam": None, "model_opts": {}}  # no model options: the model built as before
 
 
 def config_record(cfg) -> dict[str, Any]:

@@ -12,8 +12,8 @@ pixels (the pasted box, averaged over the token's patch), the partner's attentio
 with ``lam_area`` CutMix's own (1 - the box's area share). ``ratio=0.5`` as the authors' code and the OpenMixup
 port; ``ratio=0`` uses attention alone. Mixup draws keep their lam. The attention is read during the mixed
 batch's own forward pass (``reweights = "attention"``: ``automix.context.capture_context``, which asks that one
-block for explicit attention), so TransMix costs no extra pass; the targets are built after it
-(``BaseMixer.reweight``).
+block for explicit attention), so TransMix costs no extra pass, and on Mixup draws that block stays on the fused
+kernel too (``wants_reweight``); the targets are built after the pass (``BaseMixer.reweight``).
 
 Defaults as the TransMix DeiT-S config (``configs/deit_s_transmix.yaml`` of Beckschen/TransMix at commit
 7e313ca: mixup 0.8, cutmix 1.0, switch prob 0.8, one draw per batch) and OpenMixup's CIFAR-100 DeiT config
@@ -146,6 +146,10 @@ class TransMix(BaseMixer):
         if isinstance(choice, int):
             return (params, torch.ones_like(params.lam, dtype=torch.bool)) if choice == k else None
         return params.extra["parts"][k], choice.to(params.lam.device) == k
+
+    def wants_reweight(self, params: MixParams) -> bool:
+        """Only CutMix draws are re-weighted: a Mixup draw (or an unmixed batch) needs no attention map."""
+        return self._cut(params) is not None
 
     def reweight(self, params: MixParams, context: Any) -> MixParams:
         """``params`` with lam set from the attention probabilities ``context`` of the mixed batch (see the module
