@@ -20,7 +20,8 @@ LABEL_KINDS = ("index", "onehot", "soft", "multilabel", "regression")
 
 # The mixers that need nothing from a model. The model-aware ones (BaseMixer.needs: SnapMix's CAM, ...) run in
 # the method contract matrix (tests/test_method_contract.py) with a real tiny model, and in their own tests.
-STATIC_MIXERS = [n for n in automix.list_mixers() if getattr(mixer_factory(n), "needs", None) is None]
+STATIC_MIXERS = [n for n in automix.list_mixers() if getattr(mixer_factory(n), "needs", None) is None
+                 and getattr(mixer_factory(n), "reweights", None) is None]
 
 
 def build_mixer(name: str, **kwargs) -> automix.BaseMixer:
@@ -127,6 +128,29 @@ def tiny_method(name: str, **kw):
     torch.manual_seed(0)
     model = automix.create_model("preact_resnet18", num_classes=4, width=4)
     return automix.create_method(name, model, num_classes=4, seed=0, **kw)
+
+
+# Methods for vision transformers that read no attention (TokenMix: the model's patch size sets its token grid).
+VIT_METHODS = ("tokenmix",)
+
+
+def reads_attention(name: str) -> bool:
+    """Whether method ``name`` needs a transformer (it reads attention: its mixer ``needs`` or ``reweights`` it; or
+    it is in ``VIT_METHODS``): such a method runs on a ViT in the tests (``tiny_vit``), the others on a
+    PreAct-ResNet."""
+    if name in VIT_METHODS:
+        return True
+    try:
+        factory = mixer_factory(name)
+    except ValueError:  # a learned method or vanilla
+        return False
+    return "attention" in (getattr(factory, "needs", None), getattr(factory, "reweights", None))
+
+
+def tiny_vit(num_classes: int = 4, depth: int = 2, **kw):
+    """A 2-block ``vit_tiny`` for 32x32 images (patch 4: 8 x 8 tokens + the class token), seeded."""
+    torch.manual_seed(0)
+    return automix.create_model("vit_tiny", num_classes=num_classes, depth=depth, **kw)
 
 
 def image_batch(seed: int = 0, n: int = 6):

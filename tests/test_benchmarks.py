@@ -94,6 +94,15 @@ def test_step_time_quick():
     assert "Raw per-step times" not in out  # no JSON named: --quick --no-write writes nothing
 
 
+def test_vit_attention_overhead_quick():
+    out = run("benchmarks/vit_attention_overhead.py", "--quick", "--no-write")
+    rows = table_rows(out)
+    for label in ("forward", "forward+backward", "attention module, forward"):
+        fused, asked = float(rows[label][1]), float(rows[label][2])
+        assert fused > 0 and asked > 0, rows[label]
+    assert "attention of `blocks.11.attn`" in out
+
+
 def test_mask_stats_on_a_trained_run(tmp_path):
     from automix.cli import main
 

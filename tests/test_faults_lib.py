@@ -9,12 +9,15 @@ import re
 
 import pytest
 import torch
-from conftest import MIXER_KWARGS
+from conftest import MIXER_KWARGS, reads_attention, tiny_vit
 
 import automix
 
 
-def tiny_model(num_classes: int = 4, seed: int = 0) -> torch.nn.Module:
+def tiny_model(num_classes: int = 4, seed: int = 0, name: str | None = None) -> torch.nn.Module:
+    """A width-4 PreAct-ResNet-18, or for the ViT methods (``name``: TransMix, TokenMix) a 2-block ViT."""
+    if name is not None and reads_attention(name):
+        return tiny_vit(num_classes)
     torch.manual_seed(seed)
     return automix.create_model("preact_resnet18", num_classes=num_classes, width=4)
 
@@ -42,7 +45,7 @@ def test_automix_uint8_input_gets_the_mixers_type_error():
 
 @pytest.mark.parametrize("name", automix.list_methods())
 def test_every_method_checks_its_batch_like_the_mixers(name):
-    method = build_method(name, tiny_model())
+    method = build_method(name, tiny_model(name=name))
     with pytest.raises(TypeError, match=r"x must be a floating-point tensor .*got dtype torch.uint8"):
         method.training_step(UINT8, LABELS)
     x = torch.rand(4, 3, 32, 32)
@@ -77,9 +80,10 @@ def test_automix_honours_loss_bce_on_multi_hot_targets():
 
 def _zero_logits(method: automix.Method) -> None:
     """Every classifier head of the method outputs 0, so any target gives BCE = log 2 per class."""
-    heads = [method.model.get_submodule("fc")]
+    fc = "head" if hasattr(method.model, "blocks") else "fc"  # a ViT's classifier is its head
+    heads = [method.model.get_submodule(fc)]
     if isinstance(method, (automix.AutoMix, automix.AdAutoMix)):
-        heads += [method.model_k.get_submodule("fc"), method.head_mix, method.head_mix_k]
+        heads += [method.model_k.get_submodule(fc), method.head_mix, method.head_mix_k]
     with torch.no_grad():
         for head in heads:
             head.weight.zero_()
@@ -89,11 +93,11 @@ def _zero_logits(method: automix.Method) -> None:
 @pytest.mark.parametrize("name", automix.list_methods())
 def test_every_method_honours_the_same_loss_options(name):
     with pytest.raises(ValueError, match=r"loss must be one of \['ce', 'bce', 'decouplemix'\]"):
-        build_method(name, tiny_model(), loss="focal")
+        build_method(name, tiny_model(name=name), loss="focal")
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     log2 = torch.log(torch.tensor(2.0))
     for y in (MULTI_HOT, LABELS):
-        method = build_method(name, tiny_model(), loss="bce")
+        method = build_method(name, tiny_model(name=name), loss="bce")
         _zero_logits(method)
         _, logs = method.training_step(x, y)
         # Zero logits give BCE = log 2 whatever the (mixed) target; cross-entropy would give log 4 per unit

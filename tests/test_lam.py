@@ -37,9 +37,12 @@ def batch(n: int = 7):
 
 
 def record_drawn(mixer) -> list[torch.Tensor]:
-    """Wrap the ``_sample`` of ``mixer`` (and of a switch's mixers) to record the lambdas it is handed."""
+    """Wrap the ``_sample`` of ``mixer`` (and of a switch's mixers, and of the switch inside TransMix) to record the
+    lambdas it is handed."""
     seen: list[torch.Tensor] = []
-    for m in [mixer, *getattr(mixer, "mixers", [])]:
+    inner = getattr(mixer, "inner", None)  # TransMix draws through its Mixup / CutMix switch
+    parts = [mixer, *getattr(mixer, "mixers", [])] + ([inner, *getattr(inner, "mixers", [])] if inner else [])
+    for m in parts:
         def wrap(real):
             def _sample(x, lam, g, **kw):
                 seen.append(lam.clone())
@@ -66,7 +69,7 @@ def test_fixed_lam_is_the_drawn_lam_of_every_mixer(name, mode):
     assert seen and bool((drawn == fixed).any())
     # A switch hands each of its mixers lam 1 for the samples it did not pick (they stay unmixed by it).
     assert bool(((drawn == fixed) | (drawn == 1)).all()), drawn
-    if name not in ("mix_choice", "mixup_cutmix"):
+    if name not in ("mix_choice", "mixup_cutmix", "transmix"):
         assert bool((drawn == fixed).all()), drawn
 
 

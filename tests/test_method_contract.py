@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import MIXER_KWARGS
+from conftest import MIXER_KWARGS, reads_attention, tiny_vit
 
 import automix
 from automix.methods import method_spec
@@ -69,14 +69,17 @@ def fakes():
 NAMES = automix.list_methods() + sorted(FAKES)
 
 
-def tiny_model():
+def tiny_model(name=None):
+    """The method's model: a 2-block ViT for the methods that read attention (TransMix), else a PreAct-ResNet."""
+    if name is not None and reads_attention(name):
+        return tiny_vit()
     torch.manual_seed(0)
     return automix.create_model("preact_resnet18", num_classes=4, width=4)
 
 
 def build(name, seed=0, **kw):
     opts = {**MIXER_KWARGS.get(name, {}), **kw}
-    return automix.create_method(name, tiny_model(), num_classes=4, total_steps=10, seed=seed, **opts)
+    return automix.create_method(name, tiny_model(name), num_classes=4, total_steps=10, seed=seed, **opts)
 
 
 def batch(seed=0):
@@ -213,7 +216,7 @@ def test_method_opt_flag_is_checked_from_the_declaration(name):
     cfg = validate(from_dict({"method": name, **extra}))
     cfg.method_opts = {**cfg.method_opts, "bogus_key": 1}
     with pytest.raises(ValueError, match=rf"bogus_key.*'{name}'"):
-        build_method(cfg, tiny_model(), 4, 10, 0)
+        build_method(cfg, tiny_model(name), 4, 10, 0)
 
 
 def test_model_aware_mixer_reads_the_models_saliency(fakes):

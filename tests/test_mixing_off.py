@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MIXER_KWARGS
+from conftest import MIXER_KWARGS, reads_attention, tiny_vit
 from test_train import Boom, rows, train
 
 import automix
@@ -20,7 +20,8 @@ NAMES = automix.list_methods()
 
 def build(name: str, **kw) -> automix.Method:
     torch.manual_seed(0)
-    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    # methods that read attention (or a patch grid) run on a 2-block ViT, the rest on a PreAct-ResNet
+    model = tiny_vit() if reads_attention(name) else automix.create_model("preact_resnet18", num_classes=4, width=4)
     opts = {**MIXER_KWARGS.get(name, {}), **kw}
     return automix.create_method(name, model, num_classes=4, total_steps=10, seed=0, **opts)
 

@@ -158,7 +158,7 @@ HASH_IGNORES = ("output", "resume", "progress")
 # Keys added after results were recorded, whose default runs exactly what ran before (the default lambda
 # draw is golden-tested): left out of the hash at that default, so recorded runs keep their hashes.
 HASH_IF_SET = {"mixup_lam": None, "pretrained": False, "initial_checkpoint": None, "head_lr_scale": 1.0,
-               "mixup_off_epoch": 0}
+               "mixup_off_epoch": 0, "model_opts": {}}  # no model options: the model built as before
 
 
 def config_record(cfg) -> dict[str, Any]:

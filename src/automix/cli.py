@@ -57,7 +57,7 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     from . import viz
     from .train import checkpoint as ckpt
     from .train.args import config_from_args
-    from .train.build import build_method, build_model
+    from .train.build import build_method, build_model, image_side
     from .train.config import Config
     from .train.inference import load_trained
     from .train.loader import eval_batches
@@ -84,7 +84,8 @@ def _cmd_show(ns: argparse.Namespace) -> int:
         cfg = config_from_args(flags)
         data, idx, _, _ = load_data(cfg)
         in_chans = data.images.shape[1] if data.images is not None else 3
-        method = build_method(cfg, build_model(cfg, data.num_classes, in_chans), data.num_classes, 1, cfg.seed)
+        model = build_model(cfg, data.num_classes, in_chans, image_side(data, cfg))
+        method = build_method(cfg, model, data.num_classes, 1, cfg.seed)
         out = ns.output or Path("runs") / "show" / f"{cfg.method}.png"
     if not method.mixes:
         raise ValueError("method: vanilla training mixes nothing to show; pick a mixing method")

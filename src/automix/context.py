@@ -9,8 +9,9 @@ layers are module paths resolved with forward hooks (``automix.models.FeatureTap
 * ``class_activation_map``: CAM of the label class at a layer (SnapMix arXiv:2012.04846);
 * ``features``: the output of a layer (AttentiveMix arXiv:2003.13048, AlignMix arXiv:2103.15375,
   ManifoldMix arXiv:1806.05236);
-* ``attention``: the output of an attention module, e.g. its attention probabilities (TransMix
-  arXiv:2111.09833), read during a forward pass with ``capture_context``.
+* ``attention``: the attention probabilities of a transformer block (TransMix arXiv:2111.09833), from the
+  clean batch's pass or, with ``capture_context``, from the mixed batch's own forward pass; only the chosen
+  block computes them (``automix.models.AttentionTap``), the rest of the model keeps its fused kernel.
 
 ``register_context(name)`` adds one; ``get_context(name)`` returns it. A context function runs the model on
 the clean batch: ``input_saliency`` and ``class_activation_map`` in eval mode (BN statistics untouched, as the
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models import FeatureTap
+from .models import AttentionTap, FeatureTap
 from .models.features import resolve_module
 
 _CONTEXTS: dict[str, Callable[..., Any]] = {}
@@ -236,10 +237,21 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str |
 
 @register_context("attention")
 @torch.no_grad()
-def attention(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str) -> Tensor:
-    """The output of the attention module at ``layer`` on ``x`` (e.g. attention probabilities
-    [B, heads, N, N] when ``layer`` is a module returning them). Same hook as ``features``."""
-    return features(model, x, y, layer=layer)
+def attention(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str | None = None) -> Tensor:
+    """The attention probabilities of one attention module on ``x``: float32 ``[B, heads, N, N]`` (rows sum to 1;
+    for automix's ViTs ``N = 1 + h * w``, the class token first), before attention dropout, detached.
+
+    ``layer`` is the attention module or a block holding one (``"blocks.11"``), ``None`` the model's last one
+    (``automix.models.attention.find_attention``). Only that module leaves the fused kernel, for this pass only
+    (``automix.models.AttentionTap``). The pass runs in the model's mode.
+
+    Raises:
+        ValueError: the model has no attention module that can give its map at ``layer`` (a CNN, say); the
+            message names ``layer`` and the model.
+    """
+    with AttentionTap(model, layer) as tap:
+        model(x)
+        return tap.pop().float()
 
 
 class Seen:
@@ -250,17 +262,21 @@ class Seen:
 
 @contextmanager
 def capture_context(name: str, model: nn.Module, **options: Any) -> Iterator[Seen]:
-    """Read context ``name`` (``"features"`` / ``"attention"``: the output at ``options["layer"]``) during the
-    forward passes run inside the block, e.g. the mixed batch's own forward pass, so no second pass is needed.
+    """Read context ``name`` during the forward passes run inside the block, e.g. the mixed batch's own forward
+    pass, so no second pass is needed: ``"features"`` (the output at ``options["layer"]``) or ``"attention"``
+    (the probabilities of the attention module at ``options.get("layer")``, the last one when None, computed
+    explicitly for this block only: ``automix.models.AttentionTap``).
 
     Raises:
-        ValueError: the context cannot be read from a forward pass (only layer outputs can), or no ``layer``.
+        ValueError: the context cannot be read from a forward pass (only layer outputs and attention can), no
+            ``layer`` for ``"features"``, or no attention module at ``layer`` for ``"attention"``.
     """
-    if name not in ("features", "attention") or "layer" not in options:
-        raise ValueError(f"capture_context reads a layer's output ('features' or 'attention' with layer=...), "
-                         f"got {name!r} with options {sorted(options)}")
+    if name not in ("features", "attention") or (name == "features" and "layer" not in options):
+        raise ValueError(f"capture_context reads a layer's output ('features' with layer=...) or an attention map "
+                         f"('attention'), got {name!r} with options {sorted(options)}")
     seen = Seen()
-    tap = FeatureTap(model, options["layer"], detach=True)
+    tap = AttentionTap(model, options.get("layer")) if name == "attention" else \
+        FeatureTap(model, options["layer"], detach=True)
     try:
         yield seen
         seen.value = tap.pop()

@@ -5,8 +5,8 @@ that turns any input-space mixer into a Method, so a trainer treats every method
 (vanilla), any registered mixer name (``"mixup"``, ``"cutmix"``, ...), ``"automix"``, ``"samix"``,
 ``"adautomix"`` (K-way masks trained adversarially, ``adautomix``) or
 ``"manifoldmix"`` (mixup of hidden features, ``manifoldmix``), ``"attentivemix"`` (AttentiveMix+ with an
-EMA extractor, ``attentivemix``) or ``"alignmix"`` (last-stage feature maps aligned by Sinkhorn, then mixed,
-``alignmix``);
+EMA extractor, ``attentivemix``), ``"alignmix"`` (last-stage feature maps aligned by Sinkhorn, then mixed,
+``alignmix``) or ``"tokenmix"`` (token-block masks on a ViT's grid, optionally a teacher's labels, ``tokenmix``);
 ``list_methods()`` lists them and ``register_method`` adds one (``registry``).
 """
 
@@ -20,7 +20,8 @@ from .base import Method, MixerMethod
 from .manifoldmix import ManifoldMix
 from .mixblock import PixelMixBlock, mask_loss, rescale_lam
 from .registry import KINDS, MethodSpec, create_method, list_methods, method_spec, register_method
+from .tokenmix import TokenMixMethod
 
 __all__ = ["AutoMix", "SAMix", "AdAutoMix", "AdaptiveMask", "ManifoldMix", "AttentiveMixMethod", "AlignMix", "Method",
            "MixerMethod", "MethodSpec", "KINDS", "PixelMixBlock", "create_method", "list_methods", "method_spec",
-           "register_method", "mask_loss", "rescale_lam"]
+           "register_method", "mask_loss", "rescale_lam", "TokenMixMethod"]

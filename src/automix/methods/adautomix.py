@@ -353,7 +353,13 @@ class AdAutoMix(MomentumEncoderMethod):
             raise ValueError(f"loss_weights has unknown keys {sorted(unknown)}; use 'one', 'mix', 'gen'")
         self.loss_weights = {k: check_number(f"loss_weights[{k!r}]", v) for k, v in weights.items()}
         self._build_encoder(model, feature_layer, head_layer, separate_heads)
-        channels = feature_channels or self._infer_channels(input_size)
+        if feature_channels is None:
+            channels, tokens = self._infer_channels(self._dry_run_size(input_size))
+            if tokens:
+                raise ValueError(f"feature_layer {self.feature_layer!r} gives transformer tokens; AdAutoMix's "
+                                 "generator takes a CNN feature map [B, C, h, w] (token features: AutoMix, SAMix)")
+        else:
+            channels = check_positive_int("feature_channels", feature_channels)
         generator = AdaptiveMask(channels, reduction=reduction, use_scale=use_scale, lam_concat=lam_concat,
                                  att_norm=att_norm, upsample=upsample, init_std=init_std)
         # In the model's dtype, as `method.to(dtype)` would leave it; the attention runs in float32.

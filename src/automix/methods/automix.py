@@ -121,8 +121,21 @@ class AutoMix(MomentumEncoderMethod):
             ``"decouplemix"`` (or a ``TargetLoss``), for all three classification terms; the same names as every
             other Method (``automix.losses.target_loss``).
         loss_weights: weights of ``one``, ``mix``, ``mb`` losses (all 1 in the reference).
-        feature_channels: channels at ``feature_layer`` (inferred by a dry run if None).
-        input_size: image side for that dry run (32).
+        upsample: how the Mix Block's map reaches the image size, ``"nearest"`` or ``"bilinear"``; ``None``: the
+            class's default for the feature layer, AutoMix nearest, SAMix bilinear for a CNN map and nearest for
+            transformer tokens (the reference's DeiT / Swin configs: x16 nearest at 224 px with patch 16, x4 at
+            32 px with patch 4; the factor is the image side over the token grid's).
+        feature_channels: channels at ``feature_layer`` (inferred by a dry run if None; given, there is no dry
+            run, and ``upsample=None`` takes the CNN default).
+        input_size: image side for that dry run (None: the model's ``img_size``, as automix's and timm's ViTs
+            have, else 32).
+
+    Transformer features: a ``feature_layer`` that gives tokens ``[B, N, C]`` (a ViT block: ``"blocks.5"`` of
+    automix's ``vit_small`` or of timm's ``vit_*`` / ``deit_*``, the default for both) feeds the Mix Block their
+    patch tokens laid on the ``h x w`` grid, the class token dropped (``model.num_prefix_tokens`` prefix tokens;
+    a model that does not say: 1, 0 or 2, whichever leaves a grid; ``automix.models.tokens_to_map``). Tokens
+    that do not tile the image raise ``ValueError`` naming ``feature_layer``, at construction (the dry run) or in
+    the step.
         total_steps, seed: see ``Method``.
         mix_block_kwargs: extra ``PixelMixBlock`` options (SAMix sets several).
 
@@ -139,6 +152,7 @@ class AutoMix(MomentumEncoderMethod):
 
     mask_loss_mode = "L1"
     default_mask_min_sharpness = 0.6
+    default_upsample = ("nearest", "nearest")  # for a CNN's map, for transformer tokens (the reference's configs)
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None, num_classes: int | None = None, *,
                  alpha: float = 2.0, lam: LamSpec | None = None,
@@ -146,11 +160,11 @@ class AutoMix(MomentumEncoderMethod):
                  model_ema_warmup: float = 0.1,
                  mask_loss_weight: float = 0.1, mask_loss_margin: float = 0.1, mask_loss_mode: str | None = None,
                  lam_margin: float = 0.08, mask_adjust: float = 0.0, lam_concat: bool = False,
-                 upsample: str = "nearest", mask_fit: bool | None = None, mask_min_sharpness: float | None = None,
+                 upsample: str | None = None, mask_fit: bool | None = None, mask_min_sharpness: float | None = None,
                  separate_heads: bool = True, head_layer: str | None = None, eval_net: str = "ema",
                  eval_head: str = "one", label_smoothing: float = 0.0, loss: str | TargetLoss = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
-                 input_size: int = 32, total_steps: int | None = None, seed: int | None = None,
+                 input_size: int | None = None, total_steps: int | None = None, seed: int | None = None,
                  mix_block_kwargs: dict[str, Any] | None = None, reference: bool = False) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
         if mask_loss_mode is not None:  # else the class's: "L1" (AutoMix), "L1+Variance" (SAMix)
@@ -186,8 +200,13 @@ class AutoMix(MomentumEncoderMethod):
             raise ValueError(f"loss_weights has unknown keys {sorted(unknown)}; use 'one', 'mix', 'mb'")
         self.loss_weights = {k: check_number(f"loss_weights[{k!r}]", v) for k, v in weights.items()}
         self._build_encoder(model, feature_layer, head_layer, separate_heads)
-
-        channels = feature_channels or self._infer_channels(input_size)
+        if feature_channels is None:
+            channels, tokens = self._infer_channels(self._dry_run_size(input_size))
+        else:  # no dry run: the layer is taken to give a CNN map unless it turns out to give tokens
+            channels, tokens = check_positive_int("feature_channels", feature_channels), False
+        self.token_features = tokens
+        if upsample is None:  # the reference's mode: its ViT configs upsample token maps with nearest
+            upsample = self.default_upsample[1 if tokens else 0]
         mask_fit = True if mask_fit is None else mask_fit
         # The fitted mask has no level to learn, only where the partner shows, and a uniform attention gives
         # it no gradient for that: start it with attention logits of order 1 (fan-in init), not 0.01.
@@ -197,7 +216,8 @@ class AutoMix(MomentumEncoderMethod):
         if mask_min_sharpness and not mask_fit:
             raise ValueError(f"mask_min_sharpness={mask_min_sharpness!r} needs mask_fit=True (a free mask's level "
                              "would move with the logits' scale)")
-        block_kw = {"lam_concat": lam_concat, "upsample": upsample, "mask_fit": mask_fit,
+        block_kw = {"lam_concat": lam_concat, "upsample": check_choice("upsample", upsample, ("nearest", "bilinear")),
+                    "mask_fit": mask_fit,
                     "init_std": None if mask_fit else 0.01, "min_sharpness": mask_min_sharpness,
                     **(mix_block_kwargs or {})}
         # In the model's dtype, as `method.to(dtype)` would leave it; the block's attention runs in float32.
@@ -228,7 +248,7 @@ class AutoMix(MomentumEncoderMethod):
         with torch.no_grad(), record_function("automix/encoder_features"):
             self._tap.clear()
             self.model_k(x)
-            z = self._tap.pop()
+            z = self._feature_map(self._tap.pop(), size)
         with record_function("automix/mix_block"):
             m_mb = self.mix_block(z, lam_mb, perm_mb, size)
             with torch.no_grad():
@@ -311,7 +331,7 @@ class AutoMix(MomentumEncoderMethod):
         try:
             self._tap.clear()
             self.model_k(x)
-            z = self._tap.pop()
+            z = self._feature_map(self._tap.pop(), tuple(x.shape[-2:]))
         finally:
             self.model_k.train(was_training)
         params = mask_params(perm, lam, self.mix_block(z, lam, perm, tuple(x.shape[-2:])))
@@ -338,16 +358,19 @@ class SAMix(AutoMix):
 
     Mix Block: multiplicative lam residual with the S-curve (``lam_mul_k=0.25`` on CIFAR/Tiny, -1 on
     ImageNet), separate query/key convs over the concatenated pair, a ConvNeck value with ELU and
-    dropout (0 on CIFAR, 0.1 on ImageNet) and bilinear upsampling. Everything else is AutoMix.
+    dropout (0 on CIFAR, 0.1 on ImageNet) and bilinear upsampling (nearest for transformer tokens, as its DeiT
+    configs, e.g. ``cifar100/mixups/vits/deit_small/deit_s_samix_l6_a2_near_sz224_bs100_ep200.py``). Everything
+    else is AutoMix.
     """
 
     mask_loss_mode = "L1+Variance"
+    default_upsample = ("bilinear", "nearest")  # its CNN configs upsample bilinearly, its ViT configs with nearest
     # SAMix's variance term already asks for sharp masks (its CPU runs kept them); its bilinear masks would
     # also need the floor's bisection at image resolution, about 10x the cost of AutoMix's at feature size.
     default_mask_min_sharpness = 0.0
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None, num_classes: int | None = None, *,
-                 lam_mul_k: float = 0.25, value_dropout: float = 0.0, upsample: str = "bilinear",
+                 lam_mul_k: float = 0.25, value_dropout: float = 0.0, upsample: str | None = None,
                  mix_block_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if kwargs.get("lam_concat"):
             raise ValueError("lam_concat: SAMix encodes lam multiplicatively; lam_concat=True is not SAMix")

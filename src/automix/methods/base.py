@@ -318,7 +318,7 @@ class MixerMethod(Method):
         mixer.check_targets(y, x.shape[0])
         params = mixer.sample(x, self.generator, context=self.context(x, y))
         x = mixer.apply(x, params)
-        if mixer.reweights is None:
+        if mixer.reweights is None or not mixer.wants_reweight(params):
             logits = self.model(x)
         else:  # the label weight comes from what the model sees of the mixed batch (TransMix)
             with capture_context(mixer.reweights, self.model, **mixer.context_options()) as seen:

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_range
+from .._checks import check_choice, check_positive_int, check_range
 from ..losses import soft_targets
 from ..mixers._sampling import sample_beta
-from ..models import FeatureTap, default_feature_layer
+from ..models import FeatureTap, default_feature_layer, tokens_to_map
 from .base import Method, weight_dtype
 from .ema import ema_momentum, ema_update, scaled_momentum
 from .heads import HeadSwitch, HeadView, find_classifier, new_head_like
@@ -66,9 +66,29 @@ class MomentumEncoderMethod(Method):
         self._switch_q = HeadSwitch(model, self.head_layer, self.head_mix) if separate_heads else None
         self._switch_k = HeadSwitch(self.model_k, self.head_layer, self.head_mix_k) if separate_heads else None
         self._tap = FeatureTap(self.model_k, self.feature_layer, detach=True)
+        prefix = getattr(model, "num_prefix_tokens", None)  # a ViT's class token(s), dropped from its tokens
+        self.num_prefix_tokens = prefix if isinstance(prefix, int) and not isinstance(prefix, bool) else None
+
+    def _dry_run_size(self, input_size: int | None) -> int:
+        """The image side of the dry run that finds the feature layer's shape: ``input_size``, else the model's
+        own (``img_size`` of automix's ViTs, ``patch_embed.img_size`` of timm's), else 32."""
+        if input_size is not None:
+            return check_positive_int("input_size", input_size)
+        for owner in (self.model_k, getattr(self.model_k, "patch_embed", None)):
+            side = getattr(owner, "img_size", None)
+            side = side[0] if isinstance(side, (tuple, list)) and side else side
+            if isinstance(side, int) and not isinstance(side, bool) and side > 0:
+                return side
+        return 32
+
+    def _feature_map(self, z: Tensor, size: tuple[int, int]) -> Tensor:
+        """The Mix Block's input: a CNN map as it is, transformer tokens [B, N, C] on their patch grid
+        [B, C, h, w] without the class token (``automix.models.tokens_to_map``)."""
+        return tokens_to_map(z, size, self.num_prefix_tokens, name=f"feature_layer {self.feature_layer!r}")
 
     @torch.no_grad()
-    def _infer_channels(self, input_size: int) -> int:
+    def _infer_channels(self, input_size: int) -> tuple[int, bool]:
+        """(channels at the feature layer, whether it gives transformer tokens), from one dry run."""
         was_training = self.model_k.training
         self.model_k.eval()  # a dry run must not touch BN statistics
         try:
@@ -82,10 +102,11 @@ class MomentumEncoderMethod(Method):
             feats = self._tap.pop()
         finally:
             self.model_k.train(was_training)
-        if feats.ndim != 4:
+        if feats.ndim not in (3, 4):
             raise ValueError(f"feature_layer {self.feature_layer!r} gives shape {tuple(feats.shape)}; the Mix Block "
-                             "needs a [B, C, h, w] map (reshape transformer tokens with a wrapper)")
-        return int(feats.shape[1])
+                             "needs a [B, C, h, w] map or transformer tokens [B, N, C]")
+        z = self._feature_map(feats, (input_size, input_size))  # tokens that do not tile the image: ValueError
+        return int(z.shape[1]), feats.ndim == 3
 
     def param_groups(self) -> list[dict[str, Any]]:
         """``[{"name": "model", ...}, {"name": "mix_block", ...}]``: give the Mix Block its own lr/momentum."""

@@ -186,7 +186,7 @@ def _mixer_spec(name: str) -> MethodSpec:
     options = {k: v for k, v in options.items() if k not in _NOT_OPTIONS}
     options["loss"] = Option("loss", str | TargetLoss, "ce")
     options.update(_LOSS_OPTIONS)
-    needs = getattr(factory, "needs", None)
+    needs = getattr(factory, "needs", None) or getattr(factory, "reweights", None)
 
     def build(model: nn.Module, *, num_classes: int | None = None, total_steps: int | None = None,
               seed: int | None = None, loss: str = "ce", **mixer_options: Any) -> Method:

@@ -1,5 +1,6 @@
 """Input-space mixers: pure tensor operations on a batch, no model needed, or given what they read from the model
-(``BaseMixer.needs``: SnapMix reads class activation maps, AttentiveMix feature maps; ``automix.context``
+(``BaseMixer.needs``: SnapMix reads class activation maps, AttentiveMix feature maps; ``BaseMixer.reweights``:
+TransMix re-weights its labels by a ViT's attention on the mixed batch; ``automix.context``
 computes them; ``AttentiveMix`` is not registered as a mixer: its method ``"attentivemix"`` owns its extractor).
 
 Every mixer follows the contract of ``base.BaseMixer`` and is registered by name; build one with
@@ -20,7 +21,8 @@ from .resizemix import ResizeMix
 from .saliencymix import SaliencyMix, saliency_map
 from .smoothmix import SmoothMix
 from .snapmix import SnapMix
+from .transmix import TransMix
 
 __all__ = ["BaseMixer", "MixOutput", "MixParams", "create_mixer", "list_mixers", "register_mixer", "Mixup", "CutMix",
            "FMix", "GridMix", "SmoothMix", "ResizeMix", "SaliencyMix", "saliency_map", "PuzzleMix", "GuidedMix",
-           "MixChoice", "mixup_cutmix", "SnapMix", "AttentiveMix"]
+           "MixChoice", "mixup_cutmix", "SnapMix", "AttentiveMix", "TransMix"]

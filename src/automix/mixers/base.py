@@ -221,6 +221,11 @@ class BaseMixer:
         """Keyword arguments of the context function for ``needs`` / ``reweights`` (e.g. ``{"layer": ...}``)."""
         return {}
 
+    def wants_reweight(self, params: MixParams) -> bool:
+        """Whether ``reweight`` would read the context for this draw; when not, the method runs the mixed batch's
+        forward pass without reading it (TransMix: a Mixup draw needs no attention, so none is computed)."""
+        return self.reweights is not None
+
     def reweight(self, params: MixParams, context: Any) -> MixParams:
         """The draw with lam set from ``context`` read during the mixed batch's forward pass (``reweights``).
 

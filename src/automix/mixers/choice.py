@@ -98,9 +98,10 @@ class MixChoice(BaseMixer):
     @staticmethod
     def _build(spec: Any, shared: dict[str, Any]) -> BaseMixer:
         mixer = MixChoice._make(spec, shared)
-        if mixer.needs is not None:
-            raise ValueError(f"mixers: {mixer.name!r} reads the model's {mixer.needs!r} context, which a switch does "
-                             "not compute; train model-aware mixers as their own method (create_method)")
+        if mixer.needs is not None or mixer.reweights is not None:
+            raise ValueError(f"mixers: {mixer.name!r} reads the model's {mixer.needs or mixer.reweights!r} context, "
+                             "which a switch does not compute; train model-aware mixers as their own method "
+                             "(create_method)")
         return mixer
 
     @staticmethod

@@ -6,6 +6,9 @@
   width keyword: ``width`` (first-stage channels, default 64) for the ResNets / ResNeXt,
   ``widen`` (the WRN factor k) for wide ResNets. Each has ``forward_features``,
   ``forward_head``, ``num_features`` and ``default_feature_layer``.
+- ``vit_tiny`` / ``vit_small`` (DeiT-Ti / DeiT-S shapes; ``img_size``, ``patch_size``, default 32 / 4) give
+  tokens ``[B, 1 + h * w, dim]`` at every block (``tokens_to_map`` lays them on the patch grid) and the
+  attention map of any block on request (:class:`AttentionTap`, from the same forward pass).
 - :func:`default_feature_layer` names the module feeding the AutoMix Mix Block (``"layer3"``
   for the CIFAR ResNets, ``"layer2"`` for WRN) and :class:`FeatureTap` records that module's
   output during the ordinary forward pass.
@@ -20,6 +23,7 @@ Example:
     >>> tap.remove()
 """
 
+from .attention import AttentionTap, attention_layers, find_attention
 from .cifar_resnet import (
     Backbone,
     BasicBlock,
@@ -33,11 +37,14 @@ from .cifar_resnet import (
     resnet34,
     resnext50_32x4d,
 )
-from .features import FeatureTap, forward_with_features, resolve_module
+from .features import FeatureTap, forward_with_features, resolve_module, token_grid, tokens_to_map
 from .registry import create_model, default_feature_layer, list_models, register_model
+from .vit import VisionTransformer, vit_small, vit_tiny
 from .wrn import WideBasicBlock, WideResNet, wide_resnet, wrn28_8, wrn28_10
 
-__all__ = ["Backbone", "BasicBlock", "Bottleneck", "CifarResNet", "FeatureTap", "PreActBlock", "WideBasicBlock",
-           "WideResNet", "create_model", "default_feature_layer", "forward_with_features", "init_weights",
-           "list_models", "preact_resnet18", "preact_resnet34", "register_model", "resnet18", "resnet34",
-           "resnext50_32x4d", "resolve_module", "wide_resnet", "wrn28_10", "wrn28_8"]
+__all__ = ["AttentionTap", "Backbone", "BasicBlock", "Bottleneck", "CifarResNet", "FeatureTap", "PreActBlock",
+           "VisionTransformer", "WideBasicBlock", "WideResNet", "attention_layers", "create_model",
+           "default_feature_layer", "find_attention", "forward_with_features", "init_weights", "list_models",
+           "preact_resnet18", "preact_resnet34", "register_model", "resnet18", "resnet34", "resnext50_32x4d",
+           "resolve_module", "token_grid", "tokens_to_map", "vit_small", "vit_tiny", "wide_resnet", "wrn28_10",
+           "wrn28_8"]

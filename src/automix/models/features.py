@@ -24,7 +24,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["FeatureTap", "forward_replacing", "forward_with_features", "resolve_module"]
+from .._tokens import token_grid
+
+__all__ = ["FeatureTap", "forward_replacing", "forward_with_features", "resolve_module", "token_grid",
+           "tokens_to_map"]
 
 
 def resolve_module(model: nn.Module, feature_layer: str, option: str = "feature_layer") -> nn.Module:
@@ -200,3 +203,25 @@ def forward_replacing(model: nn.Module, layer: str, x: Any, replace: Any, *, opt
     if not done:
         raise ValueError(f"{option}: module {layer!r} did not run in the model's forward pass")
     return logits
+
+
+def tokens_to_map(tokens: Tensor, size: tuple[int, int], num_prefix_tokens: int | None = None, *,
+                  name: str = "feature_layer") -> Tensor:
+    """Transformer tokens ``[B, N, C]`` as a feature map ``[B, C, h, w]`` on their patch grid, prefix tokens
+    (the class token) dropped (``token_grid``); a ``[B, C, h, w]`` map is returned as it is.
+
+    Raises:
+        ValueError: ``tokens`` is neither 3-D nor 4-D, or its tokens do not tile an image of ``size``
+            (``token_grid``; the message names ``name``).
+
+    >>> import torch
+    >>> tokens_to_map(torch.randn(2, 65, 192), (32, 32)).shape
+    torch.Size([2, 192, 8, 8])
+    """
+    if tokens.ndim == 4:
+        return tokens
+    if tokens.ndim != 3:
+        raise ValueError(f"{name} gives shape {tuple(tokens.shape)}; a feature layer must give a map [B, C, h, w] "
+                         f"or tokens [B, N, C]")
+    prefix, h, w = token_grid(tokens.shape[1], size, num_prefix_tokens, name=name)
+    return tokens[:, prefix:].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["check_positive_int", "create_model", "default_feature_layer", "list_models", "register_model"]
+__all__ = ["check_positive_int", "create_model", "default_feature_layer", "list_models", "model_options",
+           "register_model"]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -147,6 +148,18 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
                 raise TypeError(f"create_model({name!r}) got an unexpected keyword argument {key!r}; "
                                 f"accepted: {', '.join(accepted) or '(none)'}")
     return entry.fn(num_classes=num_classes, **kwargs)
+
+
+def model_options(name: str) -> list[str]:
+    """The keyword options of registered model ``name`` (its factory's parameters but ``num_classes``).
+
+    Raises:
+        ValueError: ``name`` is not registered.
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise _unknown_name(name)
+    return [k for k in inspect.signature(entry.fn).parameters if k != "num_classes"]
 
 
 def _guess_from_feature_info(info: Any) -> str | None:

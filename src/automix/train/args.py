@@ -1,9 +1,9 @@
 """Command-line flags generated from ``Config``: one flag per field, grouped by section.
 
 A field ``mixup_switch_prob`` becomes ``--mixup-switch-prob``; booleans get ``--x/--no-x``;
-``Optional`` fields accept ``none``; ``method_opts`` is ``--method-opt KEY=VALUE`` (repeatable,
-values typed as YAML scalars). Flags default to "not given", so a YAML file's values survive
-unless a flag overrides them.
+``Optional`` fields accept ``none``; ``method_opts`` is ``--method-opt KEY=VALUE`` and ``model_opts``
+``--model-opt KEY=VALUE`` (repeatable, values typed as YAML scalars). Flags default to "not given", so a
+YAML file's values survive unless a flag overrides them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _optional(conv):
 
 def _method_opt(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--method-opt must be KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--method-opt / --model-opt must be KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     return key.strip().replace("-", "_"), _scalar(value)
 
@@ -57,8 +57,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
             default = getattr(defaults, name)
             kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                                   "help": f"{helps[name]} (default: {default})"}
-            if name == "method_opts":
-                flags = ["--method-opt"]
+            if name in ("method_opts", "model_opts"):
+                flags = ["--method-opt" if name == "method_opts" else "--model-opt"]
                 kw.update(action="append", type=_method_opt, metavar="KEY=VALUE")
             elif typing.get_origin(base) in (typing.Union, types.UnionType):  # --mixup-lam: any YAML value
                 kw.update(type=_optional(_scalar), metavar=name.upper())
@@ -82,6 +82,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
     given = set(from_file) | set(values)
     if given & {"mixup", "cutmix", "cutmix_minmax"} and "method" not in given:
         values["method"] = "mixup_cutmix"  # timm's flags alone select timm's Mixup/CutMix switch
-    if "method_opts" in values:
-        values["method_opts"] = {**cfg.method_opts, **dict(values["method_opts"])}
+    for key in ("method_opts", "model_opts"):
+        if key in values:
+            values[key] = {**getattr(cfg, key), **dict(values[key])}
     return validate(from_dict(values, cfg, source="command line"))

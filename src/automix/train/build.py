@@ -15,34 +15,53 @@ from torch import nn
 from ..methods import Method, create_method, method_spec
 from ..methods.ema import ema_momentum
 from ..models import create_model
-from .config import OPTS_WITH_A_FLAG, Config
+from ..models.registry import model_options
+from .config import OPTS_WITH_A_FLAG, SWITCH_FLAGS, Config
 from .schedule import WarmupCosine
 
 
-def build_model(cfg: Config, num_classes: int, in_chans: int) -> nn.Module:
-    kw: dict[str, Any] = {}
+def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: int | None = None) -> nn.Module:
+    """``cfg.model`` with ``--width`` / ``--widen``, ``model_opts`` and the data's channels; a model built for an
+    image side (the ViTs' ``img_size``) is built for ``img_size`` (the images' side; else ``--img-size``, else the
+    model's default)."""
+    kw: dict[str, Any] = dict(cfg.model_opts)
     if cfg.width is not None:
         kw["width"] = cfg.width
     if cfg.widen is not None:
         kw["widen"] = cfg.widen
     if not cfg.model.startswith(("timm:", "torchvision:")):
         kw["in_chans"] = in_chans
+        side = img_size if img_size is not None else cfg.img_size
+        if side is not None and "img_size" in model_options(cfg.model):
+            kw["img_size"] = side
     return create_model(cfg.model, num_classes=num_classes, **kw)
+
+
+def image_side(data: Any, cfg: Config) -> int:
+    """The side of the images the model will see: the in-memory images', else ``--img-size``, else the 224 px
+    the large-image loader crops to."""
+    images = getattr(data, "images", None)
+    return int(images.shape[-1]) if images is not None else (cfg.img_size or 224)
 
 
 def method_kwargs(cfg: Config, num_classes: int, total_steps: int, seed: int) -> dict[str, Any]:
     """``create_method``'s keyword arguments for ``cfg``: the run's numbers, the flags the method declares an
     option for (``OPTS_WITH_A_FLAG``: ``--smoothing`` is ``label_smoothing``, ``--mixup-mode`` is ``mode``, ...)
-    and ``method_opts``.
+    and ``method_opts``. timm's switch flags (``--mixup``, ``--cutmix``, ``--cutmix-minmax``,
+    ``--mixup-switch-prob``) are passed together when one is given, else not at all (TransMix keeps its own).
 
     A flag whose option the method does not declare is not passed (``config.check_conflicts`` refuses it
     when given); an unset ``--alpha`` or ``--mixup-lam`` leaves the method's own default.
     """
     options = method_spec(cfg.method).options
+    default = Config()
+    switch_given = any(getattr(cfg, f) != getattr(default, f) for f in SWITCH_FLAGS)
     kw: dict[str, Any] = {}
     for key, flag in OPTS_WITH_A_FLAG.items():
         value = getattr(cfg, flag)
         if key not in options or (flag in ("alpha", "mixup_lam") and value is None):
+            continue
+        if flag in SWITCH_FLAGS and not switch_given:  # timm's switch flags travel together (config.SWITCH_FLAGS)
             continue
         kw[key] = tuple(value) if flag == "cutmix_minmax" and value else value
     # validate() refused a method_opts key given together with its flag, so merging loses nothing.

@@ -25,7 +25,8 @@ from typing import Any
 SECTIONS = {
     "data": ("dataset", "data_dir", "val_split", "eval_split", "split_seed", "img_size", "download", "cache_dir",
              "workers", "skip_bad_images", "subset", "pad", "flip"),
-    "model": ("model", "pretrained", "initial_checkpoint", "width", "widen", "channels_last", "compile", "sync_bn"),
+    "model": ("model", "pretrained", "initial_checkpoint", "width", "widen", "model_opts", "channels_last", "compile",
+              "sync_bn"),
     "method": ("method", "alpha", "mixup_lam", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
                "mixup_mode", "mixup_off_epoch", "smoothing", "method_opts"),
     "optimiser": ("opt", "lr", "head_lr_scale", "momentum", "nesterov", "weight_decay", "sched", "min_lr",
@@ -65,6 +66,8 @@ class Config:
                 "a new class count gets a new classifier head"})
     width: int | None = field(default=None, metadata={"help": "first-stage channels of the ResNets (default 64)"})
     widen: int | None = field(default=None, metadata={"help": "widening factor of the WRNs"})
+    model_opts: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "model options as KEY=VALUE (repeatable), e.g. the ViTs' patch_size, depth, drop_path_rate"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under DDP"})
@@ -281,7 +284,22 @@ OPTS_WITH_A_FLAG = {"label_smoothing": "smoothing", "alpha": "alpha", "prob": "m
                     "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "switch_prob": "mixup_switch_prob",
                     "cutmix_minmax": "cutmix_minmax", "lam": "mixup_lam"}
 OPTS_SET_BY_THE_TRAINER = ("model", "num_classes", "total_steps", "seed", "generator")
-NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice")  # the rest take alpha (Beta(alpha, alpha))
+# model_opts keys that the trainer or a flag of their own sets (build.build_model).
+MODEL_OPTS_SET_ELSEWHERE = {"num_classes": "is set by the trainer (from the dataset)",
+                            "in_chans": "is set by the trainer (from the dataset)",
+                            "img_size": "is set by --img-size (the ViTs are built for the images' side)",
+                            "width": "has its own option, --width", "widen": "has its own option, --widen"}
+# the rest take alpha (Beta(alpha, alpha)); transmix takes timm's --mixup and --cutmix alphas
+NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice", "transmix")
+# timm's Mixup/CutMix switch flags: a method takes them when it declares their options (mixup_cutmix, transmix).
+# Given one, all are passed (timm's meaning: an alpha of 0 is off); given none, the method's own defaults stand.
+SWITCH_FLAGS = ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob")
+SWITCH_OPTIONS = ("mixup_alpha", "cutmix_alpha", "switch_prob")
+
+
+def takes_switch_flags(options: Any) -> bool:
+    """Whether a method with these declared options is a timm-style Mixup/CutMix switch."""
+    return all(key in options for key in SWITCH_OPTIONS)
 
 
 def check_conflicts(cfg: Config) -> None:
@@ -307,13 +325,14 @@ def check_conflicts(cfg: Config) -> None:
         spec = None  # an unknown name: create_method says so, with the list of names
     options = spec.options if spec is not None else {}
     learned = spec is not None and spec.kind == "learned"
-    for key in ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob"):
-        if given(key) and method != "mixup_cutmix":
+    switch = takes_switch_flags(options)
+    for key in SWITCH_FLAGS:
+        if given(key) and not switch:
             alt = " (for its own alpha give --alpha)" if key in ("mixup", "cutmix") and method not in NO_ALPHA else ""
-            refuse(key, f"applies only to method 'mixup_cutmix' (timm's Mixup/CutMix switch), not to method "
-                        f"{method!r}{alt}")
+            refuse(key, f"applies only to method 'mixup_cutmix' (timm's Mixup/CutMix switch) and 'transmix', not to "
+                        f"method {method!r}{alt}")
     if given("alpha") and method in NO_ALPHA:
-        alt = ": give --mixup and --cutmix alphas" if method == "mixup_cutmix" else ""
+        alt = ": give --mixup and --cutmix alphas" if switch else ""
         refuse("alpha", f"does not apply to method {method!r}{alt}")
     if given("alpha") and given("mixup_lam"):
         refuse("alpha", "is not used when mixup_lam gives lambda")
@@ -335,6 +354,9 @@ def check_conflicts(cfg: Config) -> None:
         if key in cfg.method_opts and given(flag):
             raise ValueError(f"method_opts {key}={cfg.method_opts[key]!r} and {flag} {getattr(cfg, flag)!r} "
                              f"(--{flag.replace('_', '-')}) set the same thing; give it once")
+    for key, why in MODEL_OPTS_SET_ELSEWHERE.items():
+        if key in cfg.model_opts:
+            raise ValueError(f"model_opts {key}={cfg.model_opts[key]!r} {why}, not a model option")
     for key in OPTS_SET_BY_THE_TRAINER:
         if key in cfg.method_opts:
             raise ValueError(f"method_opts {key}={cfg.method_opts[key]!r} is set by the trainer, not an option")

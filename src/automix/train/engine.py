@@ -28,7 +28,7 @@ from .. import viz
 from .._signals import Interrupted, StopRequests, signal_name
 from . import checkpoint as ckpt
 from . import distributed as dist_util
-from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule
+from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule, image_side
 from .config import Config, to_yaml
 from .loader import TrainBatches, eval_batches
 from .logger import RunLogger
@@ -73,7 +73,7 @@ class Run:
                                     img_size=cfg.img_size, workers=cfg.workers, channels_last=cfg.channels_last)
         self.steps_per_epoch = len(self.batches)
         in_chans = self.data.images.shape[1] if self.data.images is not None else 3
-        model = build_model(cfg, self.data.num_classes, in_chans)
+        model = build_model(cfg, self.data.num_classes, in_chans, image_side(self.data, cfg))
         # Before the method is built on it: AutoMix's EMA encoder (and --model-ema's copy) start from these
         # weights too. A resumed run takes every weight from its checkpoint instead.
         self.init_report = None if cfg.resume else load_initial_weights(model, cfg.model, cfg.pretrained,

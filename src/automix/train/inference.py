@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data import load_dataset
 from . import checkpoint as ckpt
-from .build import ModelEma, build_method, build_model
+from .build import ModelEma, build_method, build_model, image_side
 from .config import Config, from_dict, validate
 from .distributed import check_device
 from .engine import FORMAT, evaluate
@@ -35,7 +35,7 @@ def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str
     cfg = config_of(state, overrides)
     data, _, val_data, val_idx = load_data(cfg)
     in_chans = data.images.shape[1] if data.images is not None else 3
-    model = build_model(cfg, state["num_classes"], in_chans)
+    model = build_model(cfg, state["num_classes"], in_chans, image_side(data, cfg))
     method = build_method(cfg, model, state["num_classes"], total_steps=1, seed=0)
     method.load_state_dict(state["method"])
     method.to(device).eval()
