@@ -166,8 +166,9 @@ def is_done(out: Path) -> bool:
     return (out / "metrics.json").is_file()
 
 
-# Config keys that say where a run wrote and how it printed, not what it computed: left out of the hash.
-HASH_IGNORES = ("output", "resume", "progress")
+# Config keys that say where a run wrote and how it printed or was watched, not what it computed: left out of
+# the hash.
+HASH_IGNORES = ("output", "resume", "progress", "sync_debug")
 # Keys added after results were recorded, whose default runs exactly what ran before (the default lambda
 # draw is golden-tested): left out of the hash at that default, so recorded runs keep their hashes.
 HASH_IF_SET = {"mixup_lam": None}
