@@ -111,6 +111,11 @@ def test_sbatch_script_and_jobs_in_flight_through_a_fake_slurm(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "cutmix seed 0: job 4242_0 RUNNING; not submitted again" in err and "vanilla seed 0: submit (start)" in err
     assert "#SBATCH --array" not in (tmp_path / "sbatch-1.sh").read_text()  # one task: a plain job
+    # sacct knows neither job (accounting off, or the jobs forgotten): both are taken as ended and submitted again.
+    fake_slurm(tmp_path, monkeypatch, sacct="JobID|State|NodeList\\n")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("sacct knows no state of job") == 2 and err.count("submit (start)") == 2
 
 
 def test_stopped_task_saves_and_its_requeued_task_continues(tmp_path):

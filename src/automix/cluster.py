@@ -272,12 +272,16 @@ def _jobs_in_flight(cells: list[bench.Cell]) -> dict[Path, str]:
     slurm = {out: r for out, r in records.items() if r.get("executor") == "slurm"}
     if slurm:
         submitit = import_submitit()
+        submitit.SlurmJob.watcher.clear()  # states read now, not remembered from an earlier call in this process
         jobs = {out: submitit.SlurmJob(folder=r["folder"], job_id=str(r["job_id"])) for out, r in slurm.items()}
         submitit.SlurmJob.watcher.update()  # one sacct call for every recorded job
         for out, job in jobs.items():
             state = submitit.SlurmJob.watcher.get_state(job.job_id, mode="cache").split(" ")[0]
             if state in ALIVE_STATES:
                 alive[out] = f"job {job.job_id} {state}"
+            elif state == "UNKNOWN":  # sacct failed, or has forgotten the job: a second task would leave a
+                # running run alone (CellJob), so submitting again costs at most an idle task
+                print(f"bench: {out}: sacct knows no state of job {job.job_id}; taken as ended", file=sys.stderr)
     for out, r in records.items():
         if r.get("executor") == "local":  # the job id is the pid of submitit's local controller
             try:
