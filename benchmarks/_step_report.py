@@ -24,7 +24,20 @@ def _pct(v: float | None) -> str:
     return "?" if v is None else format(v, ".1%")
 
 
-def verdicts(results: dict) -> list[tuple[int, bool, float]]:
+def _col(w: dict) -> str:
+    """A width's column prefix: ``w64 `` for the project's ResNets, nothing for a network timed as built."""
+    return "" if w["width"] is None else f"w{w['width']} "
+
+
+def _name(w: dict) -> str:
+    return "the network" if w["width"] is None else f"width {w['width']}"
+
+
+def _setting(results: dict) -> dict:
+    return results.get("setting") or {"default": True}
+
+
+def verdicts(results: dict) -> list[tuple[int | None, bool, float]]:
     """(width, passed, AutoMix / vanilla step time) for every width where AutoMix was timed."""
     out = []
     for wres in results["widths"]:
@@ -39,21 +52,39 @@ def _header(results: dict, command: str) -> list[str]:
     info, widths = results["info"], results["widths"]
     b = results["batch_size"]
     load_txt = "; ".join(
-        f"width {w['width']}: " + (f"{w['loadavg_before']} before" if w.get("first", True) else
+        f"{_name(w)}: " + (f"{w['loadavg_before']} before" if w.get("first", True) else
                                    f"{w['loadavg_before']} before (this run's previous width included), other "
                                    f"processes {_pct(w.get('other_cpu_before'))} of the CPUs before")
         + f", other processes {_pct(w['other_cpu'])} of the CPUs during the timed steps" for w in widths)
+    setting = _setting(results)
+    if setting["default"]:
+        machine = (f"- Machine: {info['cpu']}, nproc {info['nproc']}, **CPU only (no GPU measured)**; torch "
+                   f"{info['torch']} with {info['threads']} threads (the default), Python {info['python']}")
+        model = (f"- Model: CIFAR PreAct-ResNet-18 (`create_model(\"preact_resnet18\", num_classes=100, width=w)`), "
+                 f"batch {b}x3x32x32 float32 NCHW, class-index targets over 100 classes; SGD(lr=0.1, momentum=0.9, "
+                 "wd=5e-4)")
+    else:
+        where = f"**{info['gpu']}** ({setting['device']})" if info.get("gpu") else f"**{setting['device']}**"
+        machine = (f"- Machine: {where}, host CPU {info['cpu']}, nproc {info['nproc']}; torch {info['torch']}, "
+                   f"Python {info['python']}")
+        size = setting["img_size"]
+        model = (f"- Model: `create_model(\"{setting['model']}\", num_classes=100"
+                 + (", width=w)`" if widths and widths[0]["width"] is not None else ")`")
+                 + f", batch {b}x3x{size}x{size}, "
+                 + (f"{setting['amp']} autocast (float32 weights)" if setting["amp"] else "float32")
+                 + (", channels_last" if setting["channels_last"] else ", NCHW")
+                 + (f", `model.compile(backend=\"{setting['compile']}\")`" if setting["compile"] else ", eager")
+                 + "; class-index targets over 100 classes; SGD(lr=0.1, momentum=0.9, wd=5e-4)"
+                 + ("; each timed step between two `torch.cuda.synchronize()`" if info.get("gpu") else ""))
     lines = [
         f"Command: `{command}`",
         "",
         f"- Date: {info['date']}; run took {info['seconds']} s",
-        f"- Machine: {info['cpu']}, nproc {info['nproc']}, **CPU only (no GPU measured)**; torch {info['torch']} "
-        f"with {info['threads']} threads (the default), Python {info['python']}",
+        machine,
         f"- Load average (1, 5, 15 min): {info['loadavg_start']} at start, {info['loadavg_end']} at end; {load_txt}",
-        f"- Model: CIFAR PreAct-ResNet-18 (`create_model(\"preact_resnet18\", num_classes=100, width=w)`), batch "
-        f"{b}x3x32x32 float32 NCHW, class-index targets over 100 classes; SGD(lr=0.1, momentum=0.9, wd=5e-4)",
+        model,
         "- One step = `zero_grad` + `training_step` + `backward` + `opt.step()` + `after_step()`; median of "
-        + ", ".join(f"{w['steps']} steps after {w['warmup']} warm-up (width {w['width']})" for w in widths)
+        + ", ".join(f"{w['steps']} steps after {w['warmup']} warm-up ({_name(w)})" for w in widths)
         + ", methods interleaved",
         "",
     ]
@@ -70,24 +101,38 @@ def _header(results: dict, command: str) -> list[str]:
 def _step_table(results: dict) -> list[str]:
     """ms/step, img/s and ratio to vanilla per method and width; the spread; the PASS/FAIL target."""
     widths = results["widths"]
-    head = "| method |" + "".join(f" w{w['width']} ms/step | w{w['width']} img/s | w{w['width']} × vanilla |"
-                                  for w in widths)
-    lines = [head, "|---|" + "---:|---:|---:|" * len(widths)]
+    peak = any("peak_mib" in st for w in widths for st in w["methods"].values())  # measured on CUDA only
+    cols = ["ms/step", "img/s", "× vanilla"] + (["peak MiB"] if peak else [])
+    head = "| method |" + "".join(f" {_col(w)}{c} |" for w in widths for c in cols)
+    lines = [head, "|---|" + "---:|" * len(cols) * len(widths)]
     for name in results["methods"]:
         row = [LABELS.get(name, name)]
         for w in widths:
-            st = w["methods"][name]
+            st = w["methods"].get(name)
+            if st is None:  # could not be built or failed its warm-up: listed below the table
+                row += ["not timed"] + ["–"] * (len(cols) - 1)
+                continue
             row += [_ms(st["median"]), f"{st['img_per_s']:.0f}", f"{st['ratio']:.2f}"]
+            row += [f"{st['peak_mib']:.0f}" if "peak_mib" in st else "–"] if peak else []
         lines.append("| " + " | ".join(row) + " |")
+    if peak:
+        lines += ["", "peak MiB: the most device memory allocated above what was allocated before the method was "
+                      "built (its network, optimiser state and one step's activations), during its warm-up."]
     lines += ["", "Spread (min–max ms/step): " + "; ".join(
-        f"w{w['width']}: " + ", ".join(f"{LABELS.get(n, n)} {_ms(w['methods'][n]['min'])}–"
-                                       f"{_ms(w['methods'][n]['max'])}" for n in results["methods"])
+        (_col(w).strip() + ": " if _col(w) else "") + ", ".join(f"{LABELS.get(n, n)} {_ms(w['methods'][n]['min'])}–"
+                                                  f"{_ms(w['methods'][n]['max'])}"
+                                                  for n in results["methods"] if n in w["methods"])
         for w in widths)]
+    failed = [(w, name, text) for w in widths for name, text in w.get("failed", {}).items()]
+    if failed:
+        lines += ["", "Not timed:"] + [f"- {LABELS.get(n, n)}{' (' + _col(w).strip() + ')' if _col(w) else ''}: "
+                                       f"{text}" for w, n, text in failed]
     vd = verdicts(results)
     if vd:
         lines += ["", f"Target: AutoMix step ≤ {TARGET_RATIO:.1f}× vanilla (FLOP floor ≈ 2.9×; the "
                       "reference measured 4.1× on ResNet-18):", ""]
-        lines += [f"- **{'PASS' if ok else 'FAIL'}** width {w}: {r:.2f}×" for w, ok, r in vd]
+        lines += [f"- **{'PASS' if ok else 'FAIL'}** {'width ' + str(w) if w is not None else 'the network'}: "
+                  f"{r:.2f}×" for w, ok, r in vd]
     return lines
 
 

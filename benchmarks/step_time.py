@@ -1,5 +1,4 @@
-"""Training step time: vanilla, mixup, cutmix, AutoMix, SAMix, AdAutoMix and the model-aware methods on the CIFAR
-PreAct-ResNet-18 (CPU only).
+"""Training step time: vanilla, mixup, cutmix, AutoMix, SAMix, AdAutoMix and the model-aware methods on one network.
 
 This is a benchmark, not a test. Exact command (from the repository root):
 
@@ -33,6 +32,25 @@ Options:
     --system-malloc  leave glibc's heap trimming on. By default the script pins glibc malloc (mallopt: mmap
                      threshold 32 MiB, trim threshold 2 GiB, top pad 256 MiB) so that no step pays for faulting in
                      memory that an earlier step of another method gave back to the kernel (see pin_malloc).
+    --methods all    every registered method: the default list first, then the rest; one that cannot be built with
+                     default options, or fails its warm-up, is reported as not timed (with its error) and skipped.
+
+Other devices and settings (benchmarks/gpu_check.sh uses these; any device torch knows):
+
+    --device D       where the step runs (default cpu); on CUDA each timed step is bracketed by
+                     torch.cuda.synchronize(), and the peak memory each method adds is reported.
+    --amp bf16|fp16  the step's forward and losses under torch.autocast (weights stay float32), as `automix train`.
+    --channels-last  model and batch in channels_last memory format.
+    --compile        model.compile() (torch.compile of the network the method trains, as `automix train
+                     --compile`); the first warm-up step pays for the compilation. --compile-backend NAME picks
+                     the backend (default inductor; eager only traces, a quick check of the path on CPU).
+    --model NAME     any automix.create_model name (default preact_resnet18; timm:<name>, torchvision:<name>);
+                     --widths apply to the project's ResNets only.
+    --img-size S     side of the random images (default 32).
+    --no-breakdown   skip the profiler split of AutoMix's step. It runs only for the default float32 CPU setting
+                     (it reads CPU-side times), so any other setting skips it anyway.
+  A run with any of these writes no file unless --doc / --json name one: docs/benchmarks.md's section holds the
+  default CPU measurement.
 
 What is timed (float32, NCHW, torch's default thread count, random inputs of shape B x 3 x 32 x 32 with
 class-index targets over 100 classes, as CIFAR-100): one full training step
@@ -79,6 +97,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _*.py helpers beside this script (also under -P)
 from _common import (  # noqa: E402
@@ -97,7 +116,7 @@ from _common import (  # noqa: E402
 )
 from _step_pieces import SPLIT, breakdown  # noqa: E402
 from _step_report import LABELS, TARGET_RATIO, render  # noqa: E402
-from automix.methods import create_method  # noqa: E402
+from automix.methods import create_method, list_methods  # noqa: E402
 
 KEY, HEADING = "step_time", "## Training step time"  # the section of docs/benchmarks.md this script owns
 NUM_CLASSES = 100
@@ -130,29 +149,54 @@ def pin_malloc() -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-def build(name: str, width: int):
-    """Model (same initial weights for every method), method and optimiser."""
+DEFAULT_MODEL = "preact_resnet18"
+AMP = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_setting(args) -> bool:
+    """Whether this is the float32 CPU measurement on the CIFAR network that docs/benchmarks.md holds."""
+    return (args.device.type == "cpu" and args.amp is None and not args.channels_last and not args.compile
+            and args.model == DEFAULT_MODEL and args.img_size == 32)
+
+
+def build(name: str, width: int | None, args):
+    """Model (same initial weights for every method), method and optimiser, on ``args.device`` as ``args`` says."""
     torch.manual_seed(0)
-    model = automix.create_model("preact_resnet18", num_classes=NUM_CLASSES, width=width)
-    method = create_method(name, model, num_classes=NUM_CLASSES, total_steps=1000, seed=0)
+    model = automix.create_model(args.model, num_classes=NUM_CLASSES, **({} if width is None else {"width": width}))
+    model.to(args.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    method = create_method(name, model, num_classes=NUM_CLASSES, total_steps=1000, seed=0).to(args.device)
+    if args.compile:  # as automix train --compile: the network the method trains, compiled in place
+        method.model.compile(backend=args.compile_backend)
     method.train()
     opt = torch.optim.SGD(method.param_groups(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     return method, opt
 
 
-def full_step(method, opt, x: torch.Tensor, y: torch.Tensor) -> None:
+def full_step(method: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None = None) -> None:
     opt.zero_grad(set_to_none=True)
-    loss, _ = method.training_step(x, y)
+    with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+        loss, _ = method.training_step(x, y)
     loss.backward()
     opt.step()
     method.after_step()
 
 
-def timed(fn, *args) -> float:
-    """Seconds for one call, garbage collector off during it."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously: without this a time is only the launch)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, *args, device: torch.device | None = None) -> float:
+    """Seconds for one call, garbage collector off during it, the device's work finished on both sides."""
+    device = device if device is not None else torch.device("cpu")
     with gc_paused():
+        synchronize(device)
         t0 = time.perf_counter()
         fn(*args)
+        synchronize(device)
         return time.perf_counter() - t0
 
 
@@ -174,40 +218,65 @@ def wait_before(width: int, args, monitor: OtherCpu, first: bool) -> tuple[list[
     return load_before, other_before
 
 
-def time_steps(built: dict, methods: list[str], x: torch.Tensor, y: torch.Tensor, steps: int) -> dict:
+def time_steps(built: dict, methods: list[str], x: torch.Tensor, y: torch.Tensor, steps: int,
+               amp: torch.dtype | None = None) -> dict:
     """Seconds per full step, in rounds of one step of every method (a burst of load spreads over all)."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     for r in range(steps):
         for name in methods:
-            times[name].append(timed(full_step, *built[name], x, y))
+            times[name].append(timed(full_step, *built[name], x, y, amp, device=x.device))
         print(f"  round {r + 1}/{steps}: " + ", ".join(f"{LABELS.get(n, n)} {times[n][-1] * 1e3:.0f} ms"
                                                      for n in methods), flush=True)
     return times
 
 
-def run_width(width: int, args, monitor: OtherCpu, first: bool) -> dict:
-    steps = args.steps if args.steps is not None else (3 if width >= 32 else 10)
-    warmup = args.warmup if args.warmup is not None else (1 if width >= 32 else 2)
+def build_and_warm(name: str, width: int | None, args, x: torch.Tensor, y: torch.Tensor, warmup: int):
+    """(method, opt) after its warm-up steps, and the peak device memory (MiB) it added on CUDA, else None."""
+    cuda = args.device.type == "cuda"
+    if cuda:
+        synchronize(args.device)
+        torch.cuda.reset_peak_memory_stats(args.device)
+        before = torch.cuda.memory_allocated(args.device)
+    method, opt = build(name, width, args)
+    for _ in range(warmup):
+        full_step(method, opt, x, y, AMP[args.amp])
+    synchronize(args.device)
+    peak = (torch.cuda.max_memory_allocated(args.device) - before) / 2**20 if cuda else None
+    return (method, opt), peak
+
+
+def run_width(width: int | None, args, monitor: OtherCpu, first: bool) -> dict:
+    big = width is None or width >= 32
+    steps = args.steps if args.steps is not None else (3 if big else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if big else 2)
     gen = torch.Generator().manual_seed(1234)
-    x = torch.randn(args.batch_size, 3, 32, 32, generator=gen)
-    y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=gen)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=gen).to(args.device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=gen).to(args.device)
 
     load_before, other_before = wait_before(width, args, monitor, first)
     print(f"width {width}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
           f"interleaved", flush=True)
     t_start = time.perf_counter()
     snap = monitor.snapshot()
-    built = {}
+    built, peaks, failed = {}, {}, {}
     for name in args.methods:
-        method, opt = build(name, width)
-        for _ in range(warmup):
-            full_step(method, opt, x, y)
-        built[name] = (method, opt)
-    times = time_steps(built, args.methods, x, y, steps)
+        try:
+            built[name], peaks[name] = build_and_warm(name, width, args, x, y, warmup)
+        except Exception as exc:  # reported in the table; vanilla (the yardstick) must work
+            if name == "none":
+                raise
+            failed[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            print(f"  {name}: not timed: {failed[name]}", flush=True)
+    timed_methods = [name for name in args.methods if name in built]
+    times = time_steps(built, timed_methods, x, y, steps, AMP[args.amp])
     steps_share = monitor.share(snap, monitor.snapshot())
     # Where the time goes: AutoMix and AdAutoMix (and vanilla as the yardstick) split into pieces, interleaved rounds.
+    # The split reads CPU-side times of a float32 step, so it runs for the default CPU setting only.
     learned = {name: built[name] for name in SPLIT if name in built}
-    pieces = breakdown(learned, built["none"], x, y, steps, monitor) if learned else None
+    split = bool(learned) and not args.no_breakdown and default_setting(args)
+    pieces = breakdown(learned, built["none"], x, y, steps, monitor) if split else None
     del built
     gc.collect()
 
@@ -216,11 +285,13 @@ def run_width(width: int, args, monitor: OtherCpu, first: bool) -> dict:
            "other_cpu_before": None if other_before is None else round(other_before, 3),
            "other_cpu": None if steps_share is None else round(steps_share, 3),
            "seconds": round(time.perf_counter() - t_start, 1),
-           "methods": {name: stats_ms(ts) for name, ts in times.items()}, "breakdown": pieces}
+           "methods": {name: stats_ms(ts) for name, ts in times.items()}, "failed": failed, "breakdown": pieces}
     base = res["methods"]["none"]["median"]
-    for st in res["methods"].values():
+    for name, st in res["methods"].items():
         st["ratio"] = st["median"] / base
         st["img_per_s"] = args.batch_size / (st["median"] / 1e3)
+        if peaks.get(name) is not None:
+            st["peak_mib"] = round(peaks[name], 1)
     share = "?" if steps_share is None else f"{steps_share:.1%}"
     print(f"width {width} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
           f"steps; load average now {res['loadavg_after']}", flush=True)
@@ -228,16 +299,21 @@ def run_width(width: int, args, monitor: OtherCpu, first: bool) -> dict:
 
 
 def run(args) -> dict:
-    info = machine_info(automix=automix_version(), mkldnn=torch.backends.mkldnn.is_available())
+    gpu = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else None
+    info = machine_info(automix=automix_version(), mkldnn=torch.backends.mkldnn.is_available(),
+                        device=str(args.device), gpu=gpu)
     print(f"torch {info['torch']}, {info['threads']} threads (default), nproc {info['nproc']}, CPU {info['cpu']} "
-          f"(CPU only), load average {info['loadavg_start']}", flush=True)
+          f"({'GPU ' + gpu if gpu else 'CPU only'}), load average {info['loadavg_start']}", flush=True)
     monitor = OtherCpu()
     t0 = time.perf_counter()
     widths = [run_width(w, args, monitor, i == 0) for i, w in enumerate(args.widths)]
     info["seconds"] = round(time.perf_counter() - t0, 1)
     info["loadavg_end"] = loadavg()
+    setting = {"device": str(args.device), "model": args.model, "img_size": args.img_size, "amp": args.amp,
+               "channels_last": args.channels_last, "compile": args.compile and args.compile_backend,
+               "default": default_setting(args)}
     return {"info": info, "quick": bool(args.quick), "batch_size": args.batch_size, "methods": list(args.methods),
-            "target_ratio": TARGET_RATIO, "widths": widths}
+            "target_ratio": TARGET_RATIO, "setting": setting, "widths": widths}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -246,13 +322,24 @@ def parse_args(argv: list[str] | None):
     add_output_args(p, "step_time.json", "smoke run: batch 8, width 8, 1 step each; writes nothing")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default 100; 8 with --quick)")
     p.add_argument("--widths", default=None, help="comma-separated widths (default 64,16; 8 with --quick)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods (with none)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods (with none), or 'all' (every registered method)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per method (default 3 at width>=32, else 10)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per method (default 1 at width>=32, else 2)")
     p.add_argument("--system-malloc", action="store_true",
                    help="leave glibc malloc's trimming on (default: pinned, see pin_malloc)")
     p.add_argument("--wait-quiet", type=float, default=None,
                    help="seconds to wait for a quiet machine first (default 3600; 0 with --quick)")
+    p.add_argument("--device", default="cpu", help="device of the step (default cpu; cuda, cuda:1, ...)")
+    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="torch.autocast dtype of the step")
+    p.add_argument("--channels-last", action="store_true", help="model and batch in channels_last")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (model.compile())")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (default inductor; 'eager' traces without generating code, for a "
+                        "quick check of the compiled path on CPU)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"network (default {DEFAULT_MODEL}; timm:<name>, ...)")
+    p.add_argument("--img-size", type=int, default=32, help="image side in pixels (default 32)")
+    p.add_argument("--no-breakdown", action="store_true", help="skip the profiler split of AutoMix's step")
     args = p.parse_args(argv)
     if args.quick:
         args.batch_size = args.batch_size or 8
@@ -260,14 +347,26 @@ def parse_args(argv: list[str] | None):
         args.steps = 1 if args.steps is None else args.steps
         args.warmup = 1 if args.warmup is None else args.warmup
     args.batch_size = args.batch_size or 100
-    args.widths = [int(v) for v in (args.widths or "64,16").split(",") if v.strip()]
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise SystemExit(f"--device {args.device!r}: {exc}") from None
+    own_resnet = args.model in ("preact_resnet18", "preact_resnet34", "resnet18", "resnet34")
+    # --widths scale the project's ResNets; any other network is timed as it is built (one "width": None).
+    args.widths = [int(v) for v in (args.widths or "64,16").split(",") if v.strip()] if own_resnet else [None]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.methods == ["all"]:
+        args.methods = list(DEFAULT_METHODS) + [m for m in list_methods() if m not in DEFAULT_METHODS]
+    unknown = [m for m in args.methods if m not in list_methods()]
+    if unknown:
+        raise SystemExit(f"--methods: {unknown} are not registered methods ({', '.join(list_methods())})")
     if args.wait_quiet is None:
         args.wait_quiet = 0.0 if args.quick else 3600.0
     if "none" not in args.methods:
         raise SystemExit("--methods must include 'none' (vanilla): ratios are to vanilla")
-    if args.batch_size < 2 or (args.steps is not None and args.steps < 1) or any(w < 1 for w in args.widths):
-        raise SystemExit("--batch-size must be >= 2, --steps >= 1 and every width >= 1")
+    if args.batch_size < 2 or (args.steps is not None and args.steps < 1) or any(
+            w is not None and w < 1 for w in args.widths) or args.img_size < 8:
+        raise SystemExit("--batch-size must be >= 2, --steps >= 1, every width >= 1 and --img-size >= 8")
     return args
 
 
@@ -279,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args)
     results["info"]["malloc"] = malloc
     doc, out = output_paths(args, "step_time.json")
+    if not default_setting(args):  # the committed section and JSON hold the default CPU measurement
+        doc, out = args.doc if not args.no_write else None, args.json if not args.no_write else None
     if out is not None:  # the doc names the JSON, repository-relative when it is inside the repository
         results["json"] = os.path.relpath(out.resolve(), ROOT) if out.resolve().is_relative_to(ROOT) else str(out)
     body = render(results, command)

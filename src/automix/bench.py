@@ -19,7 +19,9 @@ recorded ``bench.yaml`` disagrees with the protocol is refused rather than reuse
 Each (method, seed) is its own ``automix train`` run in a child process, in
 ``<root>/<protocol>/<method>/seed<k>``. A run with ``metrics.json`` is done and skipped; one with a
 ``last.pt`` is resumed (``--resume auto``), so the grid can be finished over several sittings and
-survives a kill.
+survives a kill. ``run_grid`` runs them one after another on this machine; ``automix.cluster`` submits them
+as a SLURM job array instead (``automix bench --launcher slurm``, or ``launcher: {kind: slurm, ...}`` in the
+protocol), with the same run folders, caching and results file.
 
 Finished runs are gathered into one results file per protocol name, ``<root>/<protocol>.json``
 (``aggregate``): per run its method, seed, ``config_hash`` (``config_hash``: the resolved training config
@@ -43,7 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ class Protocol:
     path: str
     section: str = ""
     notes: str = ""
+    launcher: dict[str, Any] = field(default_factory=dict)  # where the runs go: automix.cluster.launcher_options
 
     def __post_init__(self) -> None:
         self.section = self.section or self.name
@@ -75,7 +78,7 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
     data = load_yaml(path)
-    keys = ("name", "base", "methods", "seeds", "notes", "extends", "section")
+    keys = ("name", "base", "methods", "seeds", "notes", "extends", "section", "launcher")
     unknown = set(data) - set(keys)
     if unknown:
         hints = [f"{k} (did you mean {near[0]}?)" if (near := difflib.get_close_matches(str(k), keys, n=1)) else str(k)
@@ -95,7 +98,11 @@ def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
         base = data.get("base") or {}
         if not isinstance(base, dict):
             raise TypeError(f"protocol {path}: base must be a dict, got {base!r}")
-        data = {"name": parent.name, "seeds": parent.seeds, **data, "base": _merge(parent.base, base)}
+        launcher = data.get("launcher") or {}
+        if not isinstance(launcher, dict):
+            raise TypeError(f"protocol {path}: launcher must be a dict, got {launcher!r}")
+        data = {"name": parent.name, "seeds": parent.seeds, **data, "base": _merge(parent.base, base),
+                "launcher": {**parent.launcher, **launcher}}
     for key, kind in (("name", str), ("base", dict), ("methods", dict), ("seeds", list)):
         if not isinstance(data.get(key), kind):
             raise TypeError(f"protocol {path}: {key} must be a {kind.__name__}, got {data.get(key)!r}")
@@ -118,8 +125,14 @@ def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
     notes = data.get("notes", "") or ""
     if not isinstance(notes, str):
         raise TypeError(f"protocol {path}: notes must be text, got {notes!r}")
+    launcher = data.get("launcher") or {}
+    if not isinstance(launcher, dict):
+        raise TypeError(f"protocol {path}: launcher must be a dict, got {launcher!r}")
+    from .cluster import launcher_options
+
+    launcher_options(launcher, {}, f"protocol {path}: launcher")  # a mistyped key fails here, not at submission
     proto = Protocol(data["name"], data["base"], methods, [int(s) for s in data["seeds"]], str(path), section,
-                     notes.strip())
+                     notes.strip(), launcher)
     for method in proto.methods:  # every cell must make a valid config before anything runs
         run_config(proto, method, proto.seeds[0], Path("."))
     return proto
@@ -153,8 +166,9 @@ def is_done(out: Path) -> bool:
     return (out / "metrics.json").is_file()
 
 
-# Config keys that say where a run wrote and how it printed, not what it computed: left out of the hash.
-HASH_IGNORES = ("output", "resume", "progress")
+# Config keys that say where a run wrote and how it printed or was watched, not what it computed: left out of
+# the hash.
+HASH_IGNORES = ("output", "resume", "progress", "sync_debug")
 # Keys added after results were recorded, whose default runs exactly what ran before (the default lambda
 # draw is golden-tested): left out of the hash at that default, so recorded runs keep their hashes.
 HASH_IF_SET = {"mixup_lam": None, "pretrained": False, "initial_checkpoint": None, "head_lr_scale": 1.0,
@@ -284,6 +298,68 @@ def check_entry(results: dict[str, Any], method: str, seed: int, cfg, source: st
                      + "; use another --root or protocol name, or delete the entry and its run folder")
 
 
+@dataclass
+class Cell:
+    """One (method, seed) of a grid: its run folder, its resolved config, and whether it needs no training."""
+
+    method: str
+    seed: int
+    out: Path
+    cfg: Any
+    done: bool
+
+
+def grid_cells(proto: Protocol, root: Path, methods: list[str] | None = None,
+               seeds: list[int] | None = None) -> list[Cell]:
+    """The grid's cells in run order (seeds outer, methods inner), each checked against what is recorded.
+
+    A cell is done when its run folder holds ``metrics.json`` or when the results file
+    (``results_path(root, proto)``) holds a run with its config hash. A run folder or results entry made with
+    other settings raises ``ValueError`` (``check_recorded``, ``check_entry``), before anything runs.
+    """
+    methods = methods or list(proto.methods)
+    bad = [m for m in methods if m not in proto.methods]
+    if bad:
+        raise ValueError(f"methods {bad} are not in protocol {proto.path}: {list(proto.methods)}")
+    results = load_results(results_path(root, proto))
+    recorded = recorded_hashes(results)
+    cells = []
+    for seed in seeds if seeds is not None else proto.seeds:
+        for method in methods:
+            out = run_dir(root, proto, method, seed)
+            cfg = run_config(proto, method, seed, out)
+            check_recorded(out, cfg)
+            if not is_done(out):
+                check_entry(results, method, seed, cfg, str(results_path(root, proto)))
+            cells.append(Cell(method, seed, out, cfg, is_done(out) or config_hash(cfg) in recorded))
+    return cells
+
+
+def train_command(out: Path, processes: int = 1) -> list[str]:
+    """The ``automix train`` command line of the run in ``out`` (``--resume auto`` when it holds ``last.pt``).
+
+    ``processes`` > 1 starts it under ``torch.distributed.run`` with that many processes on the machine (one
+    per GPU); ``batch_size`` is per process.
+    """
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise ValueError(f"processes must be an int >= 1, got {processes!r}")
+    cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
+    if processes > 1:
+        cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "automix"]
+    if (out / "last.pt").is_file():
+        cmd += ["--resume", "auto"]
+    return cmd
+
+
+def clear_stranded(out: Path) -> None:
+    """Delete the ``summary.csv`` of a run killed between its first summary row and its first checkpoint.
+
+    Nothing can continue such a run, and train refuses a dir holding results, so the cell starts over.
+    """
+    if not (out / "last.pt").is_file() and (out / "summary.csv").is_file():
+        (out / "summary.csv").unlink()
+
+
 def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seeds: list[int] | None = None,
              dry_run: bool = False) -> list[Path]:
     """Run every missing (method, seed) of the grid in turn; returns the run dirs.
@@ -292,43 +368,27 @@ def run_grid(proto: Protocol, root: Path, methods: list[str] | None = None, seed
     (``results_path(root, proto)``) holds a run with its config hash. dry_run lists the runs that would
     start and writes nothing.
     """
-    methods = methods or list(proto.methods)
-    bad = [m for m in methods if m not in proto.methods]
-    if bad:
-        raise ValueError(f"methods {bad} are not in protocol {proto.path}: {list(proto.methods)}")
-    results = load_results(results_path(root, proto))
-    recorded = recorded_hashes(results)
-    dirs = []
-    for seed in seeds if seeds is not None else proto.seeds:
-        for method in methods:
-            out = run_dir(root, proto, method, seed)
-            dirs.append(out)
-            cfg = run_config(proto, method, seed, out)
-            check_recorded(out, cfg)
-            if not is_done(out):
-                check_entry(results, method, seed, cfg, str(results_path(root, proto)))
-            if is_done(out) or config_hash(cfg) in recorded:
-                continue
-            cmd = [sys.executable, "-m", "automix", "train", "--config", str(out / "bench.yaml"), "--no-progress"]
-            if (out / "last.pt").is_file():
-                cmd += ["--resume", "auto"]
-            elif (out / "summary.csv").is_file() and not dry_run:
-                # Killed between its first summary row and its first checkpoint: nothing can continue it,
-                # and train refuses a dir holding results, so the cell starts over without the stale rows.
-                (out / "summary.csv").unlink()
-            print(f"bench: {method} seed {seed}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-            if dry_run:  # list only: no run directory, no report
-                continue
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "bench.yaml").write_text(to_yaml(cfg))
-            t0 = time.time()
-            with (out / "train.log").open("a") as log:
-                code = _train(cmd, log)
-            print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr,
-                  flush=True)
-            if code != 0:
-                raise RuntimeError(f"run {out} failed with exit code {code}; see {out / 'train.log'}")
-    return dirs
+    cells = grid_cells(proto, root, methods, seeds)
+    for cell in cells:
+        method, seed, out = cell.method, cell.seed, cell.out
+        if cell.done:
+            continue
+        cmd = train_command(out)
+        if not dry_run:
+            clear_stranded(out)
+        print(f"bench: {method} seed {seed}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        if dry_run:  # list only: no run directory, no report
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.yaml").write_text(to_yaml(cell.cfg))
+        t0 = time.time()
+        with (out / "train.log").open("a") as log:
+            code = _train(cmd, log)
+        print(f"bench: {method} seed {seed}: exit {code} after {time.time() - t0:.0f}s", file=sys.stderr,
+              flush=True)
+        if code != 0:
+            raise RuntimeError(f"run {out} failed with exit code {code}; see {out / 'train.log'}")
+    return [cell.out for cell in cells]
 
 
 def _train(cmd: list[str], log) -> int:

@@ -11,6 +11,7 @@ Usage:
     automix plot runs/a runs/b --output curves.png  # default: curves.png next to the runs
     automix list
     automix bench configs/bench/cifar10_cpu.yaml     # the accuracy grid (cached, resumable)
+    automix bench PROTOCOL --launcher slurm --slurm-partition gpu --slurm-time 240 --array-parallelism 8
 """
 
 from __future__ import annotations
@@ -116,16 +117,54 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 
     proto = bench.load_protocol(ns.protocol)
     root = Path(ns.root)
+    launcher = ns.launcher or proto.launcher.get("kind", "local")
+    flags = {name: getattr(ns, name, None) for name in _SLURM_FLAGS}  # absent: not given
+    if flags["sbatch"] is not None:
+        flags["sbatch"] = dict(flags["sbatch"])
+    problems: list[str] = []
+    if launcher == "local":
+        from .cluster import FLAGS
+
+        given = [FLAGS[k] for k, v in flags.items() if v is not None] + (["--wait"] if ns.wait else [])
+        if given:
+            raise ValueError(f"{given[0]} is an option of --launcher slurm; the local launcher runs the grid here "
+                             "(add --launcher slurm, or drop it)")
     if not ns.report_only and not ns.dry_run:
         make_dir(root, "--root")
-    if not ns.report_only:
+    if launcher == "slurm":
+        from . import cluster
+
+        options = cluster.launcher_options(proto.launcher, flags, f"protocol {ns.protocol}: launcher")
+        submitted = [] if ns.report_only else cluster.submit_grid(proto, root, options, ns.methods, ns.seeds,
+                                                                  dry_run=ns.dry_run)
+        if ns.wait:
+            problems = cluster.wait_for(submitted)
+        elif submitted:
+            print("bench: run the same command when the jobs have ended to collect their results (or add --wait)",
+                  file=sys.stderr)
+    elif not ns.report_only:
         bench.run_grid(proto, root, ns.methods, ns.seeds, dry_run=ns.dry_run)
     if ns.dry_run:
         return 0
     results = bench.aggregate(root, proto)  # finished run folders into <root>/<name>.json; the report reads that
     report = make_parent(ns.report or root / f"{proto.name}.md", "--report")
     print(bench.report(proto, results, report, f"automix bench {ns.protocol} --root {ns.root}"))
+    if problems:
+        raise RuntimeError(f"{len(problems)} run(s) did not finish: " + "; ".join(problems)
+                           + "; run the same command again to resubmit them")
     return 0
+
+
+# ``automix bench`` flags of the slurm launcher: dest -> automix.cluster.SlurmOptions field.
+_SLURM_FLAGS = ("time", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "array_parallelism", "account", "qos",
+                "constraint", "setup", "sbatch", "max_requeues", "folder", "executor")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def _cmd_list(ns: argparse.Namespace) -> int:
@@ -230,6 +269,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="markdown file whose section is rewritten (default: <root>/<protocol name>.md)")
     p.add_argument("--report-only", action="store_true", help="do not train; report the finished runs")
     p.add_argument("--dry-run", action="store_true", help="print the runs that would start; write nothing")
+    p.add_argument("--launcher", choices=["local", "slurm"], default=None,
+                   help="local: the runs one after another here (default, unless the protocol's launcher.kind says "
+                        "slurm); slurm: each unfinished run as a task of a SLURM job array (needs automix[cluster])")
+    unset = argparse.SUPPRESS  # a flag not given leaves the protocol's launcher: value
+    g = p.add_argument_group("--launcher slurm (also settable under launcher: in the protocol; flags win)")
+    g.add_argument("--slurm-time", dest="time", type=int, default=unset,
+                   help="minutes of wall clock per run (required; a longer run is requeued and continues)")
+    g.add_argument("--slurm-partition", dest="partition", default=unset, help="partition (default: the cluster's)")
+    g.add_argument("--gpus-per-run", dest="gpus_per_run", type=int, default=unset,
+                   help="GPUs per run (default 1; 0: CPU only; > 1: torch.distributed.run, batch_size per process)")
+    g.add_argument("--cpus-per-run", dest="cpus_per_run", type=int, default=unset, help="CPU cores per run")
+    g.add_argument("--mem-gb", dest="mem_gb", type=float, default=unset, help="memory per run, GB")
+    g.add_argument("--array-parallelism", dest="array_parallelism", type=int, default=unset,
+                   help="runs of the array running at once (default: submitit's 256)")
+    g.add_argument("--slurm-account", dest="account", default=unset, help="account to charge")
+    g.add_argument("--slurm-qos", dest="qos", default=unset, help="quality of service")
+    g.add_argument("--slurm-constraint", dest="constraint", default=unset, help="node features, e.g. a100")
+    g.add_argument("--slurm-setup", dest="setup", action="append", default=unset, metavar="LINE",
+                   help="shell line run before each task (repeat: module load ..., source venv/bin/activate)")
+    g.add_argument("--sbatch", dest="sbatch", action="append", type=_key_value, default=unset, metavar="KEY=VALUE",
+                   help="any other #SBATCH option (repeat), e.g. --sbatch exclude=node7")
+    g.add_argument("--max-requeues", dest="max_requeues", type=int, default=unset,
+                   help="requeues of a run after hitting --slurm-time (default 3; preemptions do not count)")
+    g.add_argument("--submitit-folder", dest="folder", default=unset,
+                   help="submitit's scripts and logs (default: <root>/<protocol name>/.submitit)")
+    g.add_argument("--submitit-executor", dest="executor", choices=["slurm", "local"], default=unset,
+                   help="local: submitit's LocalExecutor runs every task at once on this machine (to try the job "
+                        "array without a cluster)")
+    g.add_argument("--wait", action="store_true", help="stay until the submitted runs have ended, then report")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("list", help="methods, models and datasets")

@@ -33,7 +33,8 @@ SECTIONS = {
                   "warmup_epochs", "warmup_lr", "clip_grad", "mix_block_lr", "mix_block_momentum", "mix_block_min_lr"),
     "run": ("epochs", "batch_size", "eval_batch_size", "seed", "output", "resume", "amp", "model_ema",
             "model_ema_decay", "model_ema_end_decay", "eval_interval", "checkpoint_interval", "log_interval",
-            "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "threads", "dist_timeout"),
+            "save_images", "tensorboard", "progress", "deterministic", "on_nan", "device", "threads", "dist_timeout",
+            "sync_debug"),
 }
 
 
@@ -136,10 +137,15 @@ class Config:
         "help": "CPU threads torch uses per process (torch.set_num_threads; default: torch's, one per core). "
                 "On a shared machine use 1 or the cores left free"})
     dist_timeout: float = field(default=600.0, metadata={"help": "seconds before a stuck collective fails"})
+    sync_debug: str | None = field(default=None, metadata={
+        "help": "CUDA: report host synchronisations inside the training step (torch.cuda.set_sync_debug_mode; not "
+                "logging or evaluation): warn counts them by source line into metrics.json, error raises at the "
+                "first; nothing to check on other devices"})
 
 
 CHOICES = {"eval_split": ("val", "test"), "mixup_mode": ("batch", "pair", "elem"), "opt": ("sgd", "adamw"),
-           "sched": ("cosine", "none"), "amp": (None, "bf16", "fp16"), "on_nan": ("stop", "skip")}
+           "sched": ("cosine", "none"), "amp": (None, "bf16", "fp16"), "on_nan": ("stop", "skip"),
+           "sync_debug": (None, "warn", "error")}
 
 
 def _field_types() -> dict[str, Any]:

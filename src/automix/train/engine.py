@@ -34,6 +34,7 @@ from .loader import TrainBatches, eval_batches
 from .logger import RunLogger
 from .rundir import claim
 from .setup import describe_eval, load_data, resume_state, seed_everything
+from .syncdebug import SyncCheck
 from .weights import load_initial_weights
 
 _NUMBER = re.compile(r"\d+(\.\d+)?(e-?\d+)?")  # a warning's numbers, ignored when telling warnings apart
@@ -106,6 +107,7 @@ class Run:
         self.term_sums: dict[str, float] = {}  # and the running sums of the method's other logs (loss terms, lam)
         self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
         self.stop: StopRequests | None = None  # fit's signal handlers
+        self.sync_check = SyncCheck(cfg.sync_debug, self.device)  # --sync-debug: off unless asked
         # The per-epoch pictures show the same 8 training images every epoch, one class after another.
         idx = torch.as_tensor(self.train_idx)
         first = idx[viz.spread_over_classes(self.data.labels[idx], 8)]
@@ -186,9 +188,15 @@ class Run:
         self.method.train()
         self.method.set_mixing(self.mixing(self.epoch))
         seen, t0 = 0, time.perf_counter()
-        for x, y in self.batches.epoch(self.epoch, self.step_in_epoch):
-            logs = self.train_step(x, y)
-            self.schedule.step()
+        batches = iter(self.batches.epoch(self.epoch, self.step_in_epoch))
+        while True:
+            with self.sync_check.region("batch"):
+                x, y = next(batches, (None, None))
+            if x is None:
+                break
+            with self.sync_check.region("step"):
+                logs = self.train_step(x, y)
+                self.schedule.step()
             self.step_in_epoch += 1
             seen += 1
             if logs is not None:

@@ -132,6 +132,8 @@ class RunLogger:
                    "warnings": [f"from epoch {epoch}: {text}" for text, epoch in run.warnings.items()],
                    "method": self.cfg.method, "model": self.cfg.model,
                    "dataset": self.cfg.dataset}
+        if self.cfg.sync_debug is not None:
+            metrics["sync_debug"] = run.sync_check.record()
         if self.enabled and self.summary.exists():
             with self.summary.open() as f:
                 rows = list(csv.DictReader(f))
