@@ -322,6 +322,10 @@ def test_bad_option_types_and_keys_are_named():
         automix.create_method("adautomix", model, num_classes=4, att_norm=1)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['mask_loss_weight'\] for method 'adautomix'"):
         automix.create_method("adautomix", model, num_classes=4, mask_loss_weight=0.1)  # AdAutoMix has no mask loss
+    with pytest.raises(ValueError, match=r"loss_weights has unknown keys \['mb'\]; use 'one', 'mix', 'gen'"):
+        automix.AdAutoMix(model, num_classes=4, loss_weights={"mb": 1.0})  # AutoMix's term, not AdAutoMix's
+    with pytest.raises(ValueError, match=r"loss_weights has unknown keys \['gen'\]; use 'one', 'mix', 'mb'"):
+        automix.AutoMix(model, num_classes=4, loss_weights={"gen": 1.0})
     # AutoMix's old EMA names are accepted, as in AutoMix's configs.
     method = automix.create_method("adautomix", model, num_classes=4, momentum=0.9, end_momentum=0.99)
     assert (method.model_ema_decay, method.model_ema_end_decay) == (0.9, 0.99)

@@ -87,13 +87,12 @@ from torch.profiler import record_function
 
 from .._checks import (
     check_choice,
-    check_number,
     check_positive,
     check_positive_int,
     check_range,
     check_type,
 )
-from ..losses import TargetLoss, resolve_loss, target_loss
+from ..losses import TargetLoss, target_loss
 from ..mixers import MixParams
 from ..mixers._lam import LamSpec, lam_sampler
 from ..mixers._sampling import pair_index
@@ -341,17 +340,9 @@ class AdAutoMix(MomentumEncoderMethod):
         if scale_factor is not None:
             check_positive_int("scale_factor", scale_factor)
         self.scale_factor = scale_factor
-        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
-        self.loss = resolve_loss(loss)
-        self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
-        self.eval_net = check_choice("eval_net", eval_net, ("ema", "online"))
-        self.eval_head = check_choice("eval_head", eval_head, ("one", "mix"))
-        check_type("separate_heads", separate_heads, bool, "a bool")
-        weights = {"one": 1.0, "mix": 1.0, "gen": 1.0, **(loss_weights or {})}
-        unknown = set(weights) - {"one", "mix", "gen"}
-        if unknown:
-            raise ValueError(f"loss_weights has unknown keys {sorted(unknown)}; use 'one', 'mix', 'gen'")
-        self.loss_weights = {k: check_number(f"loss_weights[{k!r}]", v) for k, v in weights.items()}
+        self._init_common(label_smoothing=label_smoothing, loss=loss, num_classes=num_classes, eval_net=eval_net,
+                          eval_head=eval_head, separate_heads=separate_heads, loss_weights=loss_weights,
+                          terms=("one", "mix", "gen"))
         self._build_encoder(model, feature_layer, head_layer, separate_heads)
         if feature_channels is None:
             channels, tokens = self._infer_channels(self._dry_run_size(input_size))

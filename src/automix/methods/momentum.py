@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_positive_int, check_range
-from ..losses import soft_targets
+from .._checks import check_choice, check_number, check_positive_int, check_range, check_type
+from ..losses import resolve_loss, soft_targets
 from ..mixers._sampling import sample_beta
 from ..models import FeatureTap, default_feature_layer, tokens_to_map
 from .base import Method, weight_dtype
@@ -51,6 +51,24 @@ class MomentumEncoderMethod(Method):
             "model_ema_end_decay", model_ema_end_decay, 0.0, 1.0)
         self._derive_decays()
         self.model_ema_warmup = check_range("model_ema_warmup", model_ema_warmup, 0.0, 1.0)
+
+    def _init_common(self, *, label_smoothing: float, loss: Any, num_classes: int | None, eval_net: str,
+                     eval_head: str, separate_heads: bool, loss_weights: dict[str, float] | None,
+                     terms: tuple[str, ...]) -> None:
+        """Check and set the options every momentum-encoder method shares; ``terms`` are its loss terms (the keys
+        ``loss_weights`` may set, each 1.0 by default)."""
+        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+        self.loss = resolve_loss(loss)
+        self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
+        self.eval_net = check_choice("eval_net", eval_net, ("ema", "online"))
+        self.eval_head = check_choice("eval_head", eval_head, ("one", "mix"))
+        check_type("separate_heads", separate_heads, bool, "a bool")
+        weights = {**{k: 1.0 for k in terms}, **(loss_weights or {})}
+        unknown = set(weights) - set(terms)
+        if unknown:
+            raise ValueError(f"loss_weights has unknown keys {sorted(unknown)}; use "
+                             f"{', '.join(repr(k) for k in terms)}")
+        self.loss_weights = {k: check_number(f"loss_weights[{k!r}]", v) for k, v in weights.items()}
 
     def _build_encoder(self, model: nn.Module, feature_layer: str | None, head_layer: str | None,
                        separate_heads: bool) -> None:
