@@ -59,7 +59,7 @@ from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams, Mixup
 from ..mixers._lam import LamSpec
 from ..mixers.base import mix_seg
-from ..models.features import forward_replacing, resolve_module
+from ..models.features import eager_call, forward_replacing, resolve_module
 from .base import Method
 from .registry import register_method
 
@@ -305,7 +305,7 @@ class AlignMix(Method):
         handle = resolve_module(self.model, self.layer).register_forward_hook(
             lambda m, i, out: None if "f" in seen else seen.update(f=out))
         try:
-            self.model(self.cast_input(x))
+            eager_call(self.model, self.cast_input(x))
         finally:
             handle.remove()
             for module, training in modes:

@@ -176,11 +176,26 @@ def forward_with_features(model: nn.Module, x: Tensor, tap: FeatureTap) -> tuple
     return logits, tap.pop()
 
 
+def eager_call(model: nn.Module, x: Any) -> Any:
+    """``model(x)``, run eagerly when ``model.compile()`` compiled it in place.
+
+    Why: a compiled network replays the graph it traced, and a hook registered after that trace (the
+    one-shot hooks of ``forward_replacing``) is neither guarded on nor called: ManifoldMix and AlignMix failed
+    with "module 'layer2' did not run" under ``automix train --compile``. Their mixing passes run eagerly
+    (no speed-up from compiling on those passes, the same values); every other pass of the network stays
+    compiled.
+    """
+    if getattr(model, "_compiled_call_impl", None) is not None:
+        return model._call_impl(x)
+    return model(x)
+
+
 def forward_replacing(model: nn.Module, layer: str, x: Any, replace: Any, *, option: str = "layer") -> Any:
     """``model(x)`` with the first output of module ``layer`` replaced by ``replace(output)``.
 
     One-shot: a module called twice in one pass is replaced once (the hook is removed after the call, also on
-    error). Used by the methods that mix hidden tensors (ManifoldMix, AlignMix).
+    error). Used by the methods that mix hidden tensors (ManifoldMix, AlignMix). A network compiled in place
+    (``model.compile()``) runs this pass eagerly (``eager_call``).
 
     Raises:
         ValueError: ``layer`` is not a module of ``model`` or did not run in its forward pass (``option``
@@ -197,7 +212,7 @@ def forward_replacing(model: nn.Module, layer: str, x: Any, replace: Any, *, opt
 
     handle = resolve_module(model, layer, option).register_forward_hook(hook)
     try:
-        logits = model(x)
+        logits = eager_call(model, x)
     finally:
         handle.remove()
     if not done:
