@@ -198,6 +198,27 @@ def test_learned_masks_are_image_sized_for_token_features(cls, size, patch):
     assert preview["mask"].shape == (2, 1, size, size)
 
 
+@pytest.mark.parametrize("size, patch", [(32, 4), (224, 16)])
+def test_adautomix_masks_are_image_sized_for_token_features(size, patch):
+    model = tiny_vit(img_size=size, patch_size=patch)
+    method = automix.AdAutoMix(model, num_classes=4, total_steps=4, seed=0)
+    assert method.token_features and method.mix_block.upsample == "nearest"
+    x, y = torch.rand(3, 3, size, size), torch.tensor([0, 3, 1])
+    loss, _ = method.training_step(x, y)
+    loss.backward()
+    masks = method.last_mix["masks_mb"]  # [B, K, H, W], one map per source
+    assert masks.shape == (3, method.mix_samples, size, size)
+    torch.testing.assert_close(masks.sum(1), torch.ones(3, size, size))
+    patches = masks.unfold(2, patch, patch).unfold(3, patch, patch)  # [B, K, h, w, patch, patch]
+    assert patches.shape[2:4] == (size // patch, size // patch)
+    assert torch.equal(patches.amax((-2, -1)), patches.amin((-2, -1))), "nearest x patch: one value per token"
+    assert masks.std() > 0, "the maps vary over the token grid"
+    assert all(p.grad is not None for p in method.mix_block.parameters() if p.requires_grad)
+    assert method.mix_preview(x)["mask"].shape[-2:] == (size, size)
+    cnn = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    assert automix.AdAutoMix(cnn, num_classes=4, total_steps=4).mix_block.upsample == "bilinear"
+
+
 def test_samix_keeps_bilinear_for_cnn_maps():
     cnn = automix.create_model("preact_resnet18", num_classes=4, width=4)
     assert automix.SAMix(cnn, num_classes=4, total_steps=4).mix_block.upsample == "bilinear"
@@ -241,14 +262,15 @@ def test_tokens_that_do_not_tile_the_image_are_refused_by_name():
     assert token_grid(34, (32, 64)) == (2, 4, 8)  # a class and a distillation token, 8 px patches
 
 
-def test_automix_on_a_vit_resumes_exactly():
-    method = automix.AutoMix(tiny_vit(), num_classes=4, total_steps=10, seed=0)
+@pytest.mark.parametrize("cls", [automix.AutoMix, automix.AdAutoMix])
+def test_learned_mixing_on_a_vit_resumes_exactly(cls):
+    method = cls(tiny_vit(), num_classes=4, total_steps=10, seed=0)
     opt = torch.optim.AdamW(method.param_groups(), lr=1e-3)
     loss, _ = method.training_step(*image_batch(0))
     loss.backward()
     opt.step()
     method.after_step()
-    again = automix.AutoMix(tiny_vit(), num_classes=4, total_steps=10, seed=5)
+    again = cls(tiny_vit(), num_classes=4, total_steps=10, seed=5)
     again.load_state_dict(copy.deepcopy(method.state_dict()))
     a, _ = method.training_step(*image_batch(1))
     b, _ = again.training_step(*image_batch(1))
@@ -263,6 +285,9 @@ def test_timm_vit_as_feature_layer():
         assert method.feature_layer == "blocks.5" and method.token_features
         loss, _ = method.training_step(torch.rand(2, 3, 224, 224), torch.tensor([0, 1]))
         assert torch.isfinite(loss) and method.last_mix["mask_mb"].shape == (2, 1, 224, 224)
+        adautomix = automix.AdAutoMix(model, num_classes=4, total_steps=4, seed=0)
+        loss, _ = adautomix.training_step(torch.rand(3, 3, 224, 224), torch.tensor([0, 1, 2]))
+        assert torch.isfinite(loss) and adautomix.last_mix["masks_mb"].shape == (3, 3, 224, 224)
         with AttentionTap(model) as tap:
             model(torch.rand(1, 3, 224, 224))
             assert tap.pop().shape[-1] == 197

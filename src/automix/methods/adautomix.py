@@ -274,7 +274,8 @@ class AdAutoMix(MomentumEncoderMethod):
             ImageNet). ``momentum``, ``end_momentum``, ``momentum_warmup`` are accepted by ``create_method`` too.
         lam_concat: give each source its lam as an extra feature channel (ImageNet configs).
         att_norm: BN after the query and key convs (ImageNet configs).
-        upsample: ``"bilinear"`` (every CNN config) or ``"nearest"``.
+        upsample: ``"bilinear"`` (every CNN config) or ``"nearest"``; ``None``: bilinear for a CNN's map, nearest
+            for transformer tokens (upstream's ViT configs).
         scale_factor: upstream's fixed upsampling factor (4 on CIFAR / Tiny-ImageNet ResNets, 16 on ImageNet);
             the masks are upsampled to the image size, and a given factor is checked against it at every step
             (``ValueError`` naming it on a mismatch). ``None``: not checked.
@@ -290,8 +291,15 @@ class AdAutoMix(MomentumEncoderMethod):
         loss_weights: ``one`` (the clean term, with the linear mix when K > 2), ``mix`` (the classifier's masked
             sample) and ``gen`` (the generator loss); all 1 as upstream.
         feature_channels: channels at ``feature_layer`` (inferred by a dry run if None).
-        input_size: image side for that dry run (32).
+        input_size: image side for that dry run (None: the model's ``img_size``, as automix's and timm's ViTs
+            have, else 32).
         total_steps, seed: see ``Method``.
+
+    Transformer features, as ``AutoMix``'s: a ``feature_layer`` that gives tokens ``[B, N, C]`` (a ViT block,
+    ``"blocks.5"`` of automix's ``vit_small`` by default) feeds the generator the patch tokens on their ``h x w``
+    grid, the class token dropped (``automix.models.tokens_to_map``); the masks are upsampled with nearest
+    (upstream's ViT configs) unless ``upsample`` says otherwise. Tokens that do not tile the image raise
+    ``ValueError`` naming ``feature_layer``.
 
     Raises:
         ValueError: an option out of range or not one of its choices (the error names it). TypeError: a flag
@@ -313,12 +321,12 @@ class AdAutoMix(MomentumEncoderMethod):
                  mixup_radio: float = 0.5, beta_radio: float = 0.3, adv_interval: int = 2, cosine_sign: int = 1,
                  model_ema_decay: float | None = None, model_ema_end_decay: float | None = None,
                  model_ema_warmup: float = 0.1, lam_concat: bool = False, att_norm: bool = False,
-                 upsample: str = "bilinear", scale_factor: int | None = None, reduction: int = 2,
+                 upsample: str | None = None, scale_factor: int | None = None, reduction: int = 2,
                  use_scale: bool = True, init_std: float | None = 0.01, separate_heads: bool = True,
                  head_layer: str | None = None, eval_net: str = "ema", eval_head: str = "one",
                  label_smoothing: float = 0.0, loss: str | TargetLoss = "ce",
                  loss_weights: dict[str, float] | None = None, feature_channels: int | None = None,
-                 input_size: int = 32, total_steps: int | None = None, seed: int | None = None) -> None:
+                 input_size: int | None = None, total_steps: int | None = None, seed: int | None = None) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
         self.mix_samples = check_positive_int("mix_samples", mix_samples)
         if self.mix_samples < 2:
@@ -346,11 +354,11 @@ class AdAutoMix(MomentumEncoderMethod):
         self._build_encoder(model, feature_layer, head_layer, separate_heads)
         if feature_channels is None:
             channels, tokens = self._infer_channels(self._dry_run_size(input_size))
-            if tokens:
-                raise ValueError(f"feature_layer {self.feature_layer!r} gives transformer tokens; AdAutoMix's "
-                                 "generator takes a CNN feature map [B, C, h, w] (token features: AutoMix, SAMix)")
-        else:
-            channels = check_positive_int("feature_channels", feature_channels)
+        else:  # no dry run: the layer is taken to give a CNN map unless it turns out to give tokens
+            channels, tokens = check_positive_int("feature_channels", feature_channels), False
+        self.token_features = tokens
+        if upsample is None:  # upstream's ViT configs upsample the token grid's masks with nearest
+            upsample = "nearest" if tokens else "bilinear"
         generator = AdaptiveMask(channels, reduction=reduction, use_scale=use_scale, lam_concat=lam_concat,
                                  att_norm=att_norm, upsample=upsample, init_std=init_std)
         # In the model's dtype, as `method.to(dtype)` would leave it; the attention runs in float32.
@@ -447,7 +455,7 @@ class AdAutoMix(MomentumEncoderMethod):
         with torch.no_grad(), record_function("adautomix/encoder_features"):
             self._tap.clear()
             self.model_k(x)
-            z = self._tap.pop()
+            z = self._feature_map(self._tap.pop(), size)
         self._check_size(z, size)
         with record_function("adautomix/generator"):
             masks_mb = self.mix_block(z, src_mb, d["lam_mb"].tolist(), size)
@@ -554,7 +562,7 @@ class AdAutoMix(MomentumEncoderMethod):
         try:
             self._tap.clear()
             self.model_k(x)
-            z = self._tap.pop()
+            z = self._feature_map(self._tap.pop(), tuple(x.shape[-2:]))
         finally:
             self.model_k.train(was_training)
         was_block = self.mix_block.training
