@@ -659,3 +659,29 @@ def test_smmix_under_ddp_expects_its_token_head_to_sit_out_mixup_steps(tmp_path)
     assert automix.create_method("smmix", tiny_vit(), num_classes=4).skips_parameters
     assert not automix.create_method("smmix", tiny_vit(), num_classes=4, switch_prob=1.0).skips_parameters
     assert not automix.create_method("smmix", tiny_vit(), num_classes=4, share_head=True).skips_parameters
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch, prob", [(4, 0.0), (1, 1.0)])
+def test_unmixed_batches_and_a_batch_of_one(name, batch, prob):
+    """prob 0 leaves the batch unmixed (lam 1; SMMix's region losses see only the sample's own tokens); a batch of
+    one pairs the sample with itself."""
+    method = automix.create_method(name, tiny_vit(), num_classes=4, seed=0, prob=prob,
+                                   **({"switch_prob": 1.0} if name != "tla" else {}))
+    x, y = image_batch(0, batch)
+    loss, logs = method.training_step(x, y)
+    assert torch.isfinite(loss) and all(torch.isfinite(v) for v in logs.values())
+    params = method.last_params["mix"]
+    assert params.lam.shape == (batch,)
+    if prob == 0.0:
+        assert not params.mixed and torch.equal(params.lam, torch.ones(batch))
+        assert torch.equal(method.apply(x, params), x)
+
+
+def test_an_attention_layer_that_is_no_module_is_named_as_the_users_option():
+    """find_attention named the path 'feature_layer' (resolve_module's default) whatever the user's option was."""
+    x = image_batch(0, 2)[0]
+    with pytest.raises(ValueError, match=r"^layer 'blocks.9' is not a submodule of VisionTransformer"):
+        attention(tiny_vit(), x, layer="blocks.9")
+    with pytest.raises(ValueError, match=r"^layer 'blocks.9' is not a submodule of VisionTransformer"):
+        automix.create_method("smmix", tiny_vit(), num_classes=4, layer="blocks.9")

@@ -213,7 +213,10 @@ class SMMixMethod(MixerMethod):
             raise ValueError(f"token_layer {self.token_layer!r} lays its tokens on a {h}x{w} grid, but "
                              f"patch_size={p} cuts the images into {size[0] // p}x{size[1] // p}")
         patches = tokens[:, prefix:]
-        pasted = params.mask[:, 0, ::p, ::p].flatten(1).to(patches.device, patches.dtype)  # [B, h * w]
+        if params.mask is None:  # a batch prob left unmixed: every token is the sample's own
+            pasted = patches.new_zeros(patches.shape[:2])
+        else:
+            pasted = params.mask[:, 0, ::p, ::p].flatten(1).to(patches.device, patches.dtype)  # [B, h * w]
         kept = 1.0 - pasted
         head = self.token_head if self.token_head is not None else self.model.get_submodule(self.head_layer)
         targets = soft_targets(y, self.num_classes or self.mixer.num_classes, self.mixer.label_smoothing)
