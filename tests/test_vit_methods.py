@@ -685,3 +685,11 @@ def test_an_attention_layer_that_is_no_module_is_named_as_the_users_option():
         attention(tiny_vit(), x, layer="blocks.9")
     with pytest.raises(ValueError, match=r"^layer 'blocks.9' is not a submodule of VisionTransformer"):
         automix.create_method("smmix", tiny_vit(), num_classes=4, layer="blocks.9")
+
+
+def test_smmix_needs_a_linear_classifier_for_its_token_head():
+    vit = tiny_vit()
+    vit.head = torch.nn.Conv2d(192, 4, 1)
+    with pytest.raises(ValueError, match=r"model: SMMix's token head is a linear classifier beside the model's, which "
+                                         r"must be an nn.Linear; got Conv2d at 'head'"):
+        automix.create_method("smmix", vit, num_classes=4)

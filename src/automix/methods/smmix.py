@@ -79,8 +79,9 @@ class SMMixMethod(MixerMethod):
 
     Raises:
         ValueError: a model without attention at ``layer`` (naming ``layer``), without a patch size (naming
-            ``patch_size``), without ``token_layer``, or a bad option (named); at a step, tokens at ``token_layer``
-            that are not [B, N, C] on the image's grid (naming ``token_layer``).
+            ``patch_size``), without ``token_layer``, whose classifier is not an ``nn.Linear`` (naming ``model``), or a
+            bad option (named); at a step, tokens at ``token_layer`` that are not [B, N, C] on the image's grid
+            (naming ``token_layer``).
 
     ``training_step`` returns the loss and ``{"loss", "loss_cls", "loss_fine", "loss_con"}``; ``last_params["mix"]``
     is the step's draw (``extra["choice"]``: ``"smmix"`` or ``"mixup"``).
@@ -104,7 +105,7 @@ class SMMixMethod(MixerMethod):
         check_type("model", model, nn.Module, "an nn.Module")
         if layer is not None:
             check_type("layer", layer, str, "a module path string or None")
-        self_layer, _ = find_attention(model, layer, option="layer")  # a model without attention: named here
+        attn_layer, _ = find_attention(model, layer, option="layer")  # a model without attention: named here
         if patch_size is None:
             patch_size = model_patch_size(model)
             if patch_size is None:
@@ -123,12 +124,12 @@ class SMMixMethod(MixerMethod):
                                                    float("inf"))
         self.mixup = Mixup(self.mixup_alpha, prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
                            label_smoothing=label_smoothing)
-        self.layer, self.token_layer, self.share_head = self_layer, token_layer, share_head
+        self.layer, self.token_layer, self.share_head = attn_layer, token_layer, share_head
         self.head_layer = find_classifier(model)
         head = model.get_submodule(self.head_layer)
         if not isinstance(head, nn.Linear):
-            raise ValueError(f"SMMix's token head needs the model's classifier to be an nn.Linear, got "
-                             f"{type(head).__name__} at {self.head_layer!r}")
+            raise ValueError(f"model: SMMix's token head is a linear classifier beside the model's, which must be an "
+                             f"nn.Linear; got {type(head).__name__} at {self.head_layer!r}")
         self.token_head: nn.Linear | None = None
         if not share_head:
             # As the authors' DeiT: a second linear classifier beside the class-token head, DeiT's initialisation.
