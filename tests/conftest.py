@@ -14,6 +14,9 @@ NUM_CLASSES = 5
 MIXER_KWARGS = {
     "mix_choice": {"mixers": ["mixup", "cutmix"]},
     "mixup_cutmix": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0},
+    # SMMix and MixPro switch with mixup per batch: the generic tests run their own draws (the switch has its tests)
+    "smmix": {"switch_prob": 1.0},
+    "mixpro": {"switch_prob": 1.0},
 }
 
 LABEL_KINDS = ("index", "onehot", "soft", "multilabel", "regression")
@@ -130,8 +133,9 @@ def tiny_method(name: str, **kw):
     return automix.create_method(name, model, num_classes=4, seed=0, **kw)
 
 
-# Methods for vision transformers that read no attention (TokenMix: the model's patch size sets its token grid).
-VIT_METHODS = ("tokenmix",)
+# Methods for vision transformers registered as methods, not mixers (they read the model's patch size, and SMMix,
+# MixPro and TL-Align its attention): TokenMix, SMMix, MixPro, TL-Align.
+VIT_METHODS = ("tokenmix", "smmix", "mixpro", "tla")
 
 
 def reads_attention(name: str) -> bool:

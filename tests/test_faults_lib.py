@@ -84,6 +84,8 @@ def _zero_logits(method: automix.Method) -> None:
     heads = [method.model.get_submodule(fc)]
     if isinstance(method, (automix.AutoMix, automix.AdAutoMix)):
         heads += [method.model_k.get_submodule(fc), method.head_mix, method.head_mix_k]
+    if getattr(method, "token_head", None) is not None:  # SMMix's head on the region tokens
+        heads.append(method.token_head)
     with torch.no_grad():
         for head in heads:
             head.weight.zero_()
@@ -103,10 +105,13 @@ def test_every_method_honours_the_same_loss_options(name):
         # Zero logits give BCE = log 2 whatever the (mixed) target; cross-entropy would give log 4 per unit
         # of target mass.
         learned = {"automix": ["loss_one", "loss_mix", "loss_mb"], "samix": ["loss_one", "loss_mix", "loss_mb"],
-                   "adautomix": ["loss_one", "loss_linear", "loss_mix", "loss_gen_ce"]}
+                   "adautomix": ["loss_one", "loss_linear", "loss_mix", "loss_gen_ce"],
+                   "smmix": ["loss_cls", "loss_fine"]}  # and its consistency term: KL of equal predictions, 0
         terms = learned.get(name, ["loss"])
         for term in terms:
             torch.testing.assert_close(logs[term], log2, msg=f"{name} {term} with y {y.dtype}")
+        if name == "smmix":
+            torch.testing.assert_close(logs["loss_con"], torch.tensor(0.0))
 
 
 @pytest.mark.parametrize("name", ["none", "automix"])

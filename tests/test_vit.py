@@ -439,7 +439,8 @@ def test_transmix_takes_timms_switch_flags_from_the_trainer():
 
 VIT_RECIPES = ["cifar100/deit_s_mixup_cutmix", "cifar100/deit_s_transmix", "cifar100/deit_s_automix",
                "imagenet/deit_s_transmix", "cpu/cifar10_vit_tiny_vanilla", "cpu/cifar10_vit_tiny_mixup_cutmix",
-               "cpu/cifar10_vit_tiny_transmix", "cpu/cifar10_vit_tiny_automix"]
+               "cpu/cifar10_vit_tiny_transmix", "cpu/cifar10_vit_tiny_automix", "cifar100/deit_s_smmix",
+               "cifar100/deit_s_mixpro", "cifar100/deit_s_tla", "imagenet/deit_s_smmix", "imagenet/deit_s_tla"]
 
 
 @pytest.mark.parametrize("recipe", VIT_RECIPES)
@@ -460,6 +461,15 @@ def test_vit_recipes_build(recipe):
         assert method.token_features and method.mix_block.lam_concat and method.mix_block.upsample == "nearest"
     if cfg.method == "transmix":
         assert (method.mixer.mixup_alpha, method.mixer.cutmix_alpha, method.mixer.switch_prob) == (0.8, 1.0, 0.8)
+    if cfg.method == "smmix":  # OpenMixup's CIFAR values, the authors' ImageNet ones; the authors' losses
+        expected = (0.8, 1.0) if "cifar100" in recipe else (0.5, 0.8)
+        assert (method.switch_prob, method.mixup_alpha) == expected and method.mixer.side_range((14, 14)) == (3, 10)
+        assert method.fine_loss_weight == method.consistency_loss_weight == 1.0 and method.token_head is not None
+    if cfg.method == "mixpro":
+        assert (method.mixer.mask_patch_size, method.mixer.patch_size, method.mixer.switch_prob) == (64, 16, 0.8)
+        assert method.mixer.maskmix.cell((224, 224)) == 64
+    if cfg.method == "tla":
+        assert method.mixer.patch_size == 16 and method.mixer.alpha == 1.0
 
 
 # ---------------------------------------------------------------- TokenMix

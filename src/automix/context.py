@@ -12,6 +12,8 @@ layers are module paths resolved with forward hooks (``automix.models.FeatureTap
 * ``attention``: the attention probabilities of a transformer block (TransMix arXiv:2111.09833), from the
   clean batch's pass or, with ``capture_context``, from the mixed batch's own forward pass; only the chosen
   block computes them (``automix.models.AttentionTap``), the rest of the model keeps its fused kernel.
+* ``attention_maps``: the attention probabilities of every block, in forward order (TL-Align
+  arXiv:2210.06455 traces labels through all of them), from the clean batch or the mixed batch's own pass.
 
 ``register_context(name)`` adds one; ``get_context(name)`` returns it. A context function runs the model on
 the clean batch: ``input_saliency`` and ``class_activation_map`` in eval mode (BN statistics untouched, as the
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models import AttentionTap, FeatureTap
+from .models import AttentionTap, FeatureTap, every_attention
 from .models.features import resolve_module
 
 _CONTEXTS: dict[str, Callable[..., Any]] = {}
@@ -254,6 +256,27 @@ def attention(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: st
         return tap.pop().float()
 
 
+@register_context("attention_maps")
+@torch.no_grad()
+def attention_maps(model: nn.Module, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
+    """The attention probabilities of every attention module of ``model`` on ``x``, in forward order: a list of
+    float32 ``[B, heads, N, N]`` (rows sum to 1, before attention dropout, detached), one per block.
+
+    Every block leaves the fused kernel for this pass (``AttentionTap`` on each). The pass runs in the model's mode.
+
+    Raises:
+        ValueError: the model has no attention module that can give its map (``every_attention``: names
+            ``model``).
+    """
+    taps = [AttentionTap(model, name) for name in every_attention(model)]
+    try:
+        model(x)
+        return [tap.pop().float() for tap in taps]
+    finally:
+        for tap in taps:
+            tap.remove()
+
+
 class Seen:
     """What ``capture_context`` read during a forward pass: ``value`` (None until the pass ran)."""
 
@@ -263,26 +286,37 @@ class Seen:
 @contextmanager
 def capture_context(name: str, model: nn.Module, **options: Any) -> Iterator[Seen]:
     """Read context ``name`` during the forward passes run inside the block, e.g. the mixed batch's own forward
-    pass, so no second pass is needed: ``"features"`` (the output at ``options["layer"]``) or ``"attention"``
+    pass, so no second pass is needed: ``"features"`` (the output at ``options["layer"]``), ``"attention"``
     (the probabilities of the attention module at ``options.get("layer")``, the last one when None, computed
-    explicitly for this block only: ``automix.models.AttentionTap``).
+    explicitly for this block only: ``automix.models.AttentionTap``) or ``"attention_maps"`` (the list of every
+    attention module's probabilities, in forward order; every block computes them explicitly).
 
     Raises:
         ValueError: the context cannot be read from a forward pass (only layer outputs and attention can), no
-            ``layer`` for ``"features"``, or no attention module at ``layer`` for ``"attention"``.
+            ``layer`` for ``"features"``, no attention module at ``layer`` for ``"attention"``, or none at all
+            for ``"attention_maps"`` (naming ``model``).
     """
-    if name not in ("features", "attention") or (name == "features" and "layer" not in options):
-        raise ValueError(f"capture_context reads a layer's output ('features' with layer=...) or an attention map "
-                         f"('attention'), got {name!r} with options {sorted(options)}")
+    readable = ("features", "attention", "attention_maps")
+    if name not in readable or (name == "features" and "layer" not in options) or (
+            name == "attention_maps" and options):
+        raise ValueError(f"capture_context reads a layer's output ('features' with layer=...), an attention map "
+                         f"('attention') or every block's ('attention_maps', no options), got {name!r} with options "
+                         f"{sorted(options)}")
     seen = Seen()
-    tap = AttentionTap(model, options.get("layer")) if name == "attention" else \
-        FeatureTap(model, options["layer"], detach=True)
+    if name == "attention_maps":
+        taps = [AttentionTap(model, layer) for layer in every_attention(model)]
+    elif name == "attention":
+        taps = [AttentionTap(model, options.get("layer"))]
+    else:
+        taps = [FeatureTap(model, options["layer"], detach=True)]
     try:
         yield seen
-        seen.value = tap.pop()
+        values = [tap.pop() for tap in taps]
+        seen.value = values if name == "attention_maps" else values[0]
     finally:
-        tap.remove()
+        for tap in taps:
+            tap.remove()
 
 
-__all__ = ["attention", "capture_context", "class_activation_map", "eval_mode", "features", "get_context",
-           "input_saliency", "list_contexts", "register_context"]
+__all__ = ["attention", "attention_maps", "capture_context", "class_activation_map", "eval_mode", "features",
+           "get_context", "input_saliency", "list_contexts", "register_context"]

@@ -21,7 +21,8 @@ AutoMix; AdAutoMix's draws of K images carry their sources, weights and masks in
 ``apply(t, params)`` / ``apply_seg(seg, params, x)`` replay one on any tensor (a second view, a segmentation map).
 ``mix_preview(x, y)`` draws one mix for pictures. The label weight of a draw may be set after the forward pass of
 the mixed batch (TransMix re-weights lam from attention): a method builds its targets from ``params.lam`` only once
-that pass is done (``MixerMethod`` through ``BaseMixer.reweight``).
+that pass is done (``MixerMethod`` through ``MixerMethod.reweight``, which calls ``BaseMixer.reweight`` and which a
+method extends when the weight also reads that pass's prediction: MixPro).
 
 ``forward`` is ``training_step``, so under DDP the whole method is wrapped
 (``DDP(method)(x, y)``) and every trainable part (Mix Block included) has its gradients reduced.
@@ -79,6 +80,13 @@ class Method(nn.Module):
     def mixes(self) -> bool:
         """Whether this method mixes anything (False for vanilla training): whether it has a preview."""
         return True
+
+    @property
+    def skips_parameters(self) -> bool:
+        """Whether a mixing step may leave some of ``param_groups()``'s parameters out of the loss (SMMix's token
+        head on its mixup steps). Under DDP the trainer then asks DDP to look for unused parameters (a per-step
+        graph walk, paid only when this is True or mixing is switched off for some epochs)."""
+        return False
 
     def apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Mix ``t`` [B, ...] with one of this method's draws (``last_params``): replay on any tensor."""
@@ -294,6 +302,13 @@ class MixerMethod(Method):
             return None
         return get_context(self.mixer.needs)(self.model, x, y, **self.mixer.context_options())
 
+    def reweight(self, params: MixParams, context: Any, *, logits: Tensor, y: Tensor) -> MixParams:
+        """The draw with its label weight set after the mixed batch's forward pass: ``mixer.reweight(params,
+        context)``, ``context`` being what that pass showed of ``mixer.reweights``. A method whose label weight
+        also depends on the model's prediction (MixPro's progress factor) overrides this; ``logits`` [B, K] are
+        that pass's (with their graph: detach what only sets a weight) and ``y`` the batch's targets."""
+        return self.mixer.reweight(params, context)
+
     @torch.no_grad()
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
                     ) -> dict[str, Tensor]:
@@ -323,7 +338,7 @@ class MixerMethod(Method):
         else:  # the label weight comes from what the model sees of the mixed batch (TransMix)
             with capture_context(mixer.reweights, self.model, **mixer.context_options()) as seen:
                 logits = self.model(x)
-            params = mixer.reweight(params, seen.value)
+            params = self.reweight(params, seen.value, logits=logits, y=y)
         self.last_params = {"mix": params}
         loss = target_loss(self.loss, logits, mixer.mix_targets(y, params))
         return loss, {"loss": loss.detach()}

@@ -1,7 +1,9 @@
 """Input-space mixers: pure tensor operations on a batch, no model needed, or given what they read from the model
 (``BaseMixer.needs``: SnapMix reads class activation maps, AttentiveMix feature maps; ``BaseMixer.reweights``:
 TransMix re-weights its labels by a ViT's attention on the mixed batch; ``automix.context``
-computes them; ``AttentiveMix`` is not registered as a mixer: its method ``"attentivemix"`` owns its extractor).
+computes them; ``AttentiveMix`` is not registered as a mixer: its method ``"attentivemix"`` owns its extractor;
+neither are the ViT mixers whose grid is the model's patches, ``tokenmix.TokenMix``, ``smmix.SMMix``,
+``mixpro.MixPro`` and ``tla.TLA``: their methods of the same names read the patch size from the model).
 
 Every mixer follows the contract of ``base.BaseMixer`` and is registered by name; build one with
 ``create_mixer(name, **kwargs)`` and list them with ``list_mixers()``.

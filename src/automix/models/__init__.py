@@ -23,7 +23,7 @@ Example:
     >>> tap.remove()
 """
 
-from .attention import AttentionTap, attention_layers, find_attention
+from .attention import AttentionTap, attention_layers, every_attention, find_attention
 from .cifar_resnet import (
     Backbone,
     BasicBlock,
@@ -43,7 +43,7 @@ from .vit import VisionTransformer, vit_small, vit_tiny
 from .wrn import WideBasicBlock, WideResNet, wide_resnet, wrn28_8, wrn28_10
 
 __all__ = ["AttentionTap", "Backbone", "BasicBlock", "Bottleneck", "CifarResNet", "FeatureTap", "PreActBlock",
-           "VisionTransformer", "WideBasicBlock", "WideResNet", "attention_layers", "create_model",
+           "VisionTransformer", "WideBasicBlock", "WideResNet", "attention_layers", "create_model", "every_attention",
            "default_feature_layer", "find_attention", "forward_with_features", "init_weights", "list_models",
            "preact_resnet18", "preact_resnet34", "register_model", "resnet18", "resnet34", "resnext50_32x4d",
            "resolve_module", "token_grid", "tokens_to_map", "vit_small", "vit_tiny", "wide_resnet", "wrn28_10",

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .features import resolve_module
 
-__all__ = ["AttentionTap", "attention_layers", "find_attention", "gives_attention"]
+__all__ = ["AttentionTap", "attention_layers", "every_attention", "find_attention", "gives_attention"]
 
 
 def gives_attention(module: nn.Module) -> bool:
@@ -50,6 +50,21 @@ def gives_attention(module: nn.Module) -> bool:
 def attention_layers(model: nn.Module) -> list[str]:
     """Module paths of every attention module of ``model`` that can give its map, in forward order."""
     return [name for name, m in model.named_modules() if name and gives_attention(m)]
+
+
+def every_attention(model: nn.Module, *, option: str = "model") -> list[str]:
+    """Module paths of every attention module of ``model`` that can give its map, in registration order (the
+    forward order of a ViT's ``blocks``): what a method tracing labels through all blocks (TL-Align) reads.
+
+    Raises:
+        ValueError: the model has none (a CNN); the message names ``option`` and the model.
+    """
+    names = attention_layers(model)
+    if not names:
+        raise ValueError(f"{option}: {type(model).__name__} has no attention module that can give its attention map "
+                         f"(a ViT block's attention: automix's vit_tiny / vit_small, or timm's VisionTransformer); "
+                         f"attention needs a transformer")
+    return names
 
 
 def find_attention(model: nn.Module, layer: str | None = None, *, option: str = "layer") -> tuple[str, nn.Module]:
@@ -73,7 +88,7 @@ def find_attention(model: nn.Module, layer: str | None = None, *, option: str = 
                              f"map (a ViT block's attention: automix's vit_tiny / vit_small, or timm's "
                              f"VisionTransformer); attention needs a transformer")
         return names[-1], model.get_submodule(names[-1])
-    module = resolve_module(model, layer)
+    module = resolve_module(model, layer, option)
     if gives_attention(module):
         return layer, module
     inner = [name for name, m in module.named_modules() if name and gives_attention(m)]

@@ -295,8 +295,9 @@ MODEL_OPTS_SET_ELSEWHERE = {"num_classes": "is set by the trainer (from the data
                             "in_chans": "is set by the trainer (from the dataset)",
                             "img_size": "is set by --img-size (the ViTs are built for the images' side)",
                             "width": "has its own option, --width", "widen": "has its own option, --widen"}
-# the rest take alpha (Beta(alpha, alpha)); transmix takes timm's --mixup and --cutmix alphas
-NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice", "transmix")
+# the rest take alpha (Beta(alpha, alpha)); transmix takes timm's --mixup and --cutmix alphas; smmix draws its square's
+# side (its mixup steps' alpha is --method-opt mixup_alpha)
+NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice", "transmix", "smmix")
 # timm's Mixup/CutMix switch flags: a method takes them when it declares their options (mixup_cutmix, transmix).
 # Given one, all are passed (timm's meaning: an alpha of 0 is off); given none, the method's own defaults stand.
 SWITCH_FLAGS = ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob")

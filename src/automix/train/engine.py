@@ -97,10 +97,12 @@ class Run:
         self.step_fn = self.method
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # With mixing off, a learned method's Mix Block and mix head take no part in the loss; DDP must be
-            # told to expect parameters without gradients (a per-step graph walk, paid only with the flag).
+            # With mixing off, a learned method's Mix Block and mix head take no part in the loss, nor SMMix's token
+            # head on its mixup steps; DDP must be told to expect parameters without gradients (a per-step graph
+            # walk, paid only then).
+            unused = cfg.mixup_off_epoch > 0 or self.method.skips_parameters
             self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids,
-                                                               find_unused_parameters=cfg.mixup_off_epoch > 0)
+                                                               find_unused_parameters=unused)
         self.epoch, self.step_in_epoch, self.best, self.skipped = 0, 0, -1.0, 0
         self.warnings: dict[str, int] = {}  # the method's epoch warnings -> first epoch they were raised
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
