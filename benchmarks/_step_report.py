@@ -60,9 +60,12 @@ def _header(results: dict, command: str) -> list[str]:
     if setting["default"]:
         machine = (f"- Machine: {info['cpu']}, nproc {info['nproc']}, **CPU only (no GPU measured)**; torch "
                    f"{info['torch']} with {info['threads']} threads (the default), Python {info['python']}")
-        model = (f"- Model: CIFAR PreAct-ResNet-18 (`create_model(\"preact_resnet18\", num_classes=100, width=w)`), "
-                 f"batch {b}x3x32x32 float32 NCHW, class-index targets over 100 classes; SGD(lr=0.1, momentum=0.9, "
-                 "wd=5e-4)")
+        net = (f"`create_model(\"{setting['model']}\", num_classes=100)`, DeiT-Ti shape at 32 px with patch 4: 64 "
+               "patch tokens and the class token; the learned methods on the tokens of `blocks.5`"
+               if setting.get("model", "preact_resnet18") != "preact_resnet18" else
+               "CIFAR PreAct-ResNet-18 (`create_model(\"preact_resnet18\", num_classes=100, width=w)`)")
+        model = (f"- Model: {net}, batch {b}x3x32x32 float32 NCHW, class-index targets over 100 classes; "
+                 "SGD(lr=0.1, momentum=0.9, wd=5e-4)")
     else:
         where = f"**{info['gpu']}** ({setting['device']})" if info.get("gpu") else f"**{setting['device']}**"
         machine = (f"- Machine: {where}, host CPU {info['cpu']}, nproc {info['nproc']}; torch {info['torch']}, "
@@ -138,7 +141,7 @@ def _step_table(results: dict) -> list[str]:
 
 def _piece_table(bds: list[dict], name: str, pieces: list[tuple[str, str]]) -> list[str]:
     """The pieces of learned method ``name`` at every width, their sum and the measured full step."""
-    head = "| piece |" + "".join(f" w{w['width']} ms | w{w['width']} % | w{w['width']} × vanilla |" for w in bds)
+    head = "| piece |" + "".join(f" {_col(w)}ms | {_col(w)}% | {_col(w)}× vanilla |" for w in bds)
     lines = [head, "|---|" + "---:|---:|---:|" * len(bds)]
     for key, label in pieces:
         row = [label]
@@ -164,7 +167,7 @@ def _breakdown(bds: list[dict]) -> list[str]:
     """The AutoMix, AdAutoMix and vanilla pieces at every width that has a breakdown, and the floor checks."""
     automix = [w for w in bds if "automix" in w["breakdown"]]
     adautomix = [w for w in bds if "adautomix" in w["breakdown"]]
-    n_steps = ", ".join(f"{w['breakdown']['n']} (width {w['width']})" for w in bds)
+    n_steps = ", ".join(f"{w['breakdown']['n']} ({_name(w)})" for w in bds)
     lines = []
     if automix:
         lines += ["", "Where AutoMix's time goes (an ordinary step under `torch.profiler`, split by the "
@@ -177,7 +180,7 @@ def _breakdown(bds: list[dict]) -> list[str]:
                   f"`AdAutoMix.compute_losses`; median of {n_steps} profiled steps):", ""]
         lines += _piece_table(adautomix, "adautomix", ADAUTOMIX.pieces)
     lines += ["", "Vanilla step split the same way (the yardstick):", ""]
-    head = "| piece |" + "".join(f" w{w['width']} ms | w{w['width']} % |" for w in bds)
+    head = "| piece |" + "".join(f" {_col(w)}ms | {_col(w)}% |" for w in bds)
     lines += [head, "|---|" + "---:|---:|" * len(bds)]
     for key, label in VANILLA_PIECES:
         row = [label]
@@ -197,7 +200,7 @@ def _breakdown(bds: list[dict]) -> list[str]:
             fwd2 = a["online_fwd"] / max(v["fwd"], 1e-9)
             bwd2 = a["online_bwd"] / max(v["bwd"], 1e-9)
             lines.append(
-                f"- width {w['width']}: online forward ×2 = {fwd2:.2f}× the vanilla forward, online backward ×2 = "
+                f"- {_name(w)}: online forward ×2 = {fwd2:.2f}× the vanilla forward, online backward ×2 = "
                 f"{bwd2:.2f}× the vanilla backward; EMA clean forward (no grad) = "
                 f"{a['ema_clean_fwd'] / max(v['fwd'], 1e-9):.2f}×, EMA forward with graph = "
                 f"{a['ema_mb_fwd'] / max(v['fwd'], 1e-9):.2f}× the vanilla forward; EMA backward to the input = "
@@ -207,7 +210,7 @@ def _breakdown(bds: list[dict]) -> list[str]:
         for w in automix:
             v, a = w["breakdown"]["vanilla"], w["breakdown"]["automix"]
             floor = 4 * v["fwd"] + 2 * v["bwd"] + a["ema_mb_bwd"] + v["opt_step"]
-            lines.append(f"- width {w['width']}: {floor / w['methods']['none']['median']:.2f}× (a backward costs "
+            lines.append(f"- {_name(w)}: {floor / w['methods']['none']['median']:.2f}× (a backward costs "
                          f"{v['bwd'] / max(v['fwd'], 1e-9):.2f}× a forward here; the 2.9× FLOP floor assumes 2×).")
     if adautomix:
         lines += ["", "AdAutoMix's floor, set by its own passes: with K images, 2 + K EMA forwards (the clean batch "
@@ -220,7 +223,7 @@ def _breakdown(bds: list[dict]) -> list[str]:
             online = 3 if k > 2 else 2
             floor = (2 + k + online) * v["fwd"] + online * v["bwd"] + a["ema_mb_bwd"] + v["opt_step"]
             lines.append(
-                f"- width {w['width']} (K = {k}): {floor / w['methods']['none']['median']:.2f}×; measured "
+                f"- {_name(w)} (K = {k}): {floor / w['methods']['none']['median']:.2f}×; measured "
                 f"{w['methods']['adautomix']['ratio']:.2f}×; the K source passes "
                 f"{a['ema_sources_fwd'] / max(v['fwd'], 1e-9):.2f}× the vanilla forward "
                 f"({a['ema_sources_fwd'] / max(w['methods']['none']['median'], 1e-9):.2f}× the vanilla step).")
@@ -230,7 +233,7 @@ def _breakdown(bds: list[dict]) -> list[str]:
                       "forward + backward, same images (plain BN, so an upper bound on a per-half-BN batched pass):"]
         for w in batched:
             bt = w["breakdown"]["batching"]
-            lines.append(f"- width {w['width']}: two passes of {w['batch_size']} {_ms(bt['two_of_b'])} ms, one pass "
+            lines.append(f"- {_name(w)}: two passes of {w['batch_size']} {_ms(bt['two_of_b'])} ms, one pass "
                          f"of {2 * w['batch_size']} {_ms(bt['one_of_2b'])} ms "
                          f"({bt['one_of_2b'] / max(bt['two_of_b'], 1e-9):.2f}×).")
     return lines

@@ -44,6 +44,10 @@ Other devices and settings (benchmarks/gpu_check.sh uses these; any device torch
     --compile        model.compile() (torch.compile of the network the method trains, as `automix train
                      --compile`); the first warm-up step pays for the compilation. --compile-backend NAME picks
                      the backend (default inductor; eager only traces, a quick check of the path on CPU).
+    --vit            the ViT table instead: vit_tiny (32 px, patch 4: 64 tokens + the class token), vanilla,
+                     mixup_cutmix, TransMix, TokenMix, SMMix, MixPro, TL-Align, AutoMix, SAMix, AdAutoMix (token
+                     features); written to its own section of docs/benchmarks.md ("ViT training step time") and to
+                     benchmarks/results/step_time_vit.json.
     --model NAME     any automix.create_model name (default preact_resnet18; timm:<name>, torchvision:<name>);
                      --widths apply to the project's ResNets only.
     --img-size S     side of the random images (default 32).
@@ -119,6 +123,10 @@ from _step_report import LABELS, TARGET_RATIO, render  # noqa: E402
 from automix.methods import create_method, list_methods  # noqa: E402
 
 KEY, HEADING = "step_time", "## Training step time"  # the section of docs/benchmarks.md this script owns
+VIT_KEY, VIT_HEADING = "step_time_vit", "## ViT training step time"  # and the --vit measurement's section
+VIT_MODEL = "vit_tiny"
+VIT_METHODS = ("none", "mixup_cutmix", "transmix", "tokenmix", "smmix", "mixpro", "tla", "automix", "samix",
+               "adautomix")
 NUM_CLASSES = 100
 DEFAULT_METHODS = ("none", "mixup", "cutmix", "automix", "samix", "adautomix", "manifoldmix", "snapmix", "attentivemix",
                    "alignmix", "puzzlemix", "guidedmix")
@@ -154,9 +162,11 @@ AMP = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_setting(args) -> bool:
-    """Whether this is the float32 CPU measurement on the CIFAR network that docs/benchmarks.md holds."""
+    """Whether this is one of the float32 CPU measurements that docs/benchmarks.md holds: the CIFAR ResNet's
+    (the default) or ``--vit``'s (``vit_tiny`` at 32 px, patch 4)."""
+    model = VIT_MODEL if getattr(args, "vit", False) else DEFAULT_MODEL
     return (args.device.type == "cpu" and args.amp is None and not args.channels_last and not args.compile
-            and args.model == DEFAULT_MODEL and args.img_size == 32)
+            and args.model == model and args.img_size == 32)
 
 
 def build(name: str, width: int | None, args):
@@ -337,10 +347,20 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--compile-backend", default="inductor",
                    help="torch.compile backend (default inductor; 'eager' traces without generating code, for a "
                         "quick check of the compiled path on CPU)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"network (default {DEFAULT_MODEL}; timm:<name>, ...)")
+    p.add_argument("--vit", action="store_true",
+                   help=f"the ViT table: {VIT_MODEL} at 32 px / patch 4, methods {','.join(VIT_METHODS)} (its own "
+                        "section of docs/benchmarks.md and benchmarks/results/step_time_vit.json)")
+    p.add_argument("--model", default=None, help=f"network (default {DEFAULT_MODEL}; timm:<name>, ...)")
     p.add_argument("--img-size", type=int, default=32, help="image side in pixels (default 32)")
     p.add_argument("--no-breakdown", action="store_true", help="skip the profiler split of AutoMix's step")
     args = p.parse_args(argv)
+    if args.vit:
+        if args.model not in (None, VIT_MODEL):
+            raise SystemExit(f"--vit times {VIT_MODEL}; drop --model {args.model}")
+        args.model = VIT_MODEL
+        if args.methods == ",".join(DEFAULT_METHODS):
+            args.methods = ",".join(VIT_METHODS)
+    args.model = args.model or DEFAULT_MODEL
     if args.quick:
         args.batch_size = args.batch_size or 8
         args.widths = args.widths or "8"
@@ -377,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"allocator: {malloc or 'system default (glibc trimming on)'}", flush=True)
     results = run(args)
     results["info"]["malloc"] = malloc
-    doc, out = output_paths(args, "step_time.json")
+    doc, out = output_paths(args, "step_time_vit.json" if args.vit else "step_time.json")
     if not default_setting(args):  # the committed section and JSON hold the default CPU measurement
         doc, out = args.doc if not args.no_write else None, args.json if not args.no_write else None
     if out is not None:  # the doc names the JSON, repository-relative when it is inside the repository
@@ -388,9 +408,10 @@ def main(argv: list[str] | None = None) -> int:
                                   "it off)" if malloc else "system default (glibc trims the heap after each step)")
              + ".\n")
     print()
-    print(f"{HEADING}\n")
+    key, heading = (VIT_KEY, VIT_HEADING) if args.vit else (KEY, HEADING)
+    print(f"{heading}\n")
     print(body)
-    write_outputs(results, command, body, doc, out, KEY, HEADING)
+    write_outputs(results, command, body, doc, out, key, heading)
     return 0
 
 

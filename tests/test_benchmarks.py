@@ -94,6 +94,16 @@ def test_step_time_quick():
     assert "Raw per-step times" not in out  # no JSON named: --quick --no-write writes nothing
 
 
+def test_step_time_vit_quick():
+    out = run("benchmarks/step_time.py", "--vit", "--quick", "--no-write", "--methods", "none,transmix,automix",
+              "--no-breakdown")
+    assert "## ViT training step time" in out and '`create_model("vit_tiny", num_classes=100)`' in out
+    assert "| method | ms/step | img/s | × vanilla |" in out  # one network, no width columns
+    rows = table_rows(out)
+    assert {"vanilla", "transmix", "AutoMix"} <= set(rows) and rows["vanilla"][3] == "1.00"
+    assert "width None" not in out and "wNone" not in out
+
+
 def test_vit_attention_overhead_quick():
     out = run("benchmarks/vit_attention_overhead.py", "--quick", "--no-write")
     rows = table_rows(out)
