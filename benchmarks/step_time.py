@@ -216,15 +216,19 @@ def stats_ms(times: list[float]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- run
+def _where(width: int | None) -> str:
+    return "the network" if width is None else f"width {width}"
+
+
 def wait_before(width: int, args, monitor: OtherCpu, first: bool) -> tuple[list[float] | None, float | None]:
     """(load average, other processes' CPU share) before a width, after waiting for a quiet machine."""
     if first:
-        return wait_for_low_load(args.wait_quiet, f"width {width}", LOAD_QUIET), None
+        return wait_for_low_load(args.wait_quiet, _where(width), LOAD_QUIET), None
     # Our own previous width is in the load average: wait for other processes only.
     load_before, other_before = loadavg(), None
     if args.wait_quiet > 0:
         other_before = monitor.wait_quiet(args.wait_quiet, window=3.0) or 0.0
-        print(f"width {width}: other processes use {other_before:.1%} of the CPUs", flush=True)
+        print(f"{_where(width)}: other processes use {other_before:.1%} of the CPUs", flush=True)
     return load_before, other_before
 
 
@@ -266,7 +270,7 @@ def run_width(width: int | None, args, monitor: OtherCpu, first: bool) -> dict:
     y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=gen).to(args.device)
 
     load_before, other_before = wait_before(width, args, monitor, first)
-    print(f"width {width}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
+    print(f"{_where(width)}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
           f"interleaved", flush=True)
     t_start = time.perf_counter()
     snap = monitor.snapshot()
@@ -303,7 +307,7 @@ def run_width(width: int | None, args, monitor: OtherCpu, first: bool) -> dict:
         if peaks.get(name) is not None:
             st["peak_mib"] = round(peaks[name], 1)
     share = "?" if steps_share is None else f"{steps_share:.1%}"
-    print(f"width {width} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
+    print(f"{_where(width)} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
           f"steps; load average now {res['loadavg_after']}", flush=True)
     return res
 
