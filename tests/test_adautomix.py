@@ -355,15 +355,55 @@ def test_lam_and_its_normalisation():
     x, y = batch()
     _, logs = make(2, lam=0.3).training_step(x, y)
     assert float(logs["lam_mb"]) == float(logs["lam_bb"]) == float(torch.tensor(0.3))
-    three = make(3, lam=0.3)
-    three.training_step(x, y)
-    torch.testing.assert_close(three.last_mix["lam_mb"], torch.full((3,), 1 / 3))
     draws = [make(3, seed=s, lam={"beta": [2, 5]}).draw(4)["lam_bb"] for s in (1, 1, 2)]
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
-    with pytest.raises(ValueError, match="lam must be 3 numbers"):
-        three.mix_preview(x, lam=0.3)
-    parts = three.mix_preview(x, lam=[2.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"lam must be a number or 3 numbers for mix_samples=3, got \[0.5, 0.5\]"):
+        make(3).mix_preview(x, lam=[0.5, 0.5])
+    parts = make(3).mix_preview(x, lam=[2.0, 1.0, 1.0])
     torch.testing.assert_close(parts["lams"][0], torch.tensor([0.5, 0.25, 0.25]))
+
+
+@pytest.mark.parametrize("k", [3, 4])
+@pytest.mark.parametrize("lam", [0.7, 0.2, {"fold": 0.2}], ids=["0.7", "0.2", "fold"])
+def test_a_fixed_lam_with_more_than_two_images_is_the_first_images_weight(k, lam):
+    """A fixed lam was drawn K times and normalised, so every number gave 1 / K: the value was ignored. It is now
+    the first image's weight (as for K = 2 and every other method), the others sharing 1 - lam equally, in the
+    training step (both branches, the targets, the fallback test) and in the preview."""
+    value = lam if isinstance(lam, float) else max(lam["fold"], 1 - lam["fold"])
+    want = torch.tensor([value] + [(1 - value) / (k - 1)] * (k - 1))
+    method = make(k, lam=lam)
+    x, y = batch()
+    _, logs = method.training_step(x, y)
+    for key in ("lam_mb", "lam_bb"):
+        torch.testing.assert_close(method.last_mix[key], want)
+    assert float(logs["lam_mb"]) == pytest.approx(value) and not bool(logs["fallback"])
+    target = torch.nn.functional.one_hot(y, 4).float()
+    torch.testing.assert_close(kway_targets(target, method.last_params["bb"]),
+                               sum(want[i] * target[s] for i, s in enumerate(method.last_mix["src_bb"])))
+    torch.testing.assert_close(method.mix_preview(x, lam=value)["lams"][0], want)
+    # lam_0 at the margin makes the fallback fire on every step, as the upstream test on lam_0 says.
+    assert make(k, lam=0.02).draw(8)["fallback"] and make(k, lam=0.98).draw(8)["fallback"]
+
+
+@pytest.mark.parametrize(("k", "n"), [(3, 2), (5, 4), (2, 1)])
+def test_a_batch_smaller_than_mix_samples_is_refused_at_the_first_step(k, n):
+    """mix_samples larger than the batch was accepted: every mix then took one image more than once."""
+    method = make(k)
+    x, y = batch(n)
+    with pytest.raises(ValueError, match=rf"mix_samples={k} needs a batch of at least {k} images .* got a batch of "
+                                         rf"{n}; lower mix_samples or raise the batch size"):
+        method.training_step(x, y)
+    assert int(method.step) == 0 and method.last_params == {}
+    method.training_step(*batch(k))  # a batch of K images is enough
+
+
+def test_trainer_names_mix_samples_and_the_batch_size(tmp_path, capsys):
+    from automix.cli import main
+
+    code = main(["train", "--method", "adautomix", "--method-opt", "mix_samples=3", "--batch-size", "2",
+                 "--subset", "16", "--epochs", "1", "--width", "4", "--output", str(tmp_path / "r")])
+    assert code == 2
+    assert "mix_samples=3 needs a batch of at least 3 images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

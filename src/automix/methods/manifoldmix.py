@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .._checks import check_type
 from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams, Mixup
-from ..mixers._lam import LamSpec
+from ..mixers._lam import LamSpec, alpha_or_lam
 from ..models.features import forward_replacing, resolve_module
 from .base import Method
 from .registry import register_method
@@ -93,7 +93,7 @@ class ManifoldMix(Method):
                  label_smoothing: float = 0.0, loss: str | TargetLoss = "ce", total_steps: int | None = None,
                  seed: int | None = None) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
-        self.mixer = Mixup(alpha, lam=lam, prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
+        self.mixer = Mixup(**alpha_or_lam(alpha, lam), prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
                            label_smoothing=label_smoothing)
         if layers is None:
             layers = default_layers(model)

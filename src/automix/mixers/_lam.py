@@ -30,6 +30,7 @@ specs, on the drawn values for distributions and callables (a check that reads o
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -56,13 +57,17 @@ class LamSampler:
         spec: the value the user gave (for ``repr`` and for passing on to sub-mixers).
         kind: ``"fixed"``, ``"uniform"``, ``"beta"``, ``"eps"``, ``"fold"``, ``"icdf"``, ``"forked"`` or
             ``"callable"``: how it draws.
+        constant: the one value every draw gives (a number, or ``{"fold": number}``), else None. A method that
+            draws several lambdas at once and normalises them (AdAutoMix with K > 2 images) reads it, since K
+            equal values would normalise to 1 / K whatever the number.
     """
 
     def __init__(self, spec: Any, kind: str, draw: Callable[[int, torch.Generator], Tensor], name: str,
-                 checked: bool) -> None:
+                 checked: bool, constant: float | None = None) -> None:
         self.spec, self.kind, self.name = spec, kind, name
         self._draw = draw
         self._checked = checked  # True when every draw is in [0, 1] by construction
+        self.constant = constant
 
     def __repr__(self) -> str:
         return f"LamSampler({self.spec!r}, kind={self.kind!r})"
@@ -119,7 +124,7 @@ def lam_sampler(lam: Any, name: str = "lam") -> LamSampler | None:
         def fixed(n: int, gen: torch.Generator) -> Tensor:
             return torch.full((n,), value, dtype=torch.float32, device=gen.device)
 
-        return LamSampler(lam, "fixed", fixed, name, checked=True)
+        return LamSampler(lam, "fixed", fixed, name, checked=True, constant=value)
     if isinstance(lam, (tuple, list)):
         low, high = _range(name, lam, lam)
         return LamSampler(lam, "uniform", _uniform(low, high), name, checked=True)
@@ -146,6 +151,37 @@ def refuse_alpha_with_lam(options: Mapping[str, Any], who: str) -> None:
     if options.get("lam") is not None and "alpha" in options:
         raise ValueError(f"alpha={options['alpha']!r} is not used when lam={options['lam']!r} gives lambda "
                          f"({who}); give one of them")
+
+
+def refuse_given_alpha_with_lam(cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """``refuse_alpha_with_lam`` on the arguments of a call ``cls(*args, **kwargs)``, from ``cls.__new__``.
+
+    The check lives in the constructors (``BaseMixer.__new__``, ``Method.__new__``) so that every way of building a
+    mixer or method shares it: ``create_mixer``, ``create_method``, the trainer and a class called directly. It runs
+    in ``__new__`` because only the call itself tells a given ``alpha`` from the default one (``__init__`` sees the
+    default value either way), and ``Mixup(alpha=1.0, lam=0.3)`` is as void as ``Mixup(alpha=0.4, lam=0.3)``.
+    A call that does not fit the signature is left to ``__init__``, which raises Python's own ``TypeError``.
+    """
+    sig = _init_signature(cls)
+    try:
+        bound = dict(sig.bind_partial(None, *args, **kwargs).arguments)
+    except TypeError:
+        return
+    for name, param in sig.parameters.items():
+        if param.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
+            bound.update(bound.pop(name))  # alpha / lam passed on through **kwargs
+    refuse_alpha_with_lam(bound, cls.__name__)
+
+
+def alpha_or_lam(alpha: float, lam: Any) -> dict[str, Any]:
+    """The keyword arguments with which a method hands its ``alpha`` or ``lam`` on to the mixer it builds: ``lam``
+    when given (the alpha is then unused, and a mixer refuses the two together), else ``alpha``."""
+    return {"lam": lam} if lam is not None else {"alpha": alpha}
+
+
+@functools.lru_cache(maxsize=None)
+def _init_signature(cls: type) -> inspect.Signature:
+    return inspect.signature(cls.__init__)
 
 
 def _unit(name: str, value: Any, shown: Any) -> float:
@@ -215,7 +251,8 @@ def _from_spec(spec: Mapping[str, Any], name: str) -> LamSampler:
         lam = inner(n, gen)
         return torch.maximum(lam, 1.0 - lam)
 
-    return LamSampler(spec, "fold", fold, name, checked=True)  # inner checks its own draws
+    constant = None if inner.constant is None else max(inner.constant, 1.0 - inner.constant)
+    return LamSampler(spec, "fold", fold, name, checked=True, constant=constant)  # inner checks its own draws
 
 
 def _from_distribution(dist: Distribution, name: str) -> LamSampler:

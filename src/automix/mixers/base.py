@@ -40,7 +40,7 @@ from .._checks import (
     check_tensor,
     check_type,
 )
-from ._lam import LamSpec, lam_sampler
+from ._lam import LamSpec, lam_sampler, refuse_given_alpha_with_lam
 from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 
 MODES = ("batch", "pair", "elem")
@@ -140,7 +140,8 @@ class BaseMixer:
     ``context=``.
 
     Args:
-        alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0. Not used when ``lam`` is given.
+        alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0. Not used when ``lam`` is given,
+            so giving both is a ``ValueError`` (naming both values), whichever way the mixer is built.
         lam: a given lambda instead of Beta(alpha, alpha) (``automix.mixers._lam``): a number in [0, 1] (that
             lambda for every mix), a ``(low, high)`` pair (uniform), a scalar ``torch.distributions.Distribution``,
             a callable ``(shape, generator) -> Tensor`` or a spec mapping (``{"beta": [a, b]}``,
@@ -167,6 +168,11 @@ class BaseMixer:
     needs: ClassVar[str | None] = None  # the context the draw reads (automix.context), None: no model needed
     reweights: ClassVar[str | None] = None  # the context read in the mixed batch's forward pass to reset lam
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> BaseMixer:
+        # alpha beside a given lam is refused here, where a given alpha can be told from the default (``_lam``).
+        refuse_given_alpha_with_lam(cls, args, kwargs)
+        return super().__new__(cls)
+
     def __init__(self, alpha: float = 1.0, *, lam: LamSpec | None = None, prob: float = 1.0, mode: str = "batch",
                  pairing: str = "perm", num_classes: int | None = None, label_smoothing: float = 0.0,
                  generator: torch.Generator | None = None) -> None:
@@ -182,7 +188,7 @@ class BaseMixer:
         self._worker_key: tuple[int, int, int] | None = None  # the DataLoader worker the generator was seeded for
 
     def __repr__(self) -> str:
-        keys = ("alpha",) + (("lam",) if self.lam is not None else ()) + (
+        keys = (("alpha",) if self.lam is None else ("lam",)) + (  # a given lam replaces alpha
             "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
         return f"{type(self).__name__}({args})"
