@@ -639,4 +639,5 @@ def mask_stats(masks: Tensor, lams: Tensor) -> dict[str, Tensor]:
     return {"mask_entropy": entropy, "mask_std": m.flatten(2).std(2).mean(), "mask_gap": gap}
 
 
-__all__ = ["AdAutoMix", "AdaptiveMask", "fixed_lams", "kway_blend", "kway_params", "kway_targets", "mask_stats", "two_way_params"]
+__all__ = ["AdAutoMix", "AdaptiveMask", "fixed_lams", "kway_blend", "kway_params", "kway_targets", "mask_stats",
+           "two_way_params"]

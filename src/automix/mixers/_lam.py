@@ -179,7 +179,7 @@ def alpha_or_lam(alpha: float, lam: Any) -> dict[str, Any]:
     return {"lam": lam} if lam is not None else {"alpha": alpha}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_signature(cls: type) -> inspect.Signature:
     return inspect.signature(cls.__init__)
 

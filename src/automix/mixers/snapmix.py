@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_type
+from .._checks import check_type
 from ._sampling import box_area, box_from_lam, box_mask
 from .base import BaseMixer, MixParams, Region, blend
 from .registry import register_mixer
@@ -66,7 +66,8 @@ class SnapMix(BaseMixer):
         **kwargs: see ``BaseMixer`` (prob, mode ``"batch"`` or ``"elem"``, pairing, num_classes, ...).
 
     Raises:
-        ValueError: ``mode="pair"`` (each sample's weights come from its own CAM, so a pair cannot share a draw).
+        ValueError: ``mode="pair"``, naming the mode and snapmix (each sample's weights come from its own CAM, so a
+            pair cannot share a draw).
         TypeError: ``layer`` / ``head`` not a string or None; ``same_box`` not a bool.
 
     Example (x: [B, C, H, W]; the CAM context [B, h, w], here made by hand):
@@ -89,7 +90,9 @@ class SnapMix(BaseMixer):
                  same_box: bool = False, **kwargs) -> None:
         super().__init__(alpha, **kwargs)
         if self.mode == "pair":
-            check_choice("mode", self.mode, ("batch", "elem"))
+            raise ValueError("mode 'pair' does not apply to snapmix: each sample's label weights come from its own "
+                             "class activation map, so the two samples of a pair cannot share one draw; use mode "
+                             "'batch' or 'elem'")
         if layer is not None:
             check_type("layer", layer, str, "a module path string or None")
         if head is not None:

@@ -106,7 +106,9 @@ class TokenMix(BaseMixer):
         if context is None:
             return Region(mask=mask, lam=1.0 - count.float() / total)
         if self.mode == "pair":
-            check_choice("mode", self.mode, ("batch", "elem"))
+            raise ValueError("mode 'pair' does not apply to tokenmix with a teacher's maps: each sample's label "
+                             "weights come from its own map, so the two samples of a pair cannot share one draw; use "
+                             "mode 'batch' or 'elem'")
         if not isinstance(context, Tensor) or context.ndim != 3 or context.shape[0] != x.shape[0]:
             raise ValueError(f"context must be a teacher's class activation maps [B, h, w] with B={x.shape[0]}, got "
                              f"{type(context).__name__} {tuple(getattr(context, 'shape', ()))}")
