@@ -95,6 +95,86 @@ def test_bad_samples_are_named(samples, error, match):
         automix.MixCollate("mixup", num_classes=4)(samples)
 
 
+# ---------------------------------------------------------------- inputs a tester found unchecked
+def u8(*shape: int) -> torch.Tensor:
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(sum(shape)))
+
+
+@pytest.mark.parametrize("labels, error, match", [
+    (["cat", "dog"], TypeError, r"samples\[0\] label must be a class index \(an int or a 0-dim integer tensor\) or a "
+                                r"float target \(a float or a float tensor\), got str 'cat'; map class names to "
+                                r"indices in the dataset"),
+    ([True, False], TypeError, r"samples\[0\] label must be a class index .* got bool True"),
+    ([torch.tensor([1, 0, 1]), torch.tensor([0, 1, 1])], TypeError,
+     r"samples\[0\] label .* got tensor of dtype torch.int64 and shape \(3,\)"),
+    ([0, 1.0], ValueError, r"samples\[1\] has a float target label of shape \(\) \(float 1.0\) but samples\[0\] "
+                           r"a class index of shape \(\) \(int 0\); give every label as class indices"),
+    ([2, torch.tensor([0.0, 1.0, 0.0, 0.0])], ValueError,
+     r"samples\[1\] has a float target label of shape \(4,\) .* but samples\[0\] a class index"),
+    ([torch.rand(4), torch.rand(5)], ValueError,
+     r"samples\[1\] has a float target label of shape \(5,\) .* but samples\[0\] a float target of shape \(4,\)"),
+])
+def test_labels_of_another_kind_are_named(labels, error, match):
+    """String labels raised AttributeError ('list' object has no attribute 'is_floating_point'); an int beside a
+    float was collated to float targets, so class ids were mixed as regression values; an int beside a one-hot
+    tensor raised "only one element tensors can be converted to Python scalars"."""
+    with pytest.raises(error, match=match):
+        automix.MixCollate("mixup", num_classes=4).stack([(u8(3, 8, 8), label) for label in labels])
+
+
+def test_numpy_and_tensor_class_ids_and_float_targets_are_collated():
+    np = pytest.importorskip("numpy")
+    collate = automix.MixCollate("mixup", num_classes=4)
+    for labels in ([1, 3], [np.int64(1), np.int64(3)], [torch.tensor(1), torch.tensor(3)]):
+        y = collate.stack([(u8(3, 8, 8), label) for label in labels])[1]
+        assert y.dtype == torch.long and y.tolist() == [1, 3]
+    y = collate.stack([(u8(3, 8, 8), 0.5), (u8(3, 8, 8), np.float32(2.0))])[1]
+    assert y.dtype == torch.float32 and y.tolist() == [0.5, 2.0]  # regression values
+
+
+def test_images_without_a_channel_dim_or_channels_last():
+    """[H, W] tensors were stacked to [B, H, W], which a mixer takes as H channels of a 1-D signal (CutMix then cut
+    stripes across W); [H, W, C] tensors were mixed as C = H channels of an H x C image."""
+    grey = [(u8(8, 8), 0), (u8(8, 8), 1)]
+    collate = automix.MixCollate("cutmix", num_classes=4)
+    x = collate.stack(grey)[0]
+    assert x.shape == (2, 1, 8, 8)
+    assert torch.equal(x, collate.stack([(img.unsqueeze(0), label) for img, label in grey])[0])
+    assert collate(grey)[0].shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"samples\[0\] image has shape \(8, 8, 3\), which looks channels-last "
+                                         r"\[H, W, C\]; MixCollate takes \[C, H, W\]: permute\(2, 0, 1\)"):
+        collate.stack([(u8(8, 8, 3), 0)])
+    with pytest.raises(ValueError, match=r"samples\[0\] image has shape \(1, 3, 8, 8\); MixCollate takes "
+                                         r"\[C, H, W\] or \[H, W\] \(spatial_dims=2\)"):
+        collate.stack([(u8(1, 3, 8, 8), 0)])
+    # Signals and volumes say so: [C, T] or [T] with spatial_dims=1, [C, D, H, W] with spatial_dims=3.
+    signals = automix.MixCollate("cutmix", num_classes=4, spatial_dims=1)
+    assert signals.stack([(torch.rand(2, 16), 0), (torch.rand(2, 16), 1)])[0].shape == (2, 2, 16)
+    assert signals.stack([(torch.rand(16), 0)])[0].shape == (1, 1, 16)
+    assert signals([(torch.rand(16), 0), (torch.rand(16), 1)])[0].shape == (2, 1, 16)
+    volumes = automix.MixCollate("cutmix", num_classes=4, spatial_dims=3)
+    assert volumes.stack([(torch.rand(1, 4, 8, 8), 0)])[0].shape == (1, 1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"spatial_dims 1 is not one mixer 'gridmix' takes \(\[2\]\)"):
+        automix.MixCollate("gridmix", num_classes=4, spatial_dims=1)
+    with pytest.raises(ValueError, match="spatial_dims must be 1 .*, 2 .* or 3 .*, got 4"):
+        automix.MixCollate("mixup", spatial_dims=4)
+
+
+def test_one_number_normalises_every_channel():
+    """``mean=0.5`` raised "'float' object is not iterable"; one number now applies to every channel."""
+    samples = [(u8(3, 8, 8), 0), (u8(3, 8, 8), 1)]
+    one = automix.MixCollate("mixup", num_classes=4, mean=0.5, std=0.25).stack(samples)[0]
+    per = automix.MixCollate("mixup", num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3).stack(samples)[0]
+    assert torch.equal(one, per)
+    mixed = automix.MixCollate("mixup", num_classes=4, mean=(0.1, 0.2, 0.3), std=0.5).stack(samples)[0]
+    assert torch.equal(mixed, automix.MixCollate("mixup", num_classes=4, mean=(0.1, 0.2, 0.3),
+                                                 std=(0.5,) * 3).stack(samples)[0])
+    with pytest.raises(TypeError, match=r"mean must be a number or one number per channel, got '0.5'"):
+        automix.MixCollate("mixup", mean="0.5", std=0.25)
+    with pytest.raises(TypeError, match=r"std must be a number or one number per channel, got \[0.2, None\]"):
+        automix.MixCollate("mixup", mean=0.5, std=[0.2, None])
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="num_classes 5 differs from the mixer's num_classes 4"):
         automix.MixCollate(automix.create_mixer("mixup", num_classes=4), num_classes=5)
