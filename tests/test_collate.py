@@ -246,3 +246,43 @@ def test_workers_draw_differently_per_worker_and_epoch_and_repeat_under_a_seed(p
     if mixer_seed is not None:
         own = loader_batches(persistent, 7, mixer_seed + 1, epochs=1)
         assert not torch.equal(own[0][0][1], run[0][0][1]), "the mixer's own seed sets the draws too"
+
+
+# ---------------------------------------------------------------- spawn / forkserver workers
+def spawn_or_fork_batches(context: str, mixer_seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    collate = automix.MixCollate(automix.create_mixer("mixup", mode="elem",
+                                                      generator=torch.Generator().manual_seed(mixer_seed)),
+                                 num_classes=8)
+    loader = torch.utils.data.DataLoader(Repeated(32), batch_size=8, num_workers=2, collate_fn=collate,
+                                         multiprocessing_context=context, timeout=120,
+                                         generator=torch.Generator().manual_seed(7))
+    return list(loader)
+
+
+@pytest.mark.skipif("spawn" not in torch.multiprocessing.get_all_start_methods(), reason="no spawn start method")
+def test_a_mixer_with_its_own_generator_works_in_spawned_workers_and_draws_as_forked_ones():
+    """A mixer built with generator= killed spawned (and forkserver) workers with "unable to resize file": the
+    generator's pickled state tensor went through shared memory. The mixer now pickles its generator as bytes; each
+    worker re-seeds it from the mixer's seed, its id and its per-epoch seed, so spawned workers draw exactly what
+    forked ones do. (Spawning two workers imports torch twice: about 5-10 s.)"""
+    spawned = spawn_or_fork_batches("spawn", 3)
+    assert len(spawned) == 4
+    if "fork" in torch.multiprocessing.get_all_start_methods():
+        forked = spawn_or_fork_batches("fork", 3)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(spawned, forked))
+    assert not torch.equal(spawned[0][1], spawned[1][1]), "worker 0 and worker 1 draw differently"
+    assert not torch.equal(spawned[0][1], spawned[2][1]), "a worker's stream goes on from batch to batch"
+
+
+def test_a_pickled_mixer_rebuilds_its_generator_and_a_copy_shares_it():
+    import copy
+
+    gen = torch.Generator().manual_seed(11)
+    torch.rand(3, generator=gen)
+    mixer = automix.create_mixer("cutmix", generator=gen)
+    again = pickle.loads(pickle.dumps(mixer))
+    assert isinstance(again.generator, torch.Generator) and again.generator is not gen
+    assert again.generator.initial_seed() == 11 and torch.equal(again.generator.get_state(), gen.get_state())
+    assert copy.copy(mixer).generator is gen, "a shallow copy (MixCollate's) draws from the caller's stream"
+    assert copy.deepcopy(mixer).generator is not gen
+    assert pickle.loads(pickle.dumps(automix.create_mixer("cutmix"))).generator is None

@@ -27,7 +27,10 @@ copies of the same state). Both of a mixer's sources are made to differ per work
 
 With ``persistent_workers=True`` the workers (and their streams) live across epochs; each stream goes on
 where it stopped, so epochs differ as well. In the main process (``num_workers=0``) the mixer draws as it
-would in a training loop.
+would in a training loop. Every start method works (``multiprocessing_context="spawn"`` / ``"forkserver"`` as well as
+Linux's default ``fork``): a mixer pickles its generator as its state bytes (``BaseMixer.__getstate__``; a
+``torch.Generator`` pickled as it is kills spawned workers with "unable to resize file"), and the per-worker
+re-seeding above makes spawned workers draw exactly what forked ones do.
 
 Model-aware mixers (PuzzleMix, SnapMix, AttentiveMix, GuidedMixup's gradient guide) read the model, which a
 worker does not have: they are refused here and train as methods (``automix.create_method``).

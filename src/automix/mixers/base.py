@@ -187,6 +187,28 @@ class BaseMixer:
         self.generator = check_generator("generator", generator)
         self._worker_key: tuple[int, int, int] | None = None  # the DataLoader worker the generator was seeded for
 
+    # ------------------------------------------------------------------ pickling (DataLoader workers)
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(state.get("generator"), torch.Generator):
+            # torch.Generator pickles its state as a tensor, which multiprocessing's pickler passes through shared
+            # memory; a worker started with "spawn" or "forkserver" then dies mapping it ("unable to resize file").
+            # The state as bytes travels with any pickler, and the rebuilt generator draws what this one would.
+            state["generator"] = GeneratorState.of(state["generator"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("generator"), GeneratorState):
+            state = {**state, "generator": state["generator"].rebuild()}
+        self.__dict__.update(state)
+
+    def __copy__(self) -> BaseMixer:
+        # A shallow copy shares the generator (as before pickling had a say): MixCollate's copy of a mixer with its
+        # num_classes set draws from the caller's stream in the main process.
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __repr__(self) -> str:
         keys = (("alpha",) if self.lam is None else ("lam",)) + (  # a given lam replaces alpha
             "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
@@ -400,6 +422,24 @@ class BaseMixer:
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Blend with the partner (``blend``); mixers whose mix is not a blend (resizemix) override it."""
         return blend(t, params)
+
+
+@dataclass(frozen=True)
+class GeneratorState:
+    """A ``torch.Generator`` as plain data (device and state bytes), for pickling into DataLoader workers under any
+    start method (``BaseMixer.__getstate__``)."""
+
+    device: str
+    state: bytes
+
+    @classmethod
+    def of(cls, generator: torch.Generator) -> GeneratorState:
+        return cls(str(generator.device), bytes(generator.get_state().tolist()))
+
+    def rebuild(self) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.set_state(torch.frombuffer(bytearray(self.state), dtype=torch.uint8))
+        return generator
 
 
 def blend(t: Tensor, params: MixParams) -> Tensor:
