@@ -317,5 +317,19 @@ class AlignMix(Method):
         partner = x[index] if params.extra["align"] == "to_partner" else align(
             x[index], params.extra["plan"], params.extra["size"], "sample")
         mask = (1.0 - params.lam).view(-1, 1, 1, 1).expand(n, 1, *x.shape[2:])
+        if params.extra["align"] == "to_sample":
+            legend = ("original: label weight lam",
+                      "partner: label weight 1 - lam, its cells",
+                      "  moved to the original's layout (transport)",
+                      "mask: partner's share (constant 1 - lam)",
+                      "mixed = (1-mask)*original + mask*partner")
+        else:
+            legend = ("original: label weight lam",
+                      "partner: label weight 1 - lam",
+                      "mask: partner's share (constant 1 - lam)",
+                      "mixed = (1-mask)*original' + mask*partner,",
+                      "  original' = its cells moved to the partner's")
+        legend += ("right: lam | mean of the mask",)
         return {"x": x.cpu(), "partner": partner.cpu(), "mask": mask.float().cpu().contiguous(),
-                "mixed": self.apply(x, params).cpu(), "lam": params.lam.cpu()}
+                "mixed": self.apply(x, params).cpu(), "lam": params.lam.cpu(), "lam_partner": 1.0 - params.lam.cpu(),
+                "legend": legend}

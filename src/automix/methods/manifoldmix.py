@@ -121,8 +121,15 @@ class ManifoldMix(Method):
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
                     ) -> dict[str, Tensor]:
         """The draw shown on the images (what layer ``"input"`` does; at a hidden layer the same constant weight
-        mixes the features)."""
-        return self.mixer.mix_preview(x, y, generator)
+        mixes the features), with a legend saying so."""
+        parts = self.mixer.mix_preview(x, y, generator)
+        parts["legend"] = ("original: label weight lam",
+                           "partner: label weight 1 - lam",
+                           "mask: partner's share (constant 1 - lam)",
+                           "mixed = (1-mask)*original + mask*partner at",
+                           "  layer 'input'; a hidden layer mixes its features so",
+                           "right: lam | mean of the mask")
+        return parts
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if not self.mixing:

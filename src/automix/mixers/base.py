@@ -318,12 +318,16 @@ class BaseMixer:
 
     @torch.no_grad()
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, *,
-                    context: Any = None) -> dict[str, Tensor]:
-        """One mix of ``x`` for pictures: ``{"x", "partner", "mask", "mixed", "lam"}`` on the CPU.
+                    context: Any = None, reweight: Any = None) -> dict[str, Any]:
+        """One mix of ``x`` for pictures: ``{"x", "partner", "mask", "mixed", "lam", "lam_partner"}`` on the CPU,
+        plus what ``preview_parts`` adds.
 
         ``mask`` [N, 1, H, W] is the partner's weight at each pixel, read off by mixing a one-hot "sample id"
-        probe, so it is right for every mixer (``resizemix`` included). A sample paired with itself shows
-        nothing, so the draw is repeated (a few times) until every sample has another partner.
+        probe, so it is right for every mixer (``resizemix`` included). ``lam`` [N] and ``lam_partner`` [N] are
+        the label weights of the sample and of its partner (``1 - lam`` unless the draw has two, as SnapMix's).
+        ``reweight(mixed, params) -> params`` sets the label weight from the model's view of the mixed batch
+        (``MixerMethod`` passes it for TransMix), so ``lam`` is the one training would use. A sample paired with
+        itself shows nothing, so the draw is repeated (a few times) until every sample has another partner.
         """
         if y is None:
             y = torch.zeros(x.shape[0], 1)
@@ -331,12 +335,31 @@ class BaseMixer:
             out = self(x, y, generator, context=context)
             if x.shape[0] < 2 or bool((out.index != torch.arange(x.shape[0], device=out.index.device)).all()):
                 break
+        params = out.params if reweight is None else reweight(out.x, out.params)
         n, size = x.shape[0], tuple(x.shape[-2:])
         probe = torch.eye(n).view(n, n, 1, 1).expand(n, n, *size).contiguous()
-        own = self.apply(probe.to(out.params.index.device), out.params)
+        own = self.apply(probe.to(params.index.device), params)
         own = own[torch.arange(n), torch.arange(n)].unsqueeze(1).float().cpu()
-        return {"x": x.cpu(), "partner": x[out.index].cpu(), "mask": 1.0 - own, "mixed": out.x.detach().cpu(),
-                "lam": out.lam.cpu()}
+        lam = params.lam.float().cpu()
+        lam_partner = 1.0 - lam if params.lam_partner is None else params.lam_partner.float().cpu()
+        parts = {"x": x.cpu(), "partner": x[params.index.to(x.device)].cpu(), "mask": 1.0 - own,
+                 "mixed": out.x.detach().cpu(), "lam": lam, "lam_partner": lam_partner}
+        extra = self.preview_parts(x, params)
+        return {**parts, **{k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in extra.items()}}
+
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """What a picture of the draw ``params`` of ``x`` needs beyond the partner-weight blend (``mix_preview``):
+
+        * ``"legend"``: lines (six, as ``automix.viz.LEGEND``) saying how the mix and its label weights are made,
+          when ``mixed = (1 - mask) * x + mask * partner`` with weights ``(lam, 1 - lam)`` is not the whole truth;
+        * ``"partner_region"``: bool [N, 1, H, W], the part of the partner the mix shows, when it is not where the
+          mask is (SnapMix's source box, ResizeMix's whole partner); the picture outlines it on the partner;
+        * ``"x"`` / ``"partner"``: the images as they are blended, when the mixer moves their content first
+          (PuzzleMix's transport).
+
+        The default (a plain blend) adds nothing.
+        """
+        return {}
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: Any) -> None:

@@ -190,6 +190,32 @@ class MixChoice(BaseMixer):
             return self.mixers[choice].apply_seg(seg, params, x)
         return super().apply_seg(seg, params, x)
 
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """The chosen mixer's (batch mode); per sample (pair / elem), each sample's partner region from its own
+        mixer and, when one of them is not a plain blend, a legend saying so."""
+        choice = params.extra["choice"]
+        if isinstance(choice, int):
+            return self.mixers[choice].preview_parts(x, params)
+        choice = choice.cpu()
+        subs = [m.preview_parts(x, part) if bool((choice == k).any()) else {}
+                for k, (m, part) in enumerate(zip(self.mixers, params.extra["parts"]))]
+        if not any(subs):
+            return {}
+        size = tuple(x.shape[-2:])
+        region = None
+        for k, (sub, part) in enumerate(zip(subs, params.extra["parts"])):
+            mine = sub.get("partner_region")
+            mine = (partner_weight(part, size, torch.device("cpu")) > 0).expand(x.shape[0], 1, *size) \
+                if mine is None else mine.cpu()
+            region = mine if region is None else torch.where((choice == k).view(-1, 1, 1, 1), mine, region)
+        return {"partner_region": region,
+                "legend": ("original: label weight lam",
+                           "partner: label weight 1 - lam",
+                           "mask: partner's share (white = partner)",
+                           "mixed: each sample as the mixer chosen for",
+                           "  it mixes it (red: the partner's part shown)",
+                           "right: lam | mean of the mask")}
+
 
 @register_mixer("mixup_cutmix")
 def mixup_cutmix(mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_minmax: tuple[float, float] | None = None,

@@ -129,6 +129,23 @@ class SnapMix(BaseMixer):
         extra = {} if self.same_box else {"src_box": src}
         return Region(box=box, lam=(1.0 - own).clamp(0.0, 1.0), lam_partner=partner.clamp(0.0, 1.0), extra=extra)
 
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """Two label weights from the CAMs; without ``same_box``, the partner's source box (``partner_region``,
+        outlined in pictures), which is resized into the box the mask shows."""
+        weights = ("original: label weight lam = the share",
+                   "  of its CAM it keeps; partner: lam_b = the",
+                   "  share of its CAM cut out (sum need not be 1)")
+        src_box = params.extra.get("src_box")
+        if src_box is None:
+            return {"legend": weights + ("mask: the box, partner's share (white = partner)",
+                                         "mixed = (1-mask)*original + mask*partner",
+                                         "right: lam / lam_b | mean of the mask")}
+        region = box_mask(src_box, tuple(x.shape[-2:]), x.device).expand(x.shape[0], -1, -1, -1)
+        return {"partner_region": region,
+                "legend": weights + ("mixed: the partner's red box, resized into",
+                                     "  the mask's box (white = partner)",
+                                     "right: lam / lam_b | mean of the mask")}
+
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         src_box = params.extra.get("src_box")
         if src_box is None:
