@@ -456,6 +456,8 @@ def test_alpha_beside_lam_is_refused_by_each_class_built_directly(cls):
         with pytest.raises(ValueError, match=rf"alpha={alpha} is not used when lam=0.3 gives lambda "
                                              rf"\({cls.__name__}\); give one of them"):
             cls(*args, alpha=alpha, lam=0.3)
+    assert "lam" in inspect.signature(cls).parameters or "kwargs" in inspect.signature(cls).parameters, \
+        "the check leaves the class's signature its constructor's (help, IDEs)"
     if list(inspect.signature(cls.__init__).parameters)[1:2] == ["alpha"]:
         with pytest.raises(ValueError, match=rf"alpha=0.5 is not used when lam=0.3 .*\({cls.__name__}\)"):
             cls(0.5, lam=0.3)  # alpha given by position

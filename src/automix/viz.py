@@ -32,11 +32,11 @@ HEADER = 12  # pixels of column titles above the grid
 
 
 @torch.no_grad()
-def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: int = 0) -> dict[str, Tensor]:
+def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: int = 0) -> dict[str, Any]:
     """Mix the first ``n`` samples of ``x`` with ``source``: a mixer or a Method, through its ``mix_preview``.
 
-    Both give ``{"x", "partner", "mask", "mixed", "lam"}`` (``BaseMixer.mix_preview``, ``Method.mix_preview``);
-    anything else raises ``TypeError``.
+    Both give ``{"x", "partner", "mask", "mixed", "lam"}``, mostly ``"lam_partner"``, and where needed ``"legend"``
+    and ``"partner_region"`` (``BaseMixer.mix_preview``, ``Method.mix_preview``); anything else raises ``TypeError``.
     """
     if not isinstance(source, (BaseMixer, Method)):
         raise TypeError(f"source must be a mixer or a Method, got {type(source).__name__}")
@@ -85,7 +85,7 @@ FOOTER = LINE * len(LEGEND) + 6  # the legend's height under the grid (every leg
 REGION_RGB = (255, 0, 0)  # the outline of the partner's region shown (``partner_region``)
 
 
-def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, title: str | None = None):
+def mix_grid(parts: dict[str, Any], scale: int = 4, mean=None, std=None, title: str | None = None):
     """A ``PIL.Image`` grid from ``preview``'s output; ``mean``/``std`` undo input normalisation.
 
     One row per sample (original | partner | mask | mixed, or with K-way ``sources`` / ``masks`` / ``lams``:

@@ -39,7 +39,7 @@ from .._checks import check_batch, check_choice, check_positive_int, check_range
 from ..context import capture_context, eval_mode, get_context
 from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
 from ..mixers import BaseMixer, MixParams
-from ..mixers._lam import refuse_given_alpha_with_lam
+from ..mixers._lam import refusing_alpha_with_lam
 from ..mixers.base import blend, mix_seg
 from ..models.features import resolve_module
 from .heads import find_classifier
@@ -63,11 +63,12 @@ class Method(nn.Module):
             ``torch.manual_seed`` makes the run reproducible.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Method:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         # A method that draws lambda (AutoMix, SAMix, AdAutoMix, ManifoldMix, ...) takes alpha and lam; giving both
-        # is refused here, where a given alpha can be told from the default (``mixers._lam``).
-        refuse_given_alpha_with_lam(cls, args, kwargs)
-        return super().__new__(cls)
+        # is refused by the constructor's call, where a given alpha can be told from the default (``mixers._lam``).
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = refusing_alpha_with_lam(cls.__init__)
 
     def __init__(self, model: nn.Module, *, total_steps: int | None = None, seed: int | None = None) -> None:
         super().__init__()

@@ -153,24 +153,51 @@ def refuse_alpha_with_lam(options: Mapping[str, Any], who: str) -> None:
                          f"({who}); give one of them")
 
 
-def refuse_given_alpha_with_lam(cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """``refuse_alpha_with_lam`` on the arguments of a call ``cls(*args, **kwargs)``, from ``cls.__new__``.
+def refusing_alpha_with_lam(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a constructor so that a call giving both ``alpha`` and a ``lam`` is refused (``refuse_alpha_with_lam``).
 
-    The check lives in the constructors (``BaseMixer.__new__``, ``Method.__new__``) so that every way of building a
-    mixer or method shares it: ``create_mixer``, ``create_method``, the trainer and a class called directly. It runs
-    in ``__new__`` because only the call itself tells a given ``alpha`` from the default one (``__init__`` sees the
-    default value either way), and ``Mixup(alpha=1.0, lam=0.3)`` is as void as ``Mixup(alpha=0.4, lam=0.3)``.
-    A call that does not fit the signature is left to ``__init__``, which raises Python's own ``TypeError``.
+    ``BaseMixer`` and ``Method`` wrap their own ``__init__`` and every subclass's (``__init_subclass__``), so every
+    way of building a mixer or method shares the check: ``create_mixer``, ``create_method``, the trainer and a class
+    called directly. It reads the call itself because only the call tells a given ``alpha`` from the default one
+    (inside ``__init__`` both are a value), and ``Mixup(alpha=1.0, lam=0.3)`` is as void as
+    ``Mixup(alpha=0.4, lam=0.3)``. Only the outermost constructor of an instance checks (the user's arguments; a
+    ``super().__init__(alpha, ...)`` inside passes the default on). A call that does not fit the signature is left
+    to the constructor, which raises Python's own ``TypeError``. The signature stays the constructor's
+    (``functools.wraps``), for ``inspect`` and ``help``.
     """
-    sig = _init_signature(cls)
-    try:
-        bound = dict(sig.bind_partial(None, *args, **kwargs).arguments)
-    except TypeError:
-        return
-    for name, param in sig.parameters.items():
-        if param.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
-            bound.update(bound.pop(name))  # alpha / lam passed on through **kwargs
-    refuse_alpha_with_lam(bound, cls.__name__)
+    if getattr(init, "__refuses_alpha_with_lam__", False):
+        return init
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        state = self.__dict__
+        if state.get(_CHECKED):  # an inner constructor (super().__init__) of an instance being checked
+            return init(self, *args, **kwargs)
+        sig = _signature(init)
+        try:
+            bound = dict(sig.bind_partial(self, *args, **kwargs).arguments)
+        except TypeError:
+            bound = {}
+        for name, param in sig.parameters.items():
+            if param.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
+                bound.update(bound.pop(name))  # alpha / lam passed on through **kwargs
+        refuse_alpha_with_lam(bound, type(self).__name__)
+        state[_CHECKED] = True
+        try:
+            return init(self, *args, **kwargs)
+        finally:
+            state.pop(_CHECKED, None)
+
+    checked.__refuses_alpha_with_lam__ = True
+    return checked
+
+
+_CHECKED = "_automix_checking_alpha_with_lam"  # set on an instance while its outermost constructor runs
+
+
+@functools.cache
+def _signature(init: Callable[..., None]) -> inspect.Signature:
+    return inspect.signature(init)
 
 
 def alpha_or_lam(alpha: float, lam: Any) -> dict[str, Any]:
@@ -178,10 +205,6 @@ def alpha_or_lam(alpha: float, lam: Any) -> dict[str, Any]:
     when given (the alpha is then unused, and a mixer refuses the two together), else ``alpha``."""
     return {"lam": lam} if lam is not None else {"alpha": alpha}
 
-
-@functools.cache
-def _init_signature(cls: type) -> inspect.Signature:
-    return inspect.signature(cls.__init__)
 
 
 def _unit(name: str, value: Any, shown: Any) -> float:

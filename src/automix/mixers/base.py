@@ -40,7 +40,7 @@ from .._checks import (
     check_tensor,
     check_type,
 )
-from ._lam import LamSpec, lam_sampler, refuse_given_alpha_with_lam
+from ._lam import LamSpec, lam_sampler, refusing_alpha_with_lam
 from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 
 MODES = ("batch", "pair", "elem")
@@ -168,11 +168,12 @@ class BaseMixer:
     needs: ClassVar[str | None] = None  # the context the draw reads (automix.context), None: no model needed
     reweights: ClassVar[str | None] = None  # the context read in the mixed batch's forward pass to reset lam
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> BaseMixer:
-        # alpha beside a given lam is refused here, where a given alpha can be told from the default (``_lam``).
-        refuse_given_alpha_with_lam(cls, args, kwargs)
-        return super().__new__(cls)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):  # alpha beside a given lam is refused by every constructor's call (``_lam``)
+            cls.__init__ = refusing_alpha_with_lam(cls.__init__)
 
+    @refusing_alpha_with_lam
     def __init__(self, alpha: float = 1.0, *, lam: LamSpec | None = None, prob: float = 1.0, mode: str = "batch",
                  pairing: str = "perm", num_classes: int | None = None, label_smoothing: float = 0.0,
                  generator: torch.Generator | None = None) -> None:
@@ -203,7 +204,7 @@ class BaseMixer:
         self.__dict__.update(state)
 
     def __copy__(self) -> BaseMixer:
-        # A shallow copy shares the generator (as before pickling had a say): MixCollate's copy of a mixer with its
+        # A shallow copy shares the generator (as it did before __getstate__): MixCollate's copy of a mixer with its
         # num_classes set draws from the caller's stream in the main process.
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
