@@ -206,7 +206,6 @@ def alpha_or_lam(alpha: float, lam: Any) -> dict[str, Any]:
     return {"lam": lam} if lam is not None else {"alpha": alpha}
 
 
-
 def _unit(name: str, value: Any, shown: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must hold numbers in [0, 1], got {type(value).__name__} {value!r} in {shown!r}")
