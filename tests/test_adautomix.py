@@ -130,7 +130,7 @@ def test_fallback_fires_at_the_rate_of_upstreams_condition():
     method = make(3)
     gen = torch.Generator().manual_seed(0)
     n = 20_000
-    draws = [method.draw(2, gen) for _ in range(n)]
+    draws = [method.draw(3, gen) for _ in range(n)]  # the smallest batch that K = 3 takes
     rate = sum(d["fallback"] for d in draws) / n
     c = 0.03 / 0.97
     expected = c + c * c / 6
@@ -498,5 +498,6 @@ def test_recipes_build_and_step(recipe, size, classes):
     method = build_method(cfg, model, classes, 100, 0)
     assert method.alpha == 1.0 and method.lam_margin == 0.03
     if name == cfg.model:
-        loss, _ = method.training_step(torch.rand(2, 3, size, size), torch.randint(0, classes, (2,)))
+        k = method.mix_samples  # the smallest batch the recipe's K takes
+        loss, _ = method.training_step(torch.rand(k, 3, size, size), torch.randint(0, classes, (k,)))
         assert torch.isfinite(loss)
