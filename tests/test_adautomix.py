@@ -403,7 +403,12 @@ def test_trainer_names_mix_samples_and_the_batch_size(tmp_path, capsys):
     code = main(["train", "--method", "adautomix", "--method-opt", "mix_samples=3", "--batch-size", "2",
                  "--subset", "16", "--epochs", "1", "--width", "4", "--output", str(tmp_path / "r")])
     assert code == 2
-    assert "mix_samples=3 needs a batch of at least 3 images" in capsys.readouterr().err
+    assert "mix_samples=3 needs a batch of at least 3 images (each mix takes 3 images of the batch), got a batch of " \
+           "2; lower mix_samples or raise the batch size (--batch-size 2, per process)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists(), "refused before the run starts: no run folder left behind"
+    make(3).check_batch_size(3)
+    with pytest.raises(ValueError, match="mix_samples=4 needs a batch of at least 4"):
+        make(4).check_batch_size(3)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

@@ -325,8 +325,8 @@ class AdAutoMix(MomentumEncoderMethod):
 
     Raises:
         ValueError: an option out of range or not one of its choices (the error names it); ``alpha`` beside
-            ``lam``; at the first ``training_step``, a batch smaller than ``mix_samples`` (naming both). TypeError:
-            a flag that is not a bool.
+            ``lam``; at the first ``training_step`` (or ``check_batch_size``), a batch smaller than ``mix_samples``
+            (naming both). TypeError: a flag that is not a bool.
 
     Example:
         >>> import torch, automix
@@ -415,10 +415,7 @@ class AdAutoMix(MomentumEncoderMethod):
         """
         gen = self.generator if generator is None else generator
         k = self.mix_samples
-        if batch < k:
-            # K permutations of fewer than K images would mix an image with itself in every sample.
-            raise ValueError(f"mix_samples={k} needs a batch of at least {k} images (each mix takes {k} images of "
-                             f"the batch), got a batch of {batch}; lower mix_samples or raise the batch size")
+        self.check_batch_size(batch)
         lams = self._lam_vector(gen)
         if k == 2:
             lam_mb, lam_bb = float(lams[0]), float(lams[1])
@@ -435,6 +432,14 @@ class AdAutoMix(MomentumEncoderMethod):
             vec_mb = vec_bb = lams
         return {"lam_mb": vec_mb.float(), "lam_bb": vec_bb.float(), "src_mb": src_mb, "src_bb": src_bb,
                 "fallback": bool(fallback)}
+
+    def check_batch_size(self, batch: int) -> None:
+        """``ValueError`` naming ``mix_samples`` and the batch size when ``batch < mix_samples``: K permutations of
+        fewer than K images would mix an image with itself in every sample."""
+        k = self.mix_samples
+        if batch < k:
+            raise ValueError(f"mix_samples={k} needs a batch of at least {k} images (each mix takes {k} images of "
+                             f"the batch), got a batch of {batch}; lower mix_samples or raise the batch size")
 
     def is_adversarial(self, step: int | None = None) -> bool:
         """Whether step ``step`` (default: the next one, ``self.step``) trains the generator adversarially."""

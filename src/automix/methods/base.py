@@ -115,6 +115,11 @@ class Method(nn.Module):
         """Tell the method how many optimiser steps the run has (drives its schedules)."""
         self.total_steps = check_positive_int("total_steps", total_steps)
 
+    def check_batch_size(self, batch: int) -> None:
+        """Raise ``ValueError`` (naming the option that needs it) when this method cannot train on batches of
+        ``batch`` samples; every method takes any batch but AdAutoMix (at least ``mix_samples``). The trainer calls
+        it before the first step, when it knows the batch size."""
+
     def set_mixing(self, enabled: bool) -> None:
         """Turn mixing on or off for the following steps (timm's ``Mixup.mixup_enabled``).
 
