@@ -130,7 +130,7 @@ def test_fallback_fires_at_the_rate_of_upstreams_condition():
     method = make(3)
     gen = torch.Generator().manual_seed(0)
     n = 20_000
-    draws = [method.draw(2, gen) for _ in range(n)]
+    draws = [method.draw(3, gen) for _ in range(n)]  # the smallest batch that K = 3 takes
     rate = sum(d["fallback"] for d in draws) / n
     c = 0.03 / 0.97
     expected = c + c * c / 6
@@ -355,15 +355,60 @@ def test_lam_and_its_normalisation():
     x, y = batch()
     _, logs = make(2, lam=0.3).training_step(x, y)
     assert float(logs["lam_mb"]) == float(logs["lam_bb"]) == float(torch.tensor(0.3))
-    three = make(3, lam=0.3)
-    three.training_step(x, y)
-    torch.testing.assert_close(three.last_mix["lam_mb"], torch.full((3,), 1 / 3))
     draws = [make(3, seed=s, lam={"beta": [2, 5]}).draw(4)["lam_bb"] for s in (1, 1, 2)]
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
-    with pytest.raises(ValueError, match="lam must be 3 numbers"):
-        three.mix_preview(x, lam=0.3)
-    parts = three.mix_preview(x, lam=[2.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"lam must be a number or 3 numbers for mix_samples=3, got \[0.5, 0.5\]"):
+        make(3).mix_preview(x, lam=[0.5, 0.5])
+    parts = make(3).mix_preview(x, lam=[2.0, 1.0, 1.0])
     torch.testing.assert_close(parts["lams"][0], torch.tensor([0.5, 0.25, 0.25]))
+
+
+@pytest.mark.parametrize("k", [3, 4])
+@pytest.mark.parametrize("lam", [0.7, 0.2, {"fold": 0.2}], ids=["0.7", "0.2", "fold"])
+def test_a_fixed_lam_with_more_than_two_images_is_the_first_images_weight(k, lam):
+    """A fixed lam was drawn K times and normalised, so every number gave 1 / K: the value was ignored. It is now
+    the first image's weight (as for K = 2 and every other method), the others sharing 1 - lam equally, in the
+    training step (both branches, the targets, the fallback test) and in the preview."""
+    value = lam if isinstance(lam, float) else max(lam["fold"], 1 - lam["fold"])
+    want = torch.tensor([value] + [(1 - value) / (k - 1)] * (k - 1))
+    method = make(k, lam=lam)
+    x, y = batch()
+    _, logs = method.training_step(x, y)
+    for key in ("lam_mb", "lam_bb"):
+        torch.testing.assert_close(method.last_mix[key], want)
+    assert float(logs["lam_mb"]) == pytest.approx(value) and not bool(logs["fallback"])
+    target = torch.nn.functional.one_hot(y, 4).float()
+    torch.testing.assert_close(kway_targets(target, method.last_params["bb"]),
+                               sum(want[i] * target[s] for i, s in enumerate(method.last_mix["src_bb"])))
+    torch.testing.assert_close(method.mix_preview(x, lam=value)["lams"][0], want)
+    # lam_0 at the margin makes the fallback fire on every step, as the upstream test on lam_0 says.
+    assert make(k, lam=0.02).draw(8)["fallback"] and make(k, lam=0.98).draw(8)["fallback"]
+
+
+@pytest.mark.parametrize(("k", "n"), [(3, 2), (5, 4), (2, 1)])
+def test_a_batch_smaller_than_mix_samples_is_refused_at_the_first_step(k, n):
+    """mix_samples larger than the batch was accepted: every mix then took one image more than once."""
+    method = make(k)
+    x, y = batch(n)
+    with pytest.raises(ValueError, match=rf"mix_samples={k} needs a batch of at least {k} images .* got a batch of "
+                                         rf"{n}; lower mix_samples or raise the batch size"):
+        method.training_step(x, y)
+    assert int(method.step) == 0 and method.last_params == {}
+    method.training_step(*batch(k))  # a batch of K images is enough
+
+
+def test_trainer_names_mix_samples_and_the_batch_size(tmp_path, capsys):
+    from automix.cli import main
+
+    code = main(["train", "--method", "adautomix", "--method-opt", "mix_samples=3", "--batch-size", "2",
+                 "--subset", "16", "--epochs", "1", "--width", "4", "--output", str(tmp_path / "r")])
+    assert code == 2
+    assert "mix_samples=3 needs a batch of at least 3 images (each mix takes 3 images of the batch), got a batch of " \
+           "2; lower mix_samples or raise the batch size (--batch-size 2, per process)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists(), "refused before the run starts: no run folder left behind"
+    make(3).check_batch_size(3)
+    with pytest.raises(ValueError, match="mix_samples=4 needs a batch of at least 4"):
+        make(4).check_batch_size(3)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
@@ -458,5 +503,6 @@ def test_recipes_build_and_step(recipe, size, classes):
     method = build_method(cfg, model, classes, 100, 0)
     assert method.alpha == 1.0 and method.lam_margin == 0.03
     if name == cfg.model:
-        loss, _ = method.training_step(torch.rand(2, 3, size, size), torch.randint(0, classes, (2,)))
+        k = method.mix_samples  # the smallest batch the recipe's K takes
+        loss, _ = method.training_step(torch.rand(k, 3, size, size), torch.randint(0, classes, (k,)))
         assert torch.isfinite(loss)

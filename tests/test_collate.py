@@ -95,6 +95,86 @@ def test_bad_samples_are_named(samples, error, match):
         automix.MixCollate("mixup", num_classes=4)(samples)
 
 
+# ---------------------------------------------------------------- inputs a tester found unchecked
+def u8(*shape: int) -> torch.Tensor:
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(sum(shape)))
+
+
+@pytest.mark.parametrize("labels, error, match", [
+    (["cat", "dog"], TypeError, r"samples\[0\] label must be a class index \(an int or a 0-dim integer tensor\) or a "
+                                r"float target \(a float or a float tensor\), got str 'cat'; map class names to "
+                                r"indices in the dataset"),
+    ([True, False], TypeError, r"samples\[0\] label must be a class index .* got bool True"),
+    ([torch.tensor([1, 0, 1]), torch.tensor([0, 1, 1])], TypeError,
+     r"samples\[0\] label .* got tensor of dtype torch.int64 and shape \(3,\)"),
+    ([0, 1.0], ValueError, r"samples\[1\] has a float target label of shape \(\) \(float 1.0\) but samples\[0\] "
+                           r"a class index of shape \(\) \(int 0\); give every label as class indices"),
+    ([2, torch.tensor([0.0, 1.0, 0.0, 0.0])], ValueError,
+     r"samples\[1\] has a float target label of shape \(4,\) .* but samples\[0\] a class index"),
+    ([torch.rand(4), torch.rand(5)], ValueError,
+     r"samples\[1\] has a float target label of shape \(5,\) .* but samples\[0\] a float target of shape \(4,\)"),
+])
+def test_labels_of_another_kind_are_named(labels, error, match):
+    """String labels raised AttributeError ('list' object has no attribute 'is_floating_point'); an int beside a
+    float was collated to float targets, so class ids were mixed as regression values; an int beside a one-hot
+    tensor raised "only one element tensors can be converted to Python scalars"."""
+    with pytest.raises(error, match=match):
+        automix.MixCollate("mixup", num_classes=4).stack([(u8(3, 8, 8), label) for label in labels])
+
+
+def test_numpy_and_tensor_class_ids_and_float_targets_are_collated():
+    np = pytest.importorskip("numpy")
+    collate = automix.MixCollate("mixup", num_classes=4)
+    for labels in ([1, 3], [np.int64(1), np.int64(3)], [torch.tensor(1), torch.tensor(3)]):
+        y = collate.stack([(u8(3, 8, 8), label) for label in labels])[1]
+        assert y.dtype == torch.long and y.tolist() == [1, 3]
+    y = collate.stack([(u8(3, 8, 8), 0.5), (u8(3, 8, 8), np.float32(2.0))])[1]
+    assert y.dtype == torch.float32 and y.tolist() == [0.5, 2.0]  # regression values
+
+
+def test_images_without_a_channel_dim_or_channels_last():
+    """[H, W] tensors were stacked to [B, H, W], which a mixer takes as H channels of a 1-D signal (CutMix then cut
+    stripes across W); [H, W, C] tensors were mixed as C = H channels of an H x C image."""
+    grey = [(u8(8, 8), 0), (u8(8, 8), 1)]
+    collate = automix.MixCollate("cutmix", num_classes=4)
+    x = collate.stack(grey)[0]
+    assert x.shape == (2, 1, 8, 8)
+    assert torch.equal(x, collate.stack([(img.unsqueeze(0), label) for img, label in grey])[0])
+    assert collate(grey)[0].shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"samples\[0\] image has shape \(8, 8, 3\), which looks channels-last "
+                                         r"\[H, W, C\]; MixCollate takes \[C, H, W\]: permute\(2, 0, 1\)"):
+        collate.stack([(u8(8, 8, 3), 0)])
+    with pytest.raises(ValueError, match=r"samples\[0\] image has shape \(1, 3, 8, 8\); MixCollate takes "
+                                         r"\[C, H, W\] or \[H, W\] \(spatial_dims=2\)"):
+        collate.stack([(u8(1, 3, 8, 8), 0)])
+    # Signals and volumes say so: [C, T] or [T] with spatial_dims=1, [C, D, H, W] with spatial_dims=3.
+    signals = automix.MixCollate("cutmix", num_classes=4, spatial_dims=1)
+    assert signals.stack([(torch.rand(2, 16), 0), (torch.rand(2, 16), 1)])[0].shape == (2, 2, 16)
+    assert signals.stack([(torch.rand(16), 0)])[0].shape == (1, 1, 16)
+    assert signals([(torch.rand(16), 0), (torch.rand(16), 1)])[0].shape == (2, 1, 16)
+    volumes = automix.MixCollate("cutmix", num_classes=4, spatial_dims=3)
+    assert volumes.stack([(torch.rand(1, 4, 8, 8), 0)])[0].shape == (1, 1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"spatial_dims 1 is not one mixer 'gridmix' takes \(\[2\]\)"):
+        automix.MixCollate("gridmix", num_classes=4, spatial_dims=1)
+    with pytest.raises(ValueError, match="spatial_dims must be 1 .*, 2 .* or 3 .*, got 4"):
+        automix.MixCollate("mixup", spatial_dims=4)
+
+
+def test_one_number_normalises_every_channel():
+    """``mean=0.5`` raised "'float' object is not iterable"; one number now applies to every channel."""
+    samples = [(u8(3, 8, 8), 0), (u8(3, 8, 8), 1)]
+    one = automix.MixCollate("mixup", num_classes=4, mean=0.5, std=0.25).stack(samples)[0]
+    per = automix.MixCollate("mixup", num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3).stack(samples)[0]
+    assert torch.equal(one, per)
+    mixed = automix.MixCollate("mixup", num_classes=4, mean=(0.1, 0.2, 0.3), std=0.5).stack(samples)[0]
+    assert torch.equal(mixed, automix.MixCollate("mixup", num_classes=4, mean=(0.1, 0.2, 0.3),
+                                                 std=(0.5,) * 3).stack(samples)[0])
+    with pytest.raises(TypeError, match=r"mean must be a number or one number per channel, got '0.5'"):
+        automix.MixCollate("mixup", mean="0.5", std=0.25)
+    with pytest.raises(TypeError, match=r"std must be a number or one number per channel, got \[0.2, None\]"):
+        automix.MixCollate("mixup", mean=0.5, std=[0.2, None])
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="num_classes 5 differs from the mixer's num_classes 4"):
         automix.MixCollate(automix.create_mixer("mixup", num_classes=4), num_classes=5)
@@ -166,3 +246,43 @@ def test_workers_draw_differently_per_worker_and_epoch_and_repeat_under_a_seed(p
     if mixer_seed is not None:
         own = loader_batches(persistent, 7, mixer_seed + 1, epochs=1)
         assert not torch.equal(own[0][0][1], run[0][0][1]), "the mixer's own seed sets the draws too"
+
+
+# ---------------------------------------------------------------- spawn / forkserver workers
+def spawn_or_fork_batches(context: str, mixer_seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    collate = automix.MixCollate(automix.create_mixer("mixup", mode="elem",
+                                                      generator=torch.Generator().manual_seed(mixer_seed)),
+                                 num_classes=8)
+    loader = torch.utils.data.DataLoader(Repeated(32), batch_size=8, num_workers=2, collate_fn=collate,
+                                         multiprocessing_context=context, timeout=120,
+                                         generator=torch.Generator().manual_seed(7))
+    return list(loader)
+
+
+@pytest.mark.skipif("spawn" not in torch.multiprocessing.get_all_start_methods(), reason="no spawn start method")
+def test_a_mixer_with_its_own_generator_works_in_spawned_workers_and_draws_as_forked_ones():
+    """A mixer built with generator= killed spawned (and forkserver) workers with "unable to resize file": the
+    generator's pickled state tensor went through shared memory. The mixer now pickles its generator as bytes; each
+    worker re-seeds it from the mixer's seed, its id and its per-epoch seed, so spawned workers draw exactly what
+    forked ones do. (Spawning two workers imports torch twice: about 5-10 s.)"""
+    spawned = spawn_or_fork_batches("spawn", 3)
+    assert len(spawned) == 4
+    if "fork" in torch.multiprocessing.get_all_start_methods():
+        forked = spawn_or_fork_batches("fork", 3)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(spawned, forked))
+    assert not torch.equal(spawned[0][1], spawned[1][1]), "worker 0 and worker 1 draw differently"
+    assert not torch.equal(spawned[0][1], spawned[2][1]), "a worker's stream goes on from batch to batch"
+
+
+def test_a_pickled_mixer_rebuilds_its_generator_and_a_copy_shares_it():
+    import copy
+
+    gen = torch.Generator().manual_seed(11)
+    torch.rand(3, generator=gen)
+    mixer = automix.create_mixer("cutmix", generator=gen)
+    again = pickle.loads(pickle.dumps(mixer))
+    assert isinstance(again.generator, torch.Generator) and again.generator is not gen
+    assert again.generator.initial_seed() == 11 and torch.equal(again.generator.get_state(), gen.get_state())
+    assert copy.copy(mixer).generator is gen, "a shallow copy (MixCollate's) draws from the caller's stream"
+    assert copy.deepcopy(mixer).generator is not gen
+    assert pickle.loads(pickle.dumps(automix.create_mixer("cutmix"))).generator is None

@@ -4,6 +4,7 @@ draws one and for AutoMix / SAMix; drawn through the mixer's generator, replayab
 from __future__ import annotations
 
 import argparse
+import inspect
 import pickle
 
 import pytest
@@ -420,3 +421,59 @@ def test_an_unset_mixup_lam_leaves_recorded_config_hashes_alone():
 
     assert "mixup_lam" not in bench.config_record(Config())
     assert bench.config_record(Config(mixup_lam=0.2))["mixup_lam"] == 0.2
+
+
+# ---------------------------------------------------------------- alpha beside lam: refused by the classes themselves
+def _classes_taking_alpha_and_lam() -> list[type]:
+    """Every mixer and method class that declares both alpha and lam (through ``**kwargs`` up the MRO too)."""
+    from automix._options import signature_options
+    from automix.methods.registry import _METHODS
+    from automix.mixers.registry import mixer_factory
+
+    found = [mixer_factory(n) for n in automix.list_mixers()] + [s.build for s in _METHODS.values()]
+    classes = {c for c in found if isinstance(c, type) and {"alpha", "lam"} <= set(signature_options(c))}
+    return sorted(classes, key=lambda c: c.__name__)
+
+
+TAKING_BOTH = _classes_taking_alpha_and_lam()
+
+
+def test_the_classes_taking_alpha_and_lam_are_all_found():
+    names = {c.__name__ for c in TAKING_BOTH}
+    assert {"Mixup", "CutMix", "SnapMix", "AutoMix", "SAMix", "AdAutoMix", "ManifoldMix", "AlignMix",
+            "AttentiveMixMethod", "PuzzleMix"} <= names, names
+
+
+@pytest.mark.parametrize("cls", TAKING_BOTH, ids=lambda c: c.__name__)
+def test_alpha_beside_lam_is_refused_by_each_class_built_directly(cls):
+    """The factories refused alpha with lam; the classes called directly took both and drew lam, silently dropping
+    the alpha. Every class refuses it now, also when the alpha given is the class's default value."""
+    from automix.methods import Method
+
+    args = (torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 4)),) if issubclass(cls, Method) else ()
+    for alpha in (0.5, 1.0, 2.0):
+        with pytest.raises(ValueError, match=rf"alpha={alpha} is not used when lam=0.3 gives lambda "
+                                             rf"\({cls.__name__}\); give one of them"):
+            cls(*args, alpha=alpha, lam=0.3)
+    assert "lam" in inspect.signature(cls).parameters or "kwargs" in inspect.signature(cls).parameters, \
+        "the check leaves the class's signature its constructor's (help, IDEs)"
+    if list(inspect.signature(cls.__init__).parameters)[1:2] == ["alpha"]:
+        with pytest.raises(ValueError, match=rf"alpha=0.5 is not used when lam=0.3 .*\({cls.__name__}\)"):
+            cls(0.5, lam=0.3)  # alpha given by position
+
+
+def test_lam_alone_still_builds_every_method_and_mixer_that_wraps_a_mixer():
+    model = automix.create_model("preact_resnet18", num_classes=4, width=4)
+    for name in ("manifoldmix", "alignmix", "attentivemix", "automix", "samix", "adautomix"):
+        method = automix.create_method(name, model, num_classes=4, lam=0.3)
+        inner = getattr(method, "mixer", method)
+        assert inner.lam == 0.3, name
+    # mixup_cutmix with a lam: its alphas only say which mixers are on, whether one or both are.
+    assert automix.create_mixer("mixup_cutmix", mixup_alpha=1.0, lam=0.3).lam == 0.3
+    assert automix.create_mixer("mixup_cutmix", cutmix_alpha=1.0, lam=0.3).lam == 0.3
+    both = automix.create_mixer("mixup_cutmix", mixup_alpha=1.0, cutmix_alpha=1.0, lam=0.3)
+    assert [m.lam for m in both.mixers] == [0.3, 0.3]
+    assert "alpha" not in repr(both.mixers[0]), "a mixer drawing a given lam does not show an alpha it never uses"
+    with pytest.raises(ValueError, match=r"alpha=0.2 is not used when lam=0.3 gives lambda \(mixer 'cutmix'\)"):
+        automix.create_mixer("mix_choice", mixers=["mixup", ("cutmix", {"alpha": 0.2})], lam=0.3)

@@ -3,6 +3,8 @@ per pair, and every sample's targets are the mix it really got."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import sample_id_probe
@@ -63,3 +65,29 @@ def test_pair_mode_shares_the_draw_inside_each_pair_as_timm():
         assert torch.equal(out.x[i, j], out.x[j, i])
         lam = out.lam[(out.lam < 1) & (out.params.extra["choice"] == 0)]  # mixup's: continuous, so no ties
         assert lam.unique().numel() == lam.numel() // 2, "one lambda per pair, not per batch"
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--method", "snapmix", "--mixup-mode", "pair"],
+     r"mode 'pair' does not apply to snapmix: .* \(given as --mixup-mode 'pair', YAML mixup_mode\)"),
+    (["--method", "smoothmix", "--mixup-lam", "0.3"],
+     r"lam=0.3 does not apply to smoothmix: .* \(given as --mixup-lam 0.3, YAML mixup_lam\)"),
+    (["--mixup", "1.0", "--cutmix-minmax", "0.2", "0.8", "--mixup-lam", "0.3"],
+     r"cutmix_minmax=.* sizes the box, but lam=0.3 is given.*\(given as --cutmix-minmax \[0.2, 0.8\], YAML "
+     r"cutmix_minmax; --mixup-lam 0.3, YAML mixup_lam\)"),
+])
+def test_a_mode_or_lam_the_method_refuses_names_the_flag_it_came_from(tmp_path, capsys, argv, named):
+    """``--mixup-mode pair`` with snapmix failed with "mode must be one of ['batch', 'elem'], got 'pair'": no flag,
+    no method. The mixer's error names the mode and the method, and the trainer adds the flag it came from."""
+    from automix.cli import main
+
+    code = main(["train", *argv, "--subset", "16", "--batch-size", "8", "--epochs", "1", "--width", "4",
+                 "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert re.search(named, err), err
+    assert not (tmp_path / "r").exists()
+    # Given as the method's own option, the error names that option only.
+    assert main(["train", "--method", "snapmix", "--method-opt", "mode=pair", "--subset", "16", "--epochs", "1",
+                 "--output", str(tmp_path / "o")]) == 2
+    assert "given as" not in capsys.readouterr().err

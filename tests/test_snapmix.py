@@ -161,7 +161,7 @@ def test_a_head_that_is_not_linear_after_global_pooling_is_named():
 
 def test_bad_options_name_the_option():
     model = automix.create_model("preact_resnet18", num_classes=4, width=4)
-    with pytest.raises(ValueError, match="mode must be one of .*'batch', 'elem'.* got 'pair'"):
+    with pytest.raises(ValueError, match="mode 'pair' does not apply to snapmix: .* use mode 'batch' or 'elem'"):
         automix.create_method("snapmix", model, num_classes=4, mode="pair")
     with pytest.raises(TypeError, match="option layer=3 for method 'snapmix' must be"):
         automix.create_method("snapmix", model, num_classes=4, layer=3)

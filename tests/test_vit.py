@@ -553,7 +553,7 @@ def test_tokenmix_bad_input_is_named():
     automix.create_method("tokenmix", cnn, num_classes=4, patch_size=8)  # given: any model
     with pytest.raises(ValueError, match=r"x must have height and width multiples of patch_size=4, got \(30, 32\)"):
         automix.create_method("tokenmix", tiny_vit(), num_classes=4).mixer.sample(torch.rand(2, 3, 30, 32))
-    with pytest.raises(ValueError, match="mode must be 'batch' or 'elem' with a teacher"):
+    with pytest.raises(ValueError, match="mode 'pair' does not apply to tokenmix with a teacher: .* 'batch' or 'elem'"):
         automix.create_method("tokenmix", tiny_vit(), num_classes=4, mode="pair", teacher=cnn)
     with pytest.raises(ValueError, match=r"mask_type must be one of \['block', 'random'\], got 'grid'"):
         automix.create_method("tokenmix", tiny_vit(), num_classes=4, mask_type="grid")

@@ -6,6 +6,15 @@ them out (one row per sample: original | partner | mask | mixed, with lam writte
 A method that mixes K images (AdAutoMix) adds ``sources`` / ``masks`` / ``lams`` to its preview; its rows
 are then image 1 | ... | image K | mask 1 | ... | mask K | mixed, each mask the share of its image.
 Works for any mixer and any Method (both have ``mix_preview``). Needs only Pillow.
+
+The legend under the grid says how the mix and its label weights are made. ``LEGEND`` (a blend, weights lam and
+1 - lam) is the default; a mixer or method for which that is not the whole truth gives its own lines in the
+preview's ``"legend"`` (``BaseMixer.preview_parts``): SnapMix (two label weights from class activation maps, the
+partner's box resized), ResizeMix (the whole partner shrunk), PuzzleMix (transport), TransMix (attention-based
+weights), TokenMix with a teacher, ManifoldMix (a hidden layer), AlignMix (aligned cells). A preview's
+``"lam_partner"`` (the partner's label weight) is written beside lam when it is not ``1 - lam``, and its
+``"partner_region"`` (the part of the partner the mix shows, when not where the mask is) is outlined in red on the
+partner.
 """
 
 from __future__ import annotations
@@ -23,11 +32,11 @@ HEADER = 12  # pixels of column titles above the grid
 
 
 @torch.no_grad()
-def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: int = 0) -> dict[str, Tensor]:
+def preview(source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, seed: int = 0) -> dict[str, Any]:
     """Mix the first ``n`` samples of ``x`` with ``source``: a mixer or a Method, through its ``mix_preview``.
 
-    Both give ``{"x", "partner", "mask", "mixed", "lam"}`` (``BaseMixer.mix_preview``, ``Method.mix_preview``);
-    anything else raises ``TypeError``.
+    Both give ``{"x", "partner", "mask", "mixed", "lam"}``, mostly ``"lam_partner"``, and where needed ``"legend"``
+    and ``"partner_region"`` (``BaseMixer.mix_preview``, ``Method.mix_preview``); anything else raises ``TypeError``.
     """
     if not isinstance(source, (BaseMixer, Method)):
         raise TypeError(f"source must be a mixer or a Method, got {type(source).__name__}")
@@ -72,15 +81,18 @@ LEGEND_K = ("image i: label weight lam_i",
             "right: lam_1/.../lam_K |",
             "  mean of mask 1/.../mask K")
 LINE = 11  # pixels per text line
-FOOTER = LINE * len(LEGEND) + 6  # the legend's height under the grid (the same for LEGEND_K)
+FOOTER = LINE * len(LEGEND) + 6  # the legend's height under the grid (every legend has six lines)
+REGION_RGB = (255, 0, 0)  # the outline of the partner's region shown (``partner_region``)
 
 
-def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, title: str | None = None):
+def mix_grid(parts: dict[str, Any], scale: int = 4, mean=None, std=None, title: str | None = None):
     """A ``PIL.Image`` grid from ``preview``'s output; ``mean``/``std`` undo input normalisation.
 
     One row per sample (original | partner | mask | mixed, or with K-way ``sources`` / ``masks`` / ``lams``:
-    image 1..K | mask 1..K | mixed), each row's lam and mask mean(s) at its right, ``title`` (e.g. the run and
-    epoch) above and a legend below saying which side is which.
+    image 1..K | mask 1..K | mixed), each row's lam (and the partner's label weight when it is not 1 - lam) and
+    mask mean(s) at its right, the partner's ``partner_region`` outlined in red, ``title`` (e.g. the run and epoch)
+    above and a legend below saying how the mix and its label weights are made (the preview's ``"legend"``, else
+    ``LEGEND``).
     """
     from PIL import Image, ImageDraw
 
@@ -95,7 +107,12 @@ def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, titl
         legend = LEGEND_K
     else:
         images, masks = [x, parts["partner"]], [parts["mask"]]
-        names, legend = ["original", "partner", "mask", "mixed"], LEGEND
+        names, legend = ["original", "partner", "mask", "mixed"], tuple(parts.get("legend") or LEGEND)
+    lam_b = None if kway else parts.get("lam_partner")
+    if lam_b is not None and torch.allclose(lam_b.float(), 1.0 - parts["lam"].float(), atol=1e-6):
+        lam_b = None  # the usual 1 - lam: nothing to add
+    region = None if kway else parts.get("partner_region")
+    outline = None if region is None else _outline(region)
     if mean is not None and std is not None:
         m = torch.as_tensor(mean).view(-1, 1, 1)
         s = torch.as_tensor(std).view(-1, 1, 1)
@@ -110,7 +127,8 @@ def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, titl
         if kway:
             return ("lam " + "/".join(f"{float(v):.2f}" for v in lams[i]) + "\nmask "
                     + "/".join(f"{float(mk[i].mean()):.2f}" for mk in masks))
-        return f"lam {float(parts['lam'][i]):.2f}\nmask {float(masks[0][i].mean()):.2f}"
+        lam = f"lam {float(parts['lam'][i]):.2f}" + ("" if lam_b is None else f" / {float(lam_b[i]):.2f}")
+        return f"{lam}\nmask {float(masks[0][i].mean()):.2f}"
 
     label_w = max(64, 6 * max(len(line) for i in range(n) for line in side_text(i).split("\n")) + 8)
     line = LINE
@@ -127,6 +145,8 @@ def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, titl
     for i in range(n):
         cells = [_to_uint8(t[i], lo, hi) for t in images] + [_to_uint8(mk[i], zero, one) for mk in masks]
         cells.append(_to_uint8(mixed[i], lo, hi))
+        if outline is not None:  # on the partner (column 1)
+            cells[1] = torch.where(outline[i].unsqueeze(-1), torch.tensor(REGION_RGB, dtype=torch.uint8), cells[1])
         for j, cell in enumerate(cells):
             tile = Image.frombytes("RGB", (w, h), bytes(cell.contiguous().flatten().tolist()))
             tile = tile.resize((w * scale, h * scale), Image.NEAREST)
@@ -135,6 +155,13 @@ def mix_grid(parts: dict[str, Tensor], scale: int = 4, mean=None, std=None, titl
     for k_line, text in enumerate(legend):
         draw.text((2, head + n * h * scale + 3 + k_line * line), text, fill="black")
     return grid
+
+
+def _outline(region: Tensor) -> Tensor:
+    """The border pixels of each region [N, 1, H, W] (bool [N, H, W]): inside it, next to outside or the edge."""
+    inside = region.bool()[:, 0].float().unsqueeze(1)
+    eroded = -torch.nn.functional.max_pool2d(-torch.nn.functional.pad(inside, (1, 1, 1, 1)), 3, stride=1)
+    return (inside > 0)[:, 0] & (eroded < 1)[:, 0]
 
 
 def save_mix_grid(path: str | Path, source: Any, x: Tensor, y: Tensor | None = None, n: int = 8, **kwargs) -> Path:

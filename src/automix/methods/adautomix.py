@@ -67,6 +67,9 @@ Deliberate differences from upstream, none of which changes a published config's
 * the EMA momenta follow ``total_steps`` when not given (``model_ema_decay=None``, as AutoMix: the reference's
   0.999 -> 0.999999 at 200,000 steps); the recipes give upstream's values;
 * the masks are upsampled to the image size; ``scale_factor`` (optional) checks that it is upstream's factor;
+* a fixed ``lam`` (upstream has none; it only draws from Beta) is the first image's weight, the other K - 1 sharing
+  the rest equally (``fixed_lams``), since K equal draws normalised would give 1 / K whatever the number;
+* a batch smaller than K is refused (upstream would mix images with themselves);
 * ``sum_{j != i} q_i k_j`` is computed as ``q_i (sum_j k_j - k_i)`` (the same sum, K products instead of K (K - 1));
 * not implemented (unused by every CNN config): ``switch_off`` (ViT configs; upstream also multiplied a skipped
   generator loss, a crash), ``is_random`` (a random K per step), ``mix_shuffle_no_repeat``, the ``debug`` and
@@ -196,6 +199,21 @@ class AdaptiveMask(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- K-way draws
+def fixed_lams(lam: float, k: int) -> Tensor:
+    """The K label weights of a fixed ``lam`` (float32 [K], summing to 1): ``lam`` for the first image, ``1 - lam``
+    shared equally by the other K - 1.
+
+    Upstream only draws K lambdas from Beta(alpha, alpha) and normalises them; K equal values (a fixed number)
+    would normalise to 1 / K whatever the number, so a fixed lam is given automix's meaning instead, the one it has
+    for two images (lam and 1 - lam) and for every other method: the weight of the first image, whose lam_0 is also
+    what the classifier's fallback test reads.
+
+    >>> fixed_lams(0.4, 3)
+    tensor([0.4000, 0.3000, 0.3000])
+    """
+    return torch.tensor([lam] + [(1.0 - lam) / (k - 1)] * (k - 1), dtype=torch.float32)
+
+
 def kway_params(sources: Tensor, lams: Tensor, masks: Tensor | None, size: tuple[int, ...]) -> MixParams:
     """A K-way draw as ``MixParams``: ``extra["sources"]`` long [K, B], ``extra["lams"]`` float32 [K] (the label
     weights) and ``extra["masks"]`` float32 [B, K, H, W] (``None``: the linear mix ``sum_i lam_i x_i``).
@@ -257,8 +275,12 @@ class AdAutoMix(MomentumEncoderMethod):
         mix_samples: K, the images in each mix (3 in upstream's CIFAR and Tiny-ImageNet configs, 2 on ImageNet).
         alpha: Beta(alpha, alpha) of the lambdas (1.0 in every config). Not used with ``lam``.
         lam: given lambdas instead of Beta(alpha, alpha), in every form the mixers take
-            (``automix.mixers._lam``): K values are drawn per step from the method's generator, then normalised to
-            sum 1 when K > 2 (a draw that sums to 0 gives 1 / K each).
+            (``automix.mixers._lam``; giving ``alpha`` too is a ``ValueError``). A fixed number (or
+            ``{"fold": number}``) is the first image's weight: K = 2, ``(lam, 1 - lam)`` for both branches; K > 2,
+            ``lam`` for the first image and ``1 - lam`` shared equally by the others (``fixed_lams``; K equal
+            values normalised would be 1 / K whatever the number). Any other form (a range, a distribution, a
+            callable) draws K values per step from the method's generator, normalised to sum 1 when K > 2 as
+            upstream's Beta draws (a draw that sums to 0 gives 1 / K each).
         lam_margin: the classifier's masks fall back to the constant lambdas (K-way mixup) when
             ``lam_0 <= lam_margin`` or ``lam_0 > 1 - lam_margin`` (K > 2), or ``min(lam_bb, 1 - lam_bb) <=
             lam_margin`` (K = 2). 0.03 in every config.
@@ -302,8 +324,9 @@ class AdAutoMix(MomentumEncoderMethod):
     ``ValueError`` naming ``feature_layer``.
 
     Raises:
-        ValueError: an option out of range or not one of its choices (the error names it). TypeError: a flag
-            that is not a bool.
+        ValueError: an option out of range or not one of its choices (the error names it); ``alpha`` beside
+            ``lam``; at the first ``training_step`` (or ``check_batch_size``), a batch smaller than ``mix_samples``
+            (naming both). TypeError: a flag that is not a bool.
 
     Example:
         >>> import torch, automix
@@ -367,12 +390,17 @@ class AdAutoMix(MomentumEncoderMethod):
 
     # ------------------------------------------------------------------ draws
     def _lam_vector(self, gen: torch.Generator) -> Tensor:
-        """K lambdas (float32, CPU): K = 2 gives two independent draws; K > 2 one vector normalised to sum 1."""
-        lams = self._draw_lams(self.mix_samples, gen).float().cpu()
-        if self.mix_samples == 2:
+        """K lambdas (float32, CPU): K = 2 gives two independent draws; K > 2 one vector normalised to sum 1, or
+        ``fixed_lams`` for a fixed ``lam`` (which draws nothing from ``gen``)."""
+        k = self.mix_samples
+        constant = None if self.lam_sampler is None else self.lam_sampler.constant
+        if k > 2 and constant is not None:
+            return fixed_lams(constant, k)
+        lams = self._draw_lams(k, gen).float().cpu()
+        if k == 2:
             return lams
         total = lams.sum()
-        return lams / total if float(total) > 0 else torch.full_like(lams, 1.0 / self.mix_samples)
+        return lams / total if float(total) > 0 else torch.full_like(lams, 1.0 / k)
 
     def draw(self, batch: int, generator: torch.Generator | None = None) -> dict[str, Any]:
         """One step's lambdas, sources and fallback decision, from ``generator`` (default: the method's own).
@@ -381,9 +409,13 @@ class AdAutoMix(MomentumEncoderMethod):
         classifier's sample), ``{"src_mb", "src_bb"}`` (long [K, batch] on the generator's device) and
         ``"fallback"`` (whether the classifier's sample is the constant-lambda K-way mixup). ``training_step``
         draws exactly this, first thing, so counting ``fallback`` over many draws gives its rate.
+
+        Raises:
+            ValueError: ``batch`` is smaller than ``mix_samples`` (naming both), at the first training step.
         """
         gen = self.generator if generator is None else generator
         k = self.mix_samples
+        self.check_batch_size(batch)
         lams = self._lam_vector(gen)
         if k == 2:
             lam_mb, lam_bb = float(lams[0]), float(lams[1])
@@ -400,6 +432,14 @@ class AdAutoMix(MomentumEncoderMethod):
             vec_mb = vec_bb = lams
         return {"lam_mb": vec_mb.float(), "lam_bb": vec_bb.float(), "src_mb": src_mb, "src_bb": src_bb,
                 "fallback": bool(fallback)}
+
+    def check_batch_size(self, batch: int) -> None:
+        """``ValueError`` naming ``mix_samples`` and the batch size when ``batch < mix_samples``: K permutations of
+        fewer than K images would mix an image with itself in every sample."""
+        k = self.mix_samples
+        if batch < k:
+            raise ValueError(f"mix_samples={k} needs a batch of at least {k} images (each mix takes {k} images of "
+                             f"the batch), got a batch of {batch}; lower mix_samples or raise the batch size")
 
     def is_adversarial(self, step: int | None = None) -> bool:
         """Whether step ``step`` (default: the next one, ``self.step``) trains the generator adversarially."""
@@ -530,9 +570,10 @@ class AdAutoMix(MomentumEncoderMethod):
         """The generator's mix of ``x`` [N, C, H, W] without training (``Method.mix_preview``).
 
         The K sources are the batch itself and K - 1 others, taken along one random cycle through the batch
-        (every sample's sources differ when N >= K). ``lam`` fixes the label weights: a number (K = 2: lam and
-        1 - lam) or K numbers (normalised when K > 2); else they are drawn as in training, with ``generator``
-        (default seed 0). ``y`` is not read.
+        (every sample's sources differ when N >= K). ``lam`` fixes the label weights: a number (lam for the first
+        image and ``1 - lam`` shared equally by the others, ``fixed_lams``, as a fixed ``lam=`` in training) or K
+        numbers (normalised when K > 2); else they are drawn as in training, with ``generator`` (default seed 0).
+        ``y`` is not read.
 
         Returns the two-way keys every preview has (``x`` = source 0, ``partner`` = source 1, ``mask`` = the share
         of everything but source 0 [N, 1, H, W], ``mixed``, ``lam`` = lam_0 [N]) and the K-way ones the pictures
@@ -544,10 +585,9 @@ class AdAutoMix(MomentumEncoderMethod):
             lams = self._lam_vector(gen)
             lams = torch.stack([lams[0], 1.0 - lams[0]]) if k == 2 else lams
         else:
-            values = [float(lam), 1.0 - float(lam)] if isinstance(lam, (int, float)) and k == 2 else lam
-            if isinstance(values, (int, float)) or len(values) != k:
-                raise ValueError(f"lam must be {'a number or ' if k == 2 else ''}{k} numbers for mix_samples={k}, "
-                                 f"got {lam!r}")
+            values = fixed_lams(float(lam), k).tolist() if isinstance(lam, (int, float)) else lam
+            if not isinstance(values, (Sequence, Tensor)) or len(values) != k:
+                raise ValueError(f"lam must be a number or {k} numbers for mix_samples={k}, got {lam!r}")
             lams = torch.tensor([float(v) for v in values])
             if k > 2:
                 lams = lams / lams.sum()
@@ -604,4 +644,5 @@ def mask_stats(masks: Tensor, lams: Tensor) -> dict[str, Tensor]:
     return {"mask_entropy": entropy, "mask_std": m.flatten(2).std(2).mean(), "mask_gap": gap}
 
 
-__all__ = ["AdAutoMix", "AdaptiveMask", "kway_blend", "kway_params", "kway_targets", "mask_stats", "two_way_params"]
+__all__ = ["AdAutoMix", "AdaptiveMask", "fixed_lams", "kway_blend", "kway_params", "kway_targets", "mask_stats",
+           "two_way_params"]

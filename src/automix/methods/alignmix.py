@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from .._checks import check_choice, check_positive, check_positive_int, check_range, check_type
 from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams, Mixup
-from ..mixers._lam import LamSpec
+from ..mixers._lam import LamSpec, alpha_or_lam
 from ..mixers.base import mix_seg
 from ..models.features import eager_call, forward_replacing, resolve_module
 from .base import Method
@@ -196,7 +196,7 @@ class AlignMix(Method):
                  label_smoothing: float = 0.0, loss: str | TargetLoss = "ce", total_steps: int | None = None,
                  seed: int | None = None) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
-        self.mixer = Mixup(alpha, lam=lam, prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
+        self.mixer = Mixup(**alpha_or_lam(alpha, lam), prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
                            label_smoothing=label_smoothing)
         self.eps = check_positive("eps", eps)
         self.max_iter = check_positive_int("max_iter", max_iter)
@@ -317,5 +317,19 @@ class AlignMix(Method):
         partner = x[index] if params.extra["align"] == "to_partner" else align(
             x[index], params.extra["plan"], params.extra["size"], "sample")
         mask = (1.0 - params.lam).view(-1, 1, 1, 1).expand(n, 1, *x.shape[2:])
+        if params.extra["align"] == "to_sample":
+            legend = ("original: label weight lam",
+                      "partner: label weight 1 - lam, its cells",
+                      "  moved to the original's layout (transport)",
+                      "mask: partner's share (constant 1 - lam)",
+                      "mixed = (1-mask)*original + mask*partner")
+        else:
+            legend = ("original: label weight lam",
+                      "partner: label weight 1 - lam",
+                      "mask: partner's share (constant 1 - lam)",
+                      "mixed = (1-mask)*original' + mask*partner,",
+                      "  original' = its cells moved to the partner's")
+        legend += ("right: lam | mean of the mask",)
         return {"x": x.cpu(), "partner": partner.cpu(), "mask": mask.float().cpu().contiguous(),
-                "mixed": self.apply(x, params).cpu(), "lam": params.lam.cpu()}
+                "mixed": self.apply(x, params).cpu(), "lam": params.lam.cpu(), "lam_partner": 1.0 - params.lam.cpu(),
+                "legend": legend}

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .._checks import check_range, check_type
 from ..context import eval_mode, features
 from ..losses import TargetLoss
-from ..mixers._lam import LamSpec
+from ..mixers._lam import LamSpec, alpha_or_lam
 from ..mixers.attentivemix import AttentiveMix
 from .base import MixerMethod, check_module_options
 from .ema import ema_update
@@ -69,8 +69,8 @@ class AttentiveMixMethod(MixerMethod):
                  mode: str = "batch", pairing: str = "perm", num_classes: int | None = None,
                  label_smoothing: float = 0.0, loss: str | TargetLoss = "ce", total_steps: int | None = None,
                  seed: int | None = None) -> None:
-        mixer = AttentiveMix(alpha, lam=lam, top_k=top_k, layer=layer, prob=prob, mode=mode, pairing=pairing,
-                             num_classes=num_classes, label_smoothing=label_smoothing)
+        mixer = AttentiveMix(**alpha_or_lam(alpha, lam), top_k=top_k, layer=layer, prob=prob, mode=mode,
+                             pairing=pairing, num_classes=num_classes, label_smoothing=label_smoothing)
         super().__init__(model, mixer, num_classes=num_classes, loss=loss, total_steps=total_steps, seed=seed)
         self.extractor_ema_decay = check_range("extractor_ema_decay", extractor_ema_decay, 0.0, 1.0)
         self.own_extractor = extractor is None

@@ -327,7 +327,8 @@ class AutoMix(MomentumEncoderMethod):
         finally:
             self.model_k.train(was_training)
         params = mask_params(perm, lam, self.mix_block(z, lam, perm, tuple(x.shape[-2:])))
-        return {"x": x, "partner": x[perm], "mask": params.mask, "mixed": self.apply(x, params), "lam": params.lam}
+        return {"x": x, "partner": x[perm], "mask": params.mask, "mixed": self.apply(x, params), "lam": params.lam,
+                "lam_partner": 1.0 - params.lam}
 
 
 def mask_params(index: Tensor, lam: float, mask: Tensor) -> MixParams:

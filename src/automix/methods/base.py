@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_batch, check_choice, check_positive_int, check_range, check_targets, check_type
-from ..context import capture_context, get_context
+from ..context import capture_context, eval_mode, get_context
 from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
 from ..mixers import BaseMixer, MixParams
+from ..mixers._lam import refusing_alpha_with_lam
 from ..mixers.base import blend, mix_seg
 from ..models.features import resolve_module
 from .heads import find_classifier
@@ -62,6 +63,13 @@ class Method(nn.Module):
         seed: seed of the method's generator; ``None`` draws one from torch's global generator, so
             ``torch.manual_seed`` makes the run reproducible.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A method that draws lambda (AutoMix, SAMix, AdAutoMix, ManifoldMix, ...) takes alpha and lam; giving both
+        # is refused by the constructor's call, where a given alpha can be told from the default (``mixers._lam``).
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = refusing_alpha_with_lam(cls.__init__)
 
     def __init__(self, model: nn.Module, *, total_steps: int | None = None, seed: int | None = None) -> None:
         super().__init__()
@@ -102,7 +110,9 @@ class Method(nn.Module):
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
                     ) -> dict[str, Tensor]:
         """One mix of ``x`` [N, C, H, W] for pictures, without training and without touching ``self.generator``:
-        ``{"x", "partner", "mask" (partner weight [N, 1, H, W]), "mixed", "lam" [N]}``.
+        ``{"x", "partner", "mask" (partner weight [N, 1, H, W]), "mixed", "lam" [N], "lam_partner" [N]}`` (the
+        partner's label weight), and ``"legend"`` / ``"partner_region"`` where the blend and ``(lam, 1 - lam)`` are
+        not the whole truth (``BaseMixer.preview_parts``; ``automix.viz`` draws them).
 
         Raises:
             ValueError: the method mixes nothing (vanilla training).
@@ -112,6 +122,11 @@ class Method(nn.Module):
     def set_total_steps(self, total_steps: int) -> None:
         """Tell the method how many optimiser steps the run has (drives its schedules)."""
         self.total_steps = check_positive_int("total_steps", total_steps)
+
+    def check_batch_size(self, batch: int) -> None:
+        """Raise ``ValueError`` (naming the option that needs it) when this method cannot train on batches of
+        ``batch`` samples; every method takes any batch but AdAutoMix (at least ``mix_samples``). The trainer calls
+        it before the first step, when it knows the batch size."""
 
     def set_mixing(self, enabled: bool) -> None:
         """Turn mixing on or off for the following steps (timm's ``Mixup.mixup_enabled``).
@@ -312,13 +327,26 @@ class MixerMethod(Method):
     @torch.no_grad()
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
                     ) -> dict[str, Tensor]:
+        """The mixer's preview with the context training would give it (``context``: the model's for a model-aware
+        mixer, a teacher's for TokenMix with one) and, for a mixer that re-weights its labels from the mixed
+        batch's forward pass (TransMix), the label weight of that pass (the model in eval mode: its BN statistics
+        stay as they were), so the picture shows the label weights training uses."""
         if self.mixer is None:
             return super().mix_preview(x, y, generator)
-        context = None
-        if self.mixer.needs is not None:
-            with torch.enable_grad():  # a context may need an input gradient (saliency)
-                context = self.context(self.cast_input(x), y if y is not None else torch.zeros(x.shape[0]).long())
-        return self.mixer.mix_preview(x, y, generator, context=context)
+        with torch.enable_grad():  # a context may need an input gradient (saliency)
+            context = self.context(self.cast_input(x), y if y is not None else torch.zeros(x.shape[0]).long())
+        mixer = self.mixer
+
+        def reweight(mixed: Tensor, params: MixParams) -> MixParams:
+            if not mixer.wants_reweight(params):
+                return params
+            with eval_mode(self.model), capture_context(mixer.reweights, self.model,
+                                                        **mixer.context_options()) as seen:
+                self.model(self.cast_input(mixed))
+            return mixer.reweight(params, seen.value)
+
+        return mixer.mix_preview(x, y, generator, context=context,
+                                 reweight=reweight if mixer.reweights is not None else None)
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mixer = self.mixer

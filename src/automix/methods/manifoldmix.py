@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .._checks import check_type
 from ..losses import TargetLoss, resolve_loss, target_loss
 from ..mixers import MixParams, Mixup
-from ..mixers._lam import LamSpec
+from ..mixers._lam import LamSpec, alpha_or_lam
 from ..models.features import forward_replacing, resolve_module
 from .base import Method
 from .registry import register_method
@@ -93,7 +93,7 @@ class ManifoldMix(Method):
                  label_smoothing: float = 0.0, loss: str | TargetLoss = "ce", total_steps: int | None = None,
                  seed: int | None = None) -> None:
         super().__init__(model, total_steps=total_steps, seed=seed)
-        self.mixer = Mixup(alpha, lam=lam, prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
+        self.mixer = Mixup(**alpha_or_lam(alpha, lam), prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
                            label_smoothing=label_smoothing)
         if layers is None:
             layers = default_layers(model)
@@ -121,8 +121,15 @@ class ManifoldMix(Method):
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
                     ) -> dict[str, Tensor]:
         """The draw shown on the images (what layer ``"input"`` does; at a hidden layer the same constant weight
-        mixes the features)."""
-        return self.mixer.mix_preview(x, y, generator)
+        mixes the features), with a legend saying so."""
+        parts = self.mixer.mix_preview(x, y, generator)
+        parts["legend"] = ("original: label weight lam",
+                           "partner: label weight 1 - lam",
+                           "mask: partner's share (constant 1 - lam)",
+                           "mixed = (1-mask)*original + mask*partner at",
+                           "  layer 'input'; a hidden layer mixes its features so",
+                           "right: lam | mean of the mask")
+        return parts
 
     def training_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if not self.mixing:

@@ -75,8 +75,9 @@ class TokenMixMethod(MixerMethod):
         if teacher is not None:
             check_type("teacher", teacher, nn.Module, "an nn.Module or None")
             if mode == "pair":
-                raise ValueError("mode must be 'batch' or 'elem' with a teacher (each sample's label weights come "
-                                 "from its own map), got 'pair'")
+                raise ValueError("mode 'pair' does not apply to tokenmix with a teacher: each sample's label weights "
+                                 "come from its own map, so the two samples of a pair cannot share one draw; use "
+                                 "mode 'batch' or 'elem'")
             teacher.requires_grad_(False)
         super().__init__(model, mixer, num_classes=num_classes, loss=loss, total_steps=total_steps, seed=seed)
         self.teacher = teacher

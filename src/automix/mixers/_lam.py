@@ -30,6 +30,7 @@ specs, on the drawn values for distributions and callables (a check that reads o
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -56,13 +57,17 @@ class LamSampler:
         spec: the value the user gave (for ``repr`` and for passing on to sub-mixers).
         kind: ``"fixed"``, ``"uniform"``, ``"beta"``, ``"eps"``, ``"fold"``, ``"icdf"``, ``"forked"`` or
             ``"callable"``: how it draws.
+        constant: the one value every draw gives (a number, or ``{"fold": number}``), else None. A method that
+            draws several lambdas at once and normalises them (AdAutoMix with K > 2 images) reads it, since K
+            equal values would normalise to 1 / K whatever the number.
     """
 
     def __init__(self, spec: Any, kind: str, draw: Callable[[int, torch.Generator], Tensor], name: str,
-                 checked: bool) -> None:
+                 checked: bool, constant: float | None = None) -> None:
         self.spec, self.kind, self.name = spec, kind, name
         self._draw = draw
         self._checked = checked  # True when every draw is in [0, 1] by construction
+        self.constant = constant
 
     def __repr__(self) -> str:
         return f"LamSampler({self.spec!r}, kind={self.kind!r})"
@@ -119,7 +124,7 @@ def lam_sampler(lam: Any, name: str = "lam") -> LamSampler | None:
         def fixed(n: int, gen: torch.Generator) -> Tensor:
             return torch.full((n,), value, dtype=torch.float32, device=gen.device)
 
-        return LamSampler(lam, "fixed", fixed, name, checked=True)
+        return LamSampler(lam, "fixed", fixed, name, checked=True, constant=value)
     if isinstance(lam, (tuple, list)):
         low, high = _range(name, lam, lam)
         return LamSampler(lam, "uniform", _uniform(low, high), name, checked=True)
@@ -146,6 +151,59 @@ def refuse_alpha_with_lam(options: Mapping[str, Any], who: str) -> None:
     if options.get("lam") is not None and "alpha" in options:
         raise ValueError(f"alpha={options['alpha']!r} is not used when lam={options['lam']!r} gives lambda "
                          f"({who}); give one of them")
+
+
+def refusing_alpha_with_lam(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a constructor so that a call giving both ``alpha`` and a ``lam`` is refused (``refuse_alpha_with_lam``).
+
+    ``BaseMixer`` and ``Method`` wrap their own ``__init__`` and every subclass's (``__init_subclass__``), so every
+    way of building a mixer or method shares the check: ``create_mixer``, ``create_method``, the trainer and a class
+    called directly. It reads the call itself because only the call tells a given ``alpha`` from the default one
+    (inside ``__init__`` both are a value), and ``Mixup(alpha=1.0, lam=0.3)`` is as void as
+    ``Mixup(alpha=0.4, lam=0.3)``. Only the outermost constructor of an instance checks (the user's arguments; a
+    ``super().__init__(alpha, ...)`` inside passes the default on). A call that does not fit the signature is left
+    to the constructor, which raises Python's own ``TypeError``. The signature stays the constructor's
+    (``functools.wraps``), for ``inspect`` and ``help``.
+    """
+    if getattr(init, "__refuses_alpha_with_lam__", False):
+        return init
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        state = self.__dict__
+        if state.get(_CHECKED):  # an inner constructor (super().__init__) of an instance being checked
+            return init(self, *args, **kwargs)
+        sig = _signature(init)
+        try:
+            bound = dict(sig.bind_partial(self, *args, **kwargs).arguments)
+        except TypeError:
+            bound = {}
+        for name, param in sig.parameters.items():
+            if param.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
+                bound.update(bound.pop(name))  # alpha / lam passed on through **kwargs
+        refuse_alpha_with_lam(bound, type(self).__name__)
+        state[_CHECKED] = True
+        try:
+            return init(self, *args, **kwargs)
+        finally:
+            state.pop(_CHECKED, None)
+
+    checked.__refuses_alpha_with_lam__ = True
+    return checked
+
+
+_CHECKED = "_automix_checking_alpha_with_lam"  # set on an instance while its outermost constructor runs
+
+
+@functools.cache
+def _signature(init: Callable[..., None]) -> inspect.Signature:
+    return inspect.signature(init)
+
+
+def alpha_or_lam(alpha: float, lam: Any) -> dict[str, Any]:
+    """The keyword arguments with which a method hands its ``alpha`` or ``lam`` on to the mixer it builds: ``lam``
+    when given (the alpha is then unused, and a mixer refuses the two together), else ``alpha``."""
+    return {"lam": lam} if lam is not None else {"alpha": alpha}
 
 
 def _unit(name: str, value: Any, shown: Any) -> float:
@@ -215,7 +273,8 @@ def _from_spec(spec: Mapping[str, Any], name: str) -> LamSampler:
         lam = inner(n, gen)
         return torch.maximum(lam, 1.0 - lam)
 
-    return LamSampler(spec, "fold", fold, name, checked=True)  # inner checks its own draws
+    constant = None if inner.constant is None else max(inner.constant, 1.0 - inner.constant)
+    return LamSampler(spec, "fold", fold, name, checked=True, constant=constant)  # inner checks its own draws
 
 
 def _from_distribution(dist: Distribution, name: str) -> LamSampler:

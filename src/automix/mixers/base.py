@@ -40,7 +40,7 @@ from .._checks import (
     check_tensor,
     check_type,
 )
-from ._lam import LamSpec, lam_sampler
+from ._lam import LamSpec, lam_sampler, refusing_alpha_with_lam
 from ._sampling import PAIRINGS, box_mask, pair_index, pair_leader, sample_beta
 
 MODES = ("batch", "pair", "elem")
@@ -140,7 +140,8 @@ class BaseMixer:
     ``context=``.
 
     Args:
-        alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0. Not used when ``lam`` is given.
+        alpha: Beta(alpha, alpha) concentration of lambda. Must be finite and > 0. Not used when ``lam`` is given,
+            so giving both is a ``ValueError`` (naming both values), whichever way the mixer is built.
         lam: a given lambda instead of Beta(alpha, alpha) (``automix.mixers._lam``): a number in [0, 1] (that
             lambda for every mix), a ``(low, high)`` pair (uniform), a scalar ``torch.distributions.Distribution``,
             a callable ``(shape, generator) -> Tensor`` or a spec mapping (``{"beta": [a, b]}``,
@@ -167,6 +168,12 @@ class BaseMixer:
     needs: ClassVar[str | None] = None  # the context the draw reads (automix.context), None: no model needed
     reweights: ClassVar[str | None] = None  # the context read in the mixed batch's forward pass to reset lam
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):  # alpha beside a given lam is refused by every constructor's call (``_lam``)
+            cls.__init__ = refusing_alpha_with_lam(cls.__init__)
+
+    @refusing_alpha_with_lam
     def __init__(self, alpha: float = 1.0, *, lam: LamSpec | None = None, prob: float = 1.0, mode: str = "batch",
                  pairing: str = "perm", num_classes: int | None = None, label_smoothing: float = 0.0,
                  generator: torch.Generator | None = None) -> None:
@@ -181,8 +188,30 @@ class BaseMixer:
         self.generator = check_generator("generator", generator)
         self._worker_key: tuple[int, int, int] | None = None  # the DataLoader worker the generator was seeded for
 
+    # ------------------------------------------------------------------ pickling (DataLoader workers)
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(state.get("generator"), torch.Generator):
+            # torch.Generator pickles its state as a tensor, which multiprocessing's pickler passes through shared
+            # memory; a worker started with "spawn" or "forkserver" then dies mapping it ("unable to resize file").
+            # The state as bytes travels with any pickler, and the rebuilt generator draws what this one would.
+            state["generator"] = GeneratorState.of(state["generator"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("generator"), GeneratorState):
+            state = {**state, "generator": state["generator"].rebuild()}
+        self.__dict__.update(state)
+
+    def __copy__(self) -> BaseMixer:
+        # A shallow copy shares the generator (as it did before __getstate__): MixCollate's copy of a mixer with its
+        # num_classes set draws from the caller's stream in the main process.
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __repr__(self) -> str:
-        keys = ("alpha",) + (("lam",) if self.lam is not None else ()) + (
+        keys = (("alpha",) if self.lam is None else ("lam",)) + (  # a given lam replaces alpha
             "prob", "mode", "pairing", "num_classes", "label_smoothing") + self._repr_keys()
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
         return f"{type(self).__name__}({args})"
@@ -290,12 +319,16 @@ class BaseMixer:
 
     @torch.no_grad()
     def mix_preview(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, *,
-                    context: Any = None) -> dict[str, Tensor]:
-        """One mix of ``x`` for pictures: ``{"x", "partner", "mask", "mixed", "lam"}`` on the CPU.
+                    context: Any = None, reweight: Any = None) -> dict[str, Any]:
+        """One mix of ``x`` for pictures: ``{"x", "partner", "mask", "mixed", "lam", "lam_partner"}`` on the CPU,
+        plus what ``preview_parts`` adds.
 
         ``mask`` [N, 1, H, W] is the partner's weight at each pixel, read off by mixing a one-hot "sample id"
-        probe, so it is right for every mixer (``resizemix`` included). A sample paired with itself shows
-        nothing, so the draw is repeated (a few times) until every sample has another partner.
+        probe, so it is right for every mixer (``resizemix`` included). ``lam`` [N] and ``lam_partner`` [N] are
+        the label weights of the sample and of its partner (``1 - lam`` unless the draw has two, as SnapMix's).
+        ``reweight(mixed, params) -> params`` sets the label weight from the model's view of the mixed batch
+        (``MixerMethod`` passes it for TransMix), so ``lam`` is the one training would use. A sample paired with
+        itself shows nothing, so the draw is repeated (a few times) until every sample has another partner.
         """
         if y is None:
             y = torch.zeros(x.shape[0], 1)
@@ -303,12 +336,31 @@ class BaseMixer:
             out = self(x, y, generator, context=context)
             if x.shape[0] < 2 or bool((out.index != torch.arange(x.shape[0], device=out.index.device)).all()):
                 break
+        params = out.params if reweight is None else reweight(out.x, out.params)
         n, size = x.shape[0], tuple(x.shape[-2:])
         probe = torch.eye(n).view(n, n, 1, 1).expand(n, n, *size).contiguous()
-        own = self.apply(probe.to(out.params.index.device), out.params)
+        own = self.apply(probe.to(params.index.device), params)
         own = own[torch.arange(n), torch.arange(n)].unsqueeze(1).float().cpu()
-        return {"x": x.cpu(), "partner": x[out.index].cpu(), "mask": 1.0 - own, "mixed": out.x.detach().cpu(),
-                "lam": out.lam.cpu()}
+        lam = params.lam.float().cpu()
+        lam_partner = 1.0 - lam if params.lam_partner is None else params.lam_partner.float().cpu()
+        parts = {"x": x.cpu(), "partner": x[params.index.to(x.device)].cpu(), "mask": 1.0 - own,
+                 "mixed": out.x.detach().cpu(), "lam": lam, "lam_partner": lam_partner}
+        extra = self.preview_parts(x, params)
+        return {**parts, **{k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in extra.items()}}
+
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """What a picture of the draw ``params`` of ``x`` needs beyond the partner-weight blend (``mix_preview``):
+
+        * ``"legend"``: lines (six, as ``automix.viz.LEGEND``) saying how the mix and its label weights are made,
+          when ``mixed = (1 - mask) * x + mask * partner`` with weights ``(lam, 1 - lam)`` is not the whole truth;
+        * ``"partner_region"``: bool [N, 1, H, W], the part of the partner the mix shows, when it is not where the
+          mask is (SnapMix's source box, ResizeMix's whole partner); the picture outlines it on the partner;
+        * ``"x"`` / ``"partner"``: the images as they are blended, when the mixer moves their content first
+          (PuzzleMix's transport).
+
+        The default (a plain blend) adds nothing.
+        """
+        return {}
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: Any) -> None:
@@ -394,6 +446,24 @@ class BaseMixer:
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         """Blend with the partner (``blend``); mixers whose mix is not a blend (resizemix) override it."""
         return blend(t, params)
+
+
+@dataclass(frozen=True)
+class GeneratorState:
+    """A ``torch.Generator`` as plain data (device and state bytes), for pickling into DataLoader workers under any
+    start method (``BaseMixer.__getstate__``)."""
+
+    device: str
+    state: bytes
+
+    @classmethod
+    def of(cls, generator: torch.Generator) -> GeneratorState:
+        return cls(str(generator.device), bytes(generator.get_state().tolist()))
+
+    def rebuild(self) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.set_state(torch.frombuffer(bytearray(self.state), dtype=torch.uint8))
+        return generator
 
 
 def blend(t: Tensor, params: MixParams) -> Tensor:

@@ -26,7 +26,7 @@ from torch import Tensor
 from .._checks import check_number, check_range
 from ._sampling import pair_index, pair_leader
 from .base import BaseMixer, MixParams, _blend, partner_weight
-from .registry import create_mixer, mixer_factory, register_mixer
+from .registry import create_mixer, register_mixer
 
 
 @register_mixer("mix_choice")
@@ -112,9 +112,7 @@ class MixChoice(BaseMixer):
             return create_mixer(spec, **shared)
         if (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)
                 and isinstance(spec[1], dict)):
-            # Not create_mixer: a shared lam beside a child's alpha is how mixup_cutmix keeps the alphas as the
-            # switch between its mixers (the alphas pick which mixers are on; lam is drawn as given).
-            return mixer_factory(spec[0])(**{**shared, **spec[1]})
+            return create_mixer(spec[0], **{**shared, **spec[1]})
         raise TypeError(f"mixers entries must be a mixer, a name or a (name, kwargs) pair, got {spec!r}")
 
     def __repr__(self) -> str:
@@ -192,6 +190,32 @@ class MixChoice(BaseMixer):
             return self.mixers[choice].apply_seg(seg, params, x)
         return super().apply_seg(seg, params, x)
 
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """The chosen mixer's (batch mode); per sample (pair / elem), each sample's partner region from its own
+        mixer and, when one of them is not a plain blend, a legend saying so."""
+        choice = params.extra["choice"]
+        if isinstance(choice, int):
+            return self.mixers[choice].preview_parts(x, params)
+        choice = choice.cpu()
+        subs = [m.preview_parts(x, part) if bool((choice == k).any()) else {}
+                for k, (m, part) in enumerate(zip(self.mixers, params.extra["parts"]))]
+        if not any(subs):
+            return {}
+        size = tuple(x.shape[-2:])
+        region = None
+        for k, (sub, part) in enumerate(zip(subs, params.extra["parts"])):
+            mine = sub.get("partner_region")
+            mine = (partner_weight(part, size, torch.device("cpu")) > 0).expand(x.shape[0], 1, *size) \
+                if mine is None else mine.cpu()
+            region = mine if region is None else torch.where((choice == k).view(-1, 1, 1, 1), mine, region)
+        return {"partner_region": region,
+                "legend": ("original: label weight lam",
+                           "partner: label weight 1 - lam",
+                           "mask: partner's share (white = partner)",
+                           "mixed: each sample as the mixer chosen for",
+                           "  it mixes it (red: the partner's part shown)",
+                           "right: lam | mean of the mask")}
+
 
 @register_mixer("mixup_cutmix")
 def mixup_cutmix(mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_minmax: tuple[float, float] | None = None,
@@ -217,13 +241,17 @@ def mixup_cutmix(mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_min
     cutmix_alpha = check_range("cutmix_alpha", cutmix_alpha, 0.0, float("inf"))
     switch_prob = check_range("switch_prob", switch_prob, 0.0, 1.0)
     use_cutmix = cutmix_alpha > 0 or cutmix_minmax is not None
-    cut_kw = {"alpha": cutmix_alpha if cutmix_alpha > 0 else 1.0, "cutmix_minmax": cutmix_minmax,
-              "correct_lam": correct_lam}
+    # With a given lam the alphas only say which mixers are on: the mixers get lam alone (alpha beside it is
+    # refused by every mixer, as it would be unused).
+    given_lam = kwargs.get("lam") is not None
+    mix_kw = {} if given_lam else {"alpha": mixup_alpha}
+    cut_kw = {"cutmix_minmax": cutmix_minmax, "correct_lam": correct_lam,
+              **({} if given_lam else {"alpha": cutmix_alpha if cutmix_alpha > 0 else 1.0})}
     if mixup_alpha > 0 and use_cutmix:
-        return MixChoice([("mixup", {"alpha": mixup_alpha}), ("cutmix", cut_kw)], [1 - switch_prob, switch_prob],
+        return MixChoice([("mixup", mix_kw), ("cutmix", cut_kw)], [1 - switch_prob, switch_prob],
                          prob=prob, **kwargs)
     if mixup_alpha > 0:
-        return create_mixer("mixup", alpha=mixup_alpha, prob=prob, **kwargs)
+        return create_mixer("mixup", prob=prob, **mix_kw, **kwargs)
     if use_cutmix:
         return create_mixer("cutmix", prob=prob, **cut_kw, **kwargs)
     raise ValueError(f"mixup_cutmix needs mixup_alpha > 0 or cutmix_alpha > 0 or cutmix_minmax, "

@@ -40,6 +40,7 @@ True
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -181,6 +182,21 @@ class PuzzleMix(BaseMixer):
         ident = torch.arange(grid[0] * grid[1], device=sal.device).expand_as(own)
         keep = mixed.view(-1, 1)
         return torch.where(keep, own, ident), torch.where(keep, other, ident), grid
+
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """With transport, the two images as they are blended: each one's cells moved by its plan."""
+        plans = params.extra.get("transport")
+        if plans is None:
+            return {}
+        own_src, other_src, grid = plans
+        return {"x": permute_cells(x, own_src.to(x.device), grid),
+                "partner": permute_cells(x[params.index.to(x.device)], other_src.to(x.device), grid),
+                "legend": ("original, partner: after transport (each",
+                           "  one's salient cells moved to where it shows)",
+                           "  label weights lam and 1 - lam",
+                           "mask: partner's share (white = partner)",
+                           "mixed = (1-mask)*original + mask*partner",
+                           "right: lam | mean of the mask")}
 
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         plans = params.extra.get("transport")

@@ -12,6 +12,8 @@ box with one ``grid_sample`` call.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -66,6 +68,16 @@ class ResizeMix(BaseMixer):
         active = (lam < 1).to(cut_h.device)
         box = box_inside(torch.stack([cut_h, cut_w], dim=1) * active.unsqueeze(1), (height, width), gen)
         return Region(box=box, lam=1.0 - box_area(box) / float(height * width))
+
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """The whole partner is shown (``partner_region``), shrunk into the box the mask shows."""
+        return {"partner_region": torch.ones(x.shape[0], 1, *x.shape[-2:], dtype=torch.bool),
+                "legend": ("original: label weight lam",
+                           "partner: label weight 1 - lam",
+                           "mask: where the partner is pasted (white)",
+                           "mixed: the whole partner (red frame),",
+                           "  shrunk into the mask's box",
+                           "right: lam | mean of the mask")}
 
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         index = params.index.to(t.device)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_type
+from .._checks import check_type
 from ._sampling import box_area, box_from_lam, box_mask
 from .base import BaseMixer, MixParams, Region, blend
 from .registry import register_mixer
@@ -66,7 +66,8 @@ class SnapMix(BaseMixer):
         **kwargs: see ``BaseMixer`` (prob, mode ``"batch"`` or ``"elem"``, pairing, num_classes, ...).
 
     Raises:
-        ValueError: ``mode="pair"`` (each sample's weights come from its own CAM, so a pair cannot share a draw).
+        ValueError: ``mode="pair"``, naming the mode and snapmix (each sample's weights come from its own CAM, so a
+            pair cannot share a draw).
         TypeError: ``layer`` / ``head`` not a string or None; ``same_box`` not a bool.
 
     Example (x: [B, C, H, W]; the CAM context [B, h, w], here made by hand):
@@ -89,7 +90,9 @@ class SnapMix(BaseMixer):
                  same_box: bool = False, **kwargs) -> None:
         super().__init__(alpha, **kwargs)
         if self.mode == "pair":
-            check_choice("mode", self.mode, ("batch", "elem"))
+            raise ValueError("mode 'pair' does not apply to snapmix: each sample's label weights come from its own "
+                             "class activation map, so the two samples of a pair cannot share one draw; use mode "
+                             "'batch' or 'elem'")
         if layer is not None:
             check_type("layer", layer, str, "a module path string or None")
         if head is not None:
@@ -125,6 +128,23 @@ class SnapMix(BaseMixer):
         partner = (cam[index] * cut).flatten(1).sum(1)
         extra = {} if self.same_box else {"src_box": src}
         return Region(box=box, lam=(1.0 - own).clamp(0.0, 1.0), lam_partner=partner.clamp(0.0, 1.0), extra=extra)
+
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """Two label weights from the CAMs; without ``same_box``, the partner's source box (``partner_region``,
+        outlined in pictures), which is resized into the box the mask shows."""
+        weights = ("original: label weight lam = the share",
+                   "  of its CAM it keeps; partner: lam_b = the",
+                   "  share of its CAM cut out (sum need not be 1)")
+        src_box = params.extra.get("src_box")
+        if src_box is None:
+            return {"legend": weights + ("mask: the box, partner's share (white = partner)",
+                                         "mixed = (1-mask)*original + mask*partner",
+                                         "right: lam / lam_b | mean of the mask")}
+        region = box_mask(src_box, tuple(x.shape[-2:]), x.device).expand(x.shape[0], -1, -1, -1)
+        return {"partner_region": region,
+                "legend": weights + ("mixed: the partner's red box, resized into",
+                                     "  the mask's box (white = partner)",
+                                     "right: lam / lam_b | mean of the mask")}
 
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         src_box = params.extra.get("src_box")

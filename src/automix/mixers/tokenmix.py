@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_positive_int, check_type
-from .base import BaseMixer, Region
+from .base import BaseMixer, MixParams, Region
 from .snapmix import normalised_cam
 
 MASK_TYPES = ("block", "random")
@@ -106,7 +106,9 @@ class TokenMix(BaseMixer):
         if context is None:
             return Region(mask=mask, lam=1.0 - count.float() / total)
         if self.mode == "pair":
-            check_choice("mode", self.mode, ("batch", "elem"))
+            raise ValueError("mode 'pair' does not apply to tokenmix with a teacher's maps: each sample's label "
+                             "weights come from its own map, so the two samples of a pair cannot share one draw; use "
+                             "mode 'batch' or 'elem'")
         if not isinstance(context, Tensor) or context.ndim != 3 or context.shape[0] != x.shape[0]:
             raise ValueError(f"context must be a teacher's class activation maps [B, h, w] with B={x.shape[0]}, got "
                              f"{type(context).__name__} {tuple(getattr(context, 'shape', ()))}")
@@ -115,6 +117,18 @@ class TokenMix(BaseMixer):
         own = (cam * (1.0 - pasted)).flatten(1).sum(1)
         partner = (cam[index.to(cam.device)] * pasted).flatten(1).sum(1)
         return Region(mask=mask, lam=own.clamp(0.0, 1.0), lam_partner=partner.clamp(0.0, 1.0))
+
+
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """With a teacher's maps, two label weights from them (without, lam is the share of own tokens)."""
+        if params.lam_partner is None:
+            return {}
+        return {"legend": ("original: label weight lam = the share of",
+                           "  the teacher's CAM on the tokens it keeps;",
+                           "  partner: lam_b = its share on the tokens",
+                           "  pasted (lam + lam_b need not be 1)",
+                           "mask: tokens pasted; mixed = (1-mask)*x + mask*partner",
+                           "right: lam / lam_b | mean of the mask")}
 
 
 def random_masks(count: Tensor, h: int, w: int, gen: torch.Generator) -> Tensor:

@@ -147,6 +147,17 @@ class TransMix(BaseMixer):
             return (params, torch.ones_like(params.lam, dtype=torch.bool)) if choice == k else None
         return params.extra["parts"][k], choice.to(params.lam.device) == k
 
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """On a CutMix draw the label weight is not the area: say how it is made (``reweight``)."""
+        if self._cut(params) is None:
+            return {}
+        return {"legend": ("original: label weight lam; CutMix draws:",
+                           "  ratio * (1 - mask mean) + (1 - ratio) * the",
+                           "  class token's attention share on the original",
+                           "partner: 1 - lam; mask: its share (white)",
+                           "mixed = (1-mask)*original + mask*partner",
+                           "right: lam | mean of the mask")}
+
     def wants_reweight(self, params: MixParams) -> bool:
         """Only CutMix draws are re-weighted: a Mixup draw (or an unmixed batch) needs no attention map."""
         return self._cut(params) is not None

@@ -7,6 +7,7 @@ library never sees the config, and the wiring from flags to objects is tested in
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import torch
@@ -75,7 +76,29 @@ def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: i
         ValueError / TypeError: from ``create_method``: an unknown method, or a ``method_opts`` key the method
             does not declare or of the wrong type (named with the method), or a bad value.
     """
-    return create_method(cfg.method, model, **method_kwargs(cfg, num_classes, total_steps, seed))
+    kwargs = method_kwargs(cfg, num_classes, total_steps, seed)
+    try:
+        return create_method(cfg.method, model, **kwargs)
+    except (ValueError, TypeError) as err:
+        given = flags_in(str(err), cfg, kwargs)
+        if not given:
+            raise
+        # The library names its option (``mode``); the user gave a flag (``--mixup-mode``): name both.
+        raise type(err)(f"{err} (given as {given})") from err
+
+
+def flags_in(message: str, cfg: Config, kwargs: dict[str, Any]) -> str:
+    """The flags behind the method options that ``message`` names, as the user gave them (``--mixup-mode 'pair'``,
+    YAML ``mixup_mode``), or ``""``: only flags given (not left at their default) and passed as that option."""
+    default = Config()
+    found = []
+    for key, flag in OPTS_WITH_A_FLAG.items():
+        value = getattr(cfg, flag)
+        if key not in kwargs or key in cfg.method_opts or value == getattr(default, flag):
+            continue
+        if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) and f"--{flag.replace('_', '-')}" not in message:
+            found.append(f"--{flag.replace('_', '-')} {value!r}, YAML {flag}")
+    return "; ".join(found)
 
 
 def build_optimizer(cfg: Config, method: Method) -> torch.optim.Optimizer:

@@ -87,6 +87,10 @@ class Run:
             model.to(memory_format=torch.channels_last)
         self.method = build_method(cfg, model, self.data.num_classes, cfg.epochs * self.steps_per_epoch,
                                    seed=cfg.seed * 1000 + self.info.rank).to(self.device)
+        try:  # before the run starts: AdAutoMix needs at least mix_samples images per (per-process) batch
+            self.method.check_batch_size(cfg.batch_size)
+        except ValueError as err:
+            raise ValueError(f"{err} (--batch-size {cfg.batch_size}, per process)") from err
         if cfg.compile:
             self.method.model.compile()
         self.optimizer = build_optimizer(cfg, self.method)
