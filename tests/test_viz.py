@@ -194,3 +194,14 @@ def test_tokenmix_picture_with_a_teacher_shows_the_teachers_weights():
     assert "teacher" in " ".join(parts["legend"])
     plain = automix.create_method("tokenmix", tiny_vit(), num_classes=4, mode="elem", seed=0)
     assert "legend" not in plain.mix_preview(x, y, torch.Generator().manual_seed(0))
+
+
+def test_smmix_picture_outlines_the_square_it_moves():
+    from conftest import image_batch
+
+    x, y = image_batch()
+    parts = viz.preview(method_for_picture("smmix"), x, y, n=6)
+    region, mask = parts["partner_region"][:, 0], parts["mask"][:, 0] > 0.5
+    assert region.sum() == mask.sum() > 0
+    for i in range(6):  # the red square's pixels are, in order, what the mask's square shows
+        assert torch.equal(parts["partner"][i][:, region[i]], parts["mixed"][i][:, mask[i]])

@@ -153,6 +153,23 @@ class SMMix(BaseMixer):
         shift = torch.stack([from_top - top, from_left - left], dim=1) * p
         return Region(mask=mask, lam=1.0 - side.float() ** 2 / float(h * w), extra={"shift": shift})
 
+    def preview_parts(self, x: Tensor, params: MixParams) -> dict[str, Any]:
+        """The partner's most-attended square (``partner_region``, outlined in pictures), which the mix moves
+        onto the sample's least-attended one (the mask); a mixup draw of the switch is a plain blend."""
+        shift = params.extra.get("shift")
+        if shift is None:
+            return {}
+        mask = params.mask.to(x.device).expand(x.shape[0], -1, -1, -1)
+        # Both squares lie inside the image, so rolling the mask by the shift lands exactly on the source square.
+        region = torch.stack([m.roll((int(dy), int(dx)), dims=(-2, -1)) for m, (dy, dx) in zip(mask, shift.tolist())])
+        return {"partner_region": region,
+                "legend": ("original: label weight lam (the area it keeps)",
+                           "partner: label weight 1 - lam",
+                           "mask: where the partner's square goes (white),",
+                           "  the original's least-attended square",
+                           "mixed: the partner's red (most-attended) square",
+                           "  moved onto the mask | right: lam | mask mean")}
+
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         shift = params.extra.get("shift")
         if shift is None:  # a mixup draw of the method's switch
