@@ -44,7 +44,7 @@ def test_mask_is_the_saliency_ratio_and_lam_its_mean(mode):
     gen = torch.Generator().manual_seed(2)
     x, y = torch.rand(6, 3, 16, 16, generator=gen), torch.randint(0, 3, (6,), generator=gen)
     sal = torch.rand(6, 16, 16, generator=gen) ** 3
-    mixer = GuidedMix(num_classes=3, mode=mode, blur_size=1)
+    mixer = GuidedMix(num_classes=3, mode=mode, blur_size=1, prob=1.0)
     out = mixer(x, y, context=sal)
     s = sal / sal.sum((1, 2), keepdim=True)
     expected = s[out.index] / (s + s[out.index])
@@ -97,3 +97,11 @@ def test_gradient_guide_reads_the_models_saliency_without_gradients():
 def test_bad_options_are_named(option, value):
     with pytest.raises((ValueError, TypeError), match=option):
         GuidedMix(**{option: value})
+
+
+def test_mix_probability_defaults_to_the_authors_per_guide():
+    assert GuidedMix(num_classes=4).prob == 0.8  # Guided-AP (input-gradient saliency)
+    assert GuidedMix(num_classes=4, guide="spectral").prob == 0.5  # Guided-SR
+    assert GuidedMix(num_classes=4, prob=1.0).prob == 1.0
+    with pytest.raises(ValueError, match="guide"):
+        GuidedMix(num_classes=4, guide="saliency")
