@@ -136,7 +136,7 @@ def test_initial_checkpoint_header_and_run(tmp_path, folders, capsys):
 
 def test_a_run_folder_is_its_best_network(tmp_path):
     path, expected = write_automix(tmp_path, 2)
-    state, source, _ = initial_state_dict(path.parent)
+    state, source, _, _ = initial_state_dict(path.parent)
     assert source.startswith(str(path.parent / "best.pt")) and same(state, expected)  # one epoch: best is last
 
 
@@ -144,7 +144,7 @@ def test_a_run_folder_is_its_best_network(tmp_path):
 
 def test_another_width_is_a_clear_error(tmp_path):
     torch.save(automix.create_model("preact_resnet18", num_classes=2, width=8).state_dict(), tmp_path / "w8.pt")
-    state, source, _ = initial_state_dict(tmp_path / "w8.pt")
+    state, source, _, _ = initial_state_dict(tmp_path / "w8.pt")
     with pytest.raises(ValueError, match=r"does not fit model CifarResNet outside its classifier head \(fc\): "
                                          r"\d+ tensor\(s\) of another shape: stem.0.weight is \[8, 3, 3, 3\] there, "
                                          r"\[4, 3, 3, 3\] here.*--width"):
@@ -178,8 +178,8 @@ def test_foreign_and_corrupt_files(tmp_path, folders, capsys):
     cases = {"linear.pt": "shares no tensor names with model CifarResNet",
              "list.pt": "holds no network weights: it holds a list",
              "meta.pt": "holds no network weights: a dict with keys 'epoch', 'note'",
-             "truncated.pt": "cannot be loaded safely", "notes.yaml": "is not a checkpoint: it is a YAML file",
-             "payload.pt": "cannot be loaded safely", "absent.pt": "--initial-checkpoint not found"}
+             "truncated.pt": "is truncated or corrupt (2,000 bytes", "notes.yaml": "is not a checkpoint: it is a YAML file",
+             "payload.pt": "cannot be loaded safely: it holds print", "absent.pt": "--initial-checkpoint not found"}
     for name, text in cases.items():
         code = main(["train", *TINY, "--dataset", "imagefolder", "--data-dir", str(folders), "--epochs", "1",
                      "--batch-size", "8", "--method", "none", "--initial-checkpoint", str(tmp_path / name),

@@ -395,6 +395,55 @@ def check_conflicts(cfg: Config) -> None:
         refuse("data_dir", "is not read: the digits dataset is built in (give another --dataset)")
 
 
+COMMAND_LINE = "command line"
+
+
+def set_sources(cfg: Config, sources: dict[str, str]) -> Config:
+    """Record where ``cfg``'s given values came from (``{key: "command line" | "config file PATH"}``); returns ``cfg``.
+
+    ``args.config_from_args`` records them; messages (``setting``) and ``--resume`` (``given_keys``) read them. The
+    record is an attribute of this one object, not a field: it is not written to args.yaml or a checkpoint, and a
+    copy (``dataclasses.replace``) has none.
+    """
+    object.__setattr__(cfg, "_sources", dict(sources))
+    return cfg
+
+
+def given_keys(cfg: Config) -> dict[str, str]:
+    """The options given for ``cfg`` and where from: the recorded sources (``set_sources``), else, for a Config
+    built in code, every option that differs from its default (``"code"``)."""
+    recorded = getattr(cfg, "_sources", None)
+    if recorded is not None:
+        return dict(recorded)
+    default = Config()
+    return {f.name: "code" for f in fields(Config) if getattr(cfg, f.name) != getattr(default, f.name)}
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of option ``key``: ``val_split`` -> ``--val-split``."""
+    return {"method_opts": "--method-opt", "model_opts": "--model-opt"}.get(key, "--" + key.replace("_", "-"))
+
+
+def setting(cfg: Config, key: str, value: Any = dataclasses.MISSING) -> str:
+    """Option ``key`` of ``cfg`` (or ``value``) as messages name it, with where it came from.
+
+    ``"--val-split 0.1"`` when it was given on the command line, ``"val_split 0.0 (config file r.yaml)"`` from a
+    config file, else ``"val_split 0.2"``.
+
+    Example:
+        >>> cfg = set_sources(Config(val_split=0.0), {"val_split": "config file r.yaml"})
+        >>> setting(cfg, "val_split")
+        'val_split 0.0 (config file r.yaml)'
+    """
+    value = getattr(cfg, key) if value is dataclasses.MISSING else value
+    source = getattr(cfg, "_sources", {}).get(key)
+    if source == COMMAND_LINE:
+        if isinstance(value, bool):
+            return flag_name(key) if value else "--no-" + flag_name(key)[2:]
+        return f"{flag_name(key)} {value}"
+    return f"{key} {value!r}" + (f" ({source})" if source else "")
+
+
 def from_dict(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
     """A Config from ``base`` (defaults if None) with ``values`` applied; unknown keys are errors."""
     if not isinstance(values, dict):
