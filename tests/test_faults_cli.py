@@ -364,6 +364,37 @@ def test_no_checkpoint_error_repeats_torchs_unsafe_advice(tmp_path, capsys):
             assert says in line and str(path) in line and "weights_only" not in line, line
 
 
+def test_a_checkpoint_cut_short_is_called_truncated_not_unsafe(finished, tmp_path, capsys):
+    """A real last.pt cut in half (a copy that stopped): torch says '[Errno 22] Invalid argument', and the message
+    said 'cannot be loaded safely'; wherever a checkpoint is read, it names the file as truncated or corrupt."""
+    half = tmp_path / "half-last.pt"
+    whole = (finished / "last.pt").read_bytes()
+    half.write_bytes(whole[: len(whole) // 2])
+    start = ["train", "--dataset", "digits", "--subset", "64", "--epochs", "1", "--no-progress", "--no-save-images",
+             "--cache-dir", str(tmp_path / "cache")]
+    for argv in (["eval", str(half)], ["show", "--checkpoint", str(half)],
+                 [*start, "--output", str(tmp_path / "r"), "--resume", str(half)],
+                 [*start, "--output", str(tmp_path / "i"), "--initial-checkpoint", str(half)]):
+        assert main(argv) == 2
+        line = one_error_line(capsys.readouterr().err, argv[0])
+        assert f"{half} is truncated or corrupt ({len(whole) // 2:,} bytes; torch.load: " in line, line
+        assert line.endswith("); copy or write it again") and "safely" not in line
+
+
+@pytest.mark.parametrize("argv,flag", [(["show", "-n", "0", "--method", "mixup"], "-n"),
+                                       (["show", "-n", "-3", "--method", "mixup"], "-n"),
+                                       (["eval", "run", "--batch-size", "0"], "--batch-size")])
+def test_counts_below_one_name_the_option(capsys, argv, flag):
+    """`automix show -n 0` said 'x must be a batch [B, ...] with B >= 1 ...', `-n -3` 'split expects split_size be
+    non-negative'."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    value = argv[argv.index(flag) + 1]
+    assert f"automix {argv[0]}: error: argument {flag}: must be an integer >= 1, got '{value}'" in \
+        capsys.readouterr().err
+
+
 def test_a_run_folder_is_accepted_as_a_checkpoint(finished, tmp_path, capsys):
     """Item 11: `automix eval RUN_DIR` said 'not found'; now it takes the run's best.pt (else last.pt)."""
     capsys.readouterr()

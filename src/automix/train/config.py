@@ -47,7 +47,8 @@ class Config:
     data_dir: str | None = field(default=None, metadata={"help": "dataset folder (not needed for digits)"})
     val_split: float = field(default=0.2, metadata={"help": "share of the training images held out for validation"})
     eval_split: str = field(default="val", metadata={"help": "evaluate on the carved 'val' split or the 'test' split"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the train/val split (fixed across runs)"})
+    split_seed: int = field(default=0, metadata={
+        "help": "seed of the share held out of the training images, and of --subset's pick (fixed across runs)"})
     img_size: int | None = field(default=None, metadata={"help": "image side (dataset default if unset)"})
     download: bool = field(default=False, metadata={"help": "download the dataset when missing (CIFAR)"})
     cache_dir: str | None = field(default=None, metadata={"help": "where decoded images are cached"})
@@ -117,7 +118,9 @@ class Config:
     eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
     seed: int = field(default=0, metadata={"help": "seed of everything random (plus the rank under DDP)"})
     output: str = field(default="runs/automix", metadata={"help": "the run dir (args.yaml, checkpoints, logs)"})
-    resume: str | None = field(default=None, metadata={"help": "checkpoint to continue from ('auto' = output/last.pt)"})
+    resume: str | None = field(default=None, metadata={
+        "help": "checkpoint to continue from ('auto' = output/last.pt), with the run's own options: those not given "
+                "are taken from it; --epochs and how-to-run options may change, the others must match"})
     amp: str | None = field(default=None, metadata={"help": "autocast dtype: bf16 or fp16"})
     model_ema: bool = field(default=False, metadata={"help": "keep a weight-EMA copy of the evaluated net"})
     model_ema_decay: float = field(default=0.999, metadata={"help": "weight-EMA decay per step"})
