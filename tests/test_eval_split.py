@@ -184,3 +184,17 @@ def test_a_recipe_trains_on_train_val_and_train_val_test_folders(tmp_path, capsy
                    f"folder (it has train/, val/); give --eval-split val to evaluate on {tv / 'val'}"
     assert main([*args, "--data-dir", str(tv), "--eval-split", "val", "--output", str(tmp_path / "b")]) == 0
     assert f"automix: evaluates on {tv / 'val'} (6 images)" in capsys.readouterr().err
+
+
+def test_a_whole_config_file_with_the_default_split_options_is_accepted(tmp_path, capsys):
+    """args.yaml (or automix bench's bench.yaml) used as --config lists split_seed 0 and val_split 0.2 too: they are
+    the defaults, not a choice, so a run on a val/ folder or the test split takes it."""
+    data = folder(tmp_path, "train", "val", "test")
+    assert train(tmp_path, data, "first", "--eval-split", "test")[0] == 0
+    whole = tmp_path / "first" / "args.yaml"
+    assert "split_seed: 0" in whole.read_text() and "val_split: 0.2" in whole.read_text()
+    for split in ("test", "val"):
+        assert train(tmp_path, data, f"again-{split}", "--config", str(whole), "--eval-split", split)[0] == 0
+    capsys.readouterr()
+    assert train(tmp_path, data, "flag", "--config", str(whole), "--split-seed", "0")[0] == 2  # a flag is a choice
+    assert "--split-seed 0 is not used" in capsys.readouterr().err

@@ -182,3 +182,17 @@ def test_an_optimiser_state_that_does_not_fit_is_a_clear_error(tmp_path, data, f
     line = one_error_line(capsys.readouterr().err)
     assert f"resume: the optimiser state in {path} does not fit this run's optimiser (parameter groups ['model'] " \
            "there, ['model', 'head'] here" in line, line
+
+
+def test_mixup_off_epoch_may_change_for_epochs_not_yet_trained(tmp_path, data, finished, capsys):
+    """Stopping mixing from an epoch the run has not reached is true of the whole run; from one it has trained with
+    mixing, args.yaml would say what the run did not do."""
+    capsys.readouterr()
+    assert train(tmp_path, data, "run", "--epochs", "3", "--mixup-off-epoch", "2", "--resume", "auto") == 0
+    assert "changed mixup_off_epoch 0 -> 2, epochs 1 -> 3" in capsys.readouterr().err
+    assert [r["epoch"] for r in rows(finished)] == ["0", "1", "2"]
+    assert torch.load(finished / "last.pt", weights_only=True)["method"]["_extra_state"]["mixing"] is False
+    assert "\nmixup_off_epoch: 2\n" in (finished / "args.yaml").read_text()
+    assert train(tmp_path, data, "run", "--epochs", "4", "--mixup-off-epoch", "1", "--resume", "auto") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--mixup-off-epoch 1 (the run's: 2, which the 3 epoch(s) it has trained followed)" in line, line

@@ -86,8 +86,9 @@ def check_split_options(cfg: Config, folders: dict[str, str] | None = None) -> N
     With a ``val/`` folder (or ``eval_split="test"``) the run evaluates on a split of its own, so a share to hold
     out (``val_split`` above 0) and the seed of that split (``split_seed``, unless ``subset`` uses it) would be
     recorded in args.yaml but do nothing. ``val_split: 0`` (hold nothing out, as the fine-grained recipes say) is
-    what happens anyway, so it is accepted. The error names the option and where it was given (flag or config
-    file).
+    what happens anyway, so it is accepted. An option counts as given when it is a flag, or set to another value
+    than its default in a config file: a whole config written out (an ``args.yaml``, ``automix bench``'s
+    ``bench.yaml``) lists the defaults too. The error names the option and where it was given (flag or config file).
 
     Raises:
         ValueError: naming the option, its value and source, and what to do instead.
@@ -103,9 +104,14 @@ def check_split_options(cfg: Config, folders: dict[str, str] | None = None) -> N
     else:
         where = f"eval_split 'test' evaluates on the {cfg.dataset} test split and trains on every training image"
         instead = ""
-    if "val_split" in given and cfg.val_split > 0:
+    default = Config()
+
+    def chosen(key: str) -> bool:
+        return given.get(key) == COMMAND_LINE or (key in given and getattr(cfg, key) != getattr(default, key))
+
+    if chosen("val_split") and cfg.val_split > 0:
         raise ValueError(f"{setting(cfg, 'val_split')}: {where}; {_drop(cfg, 'val_split', given)}{instead}")
-    if "split_seed" in given and cfg.subset is None:
+    if chosen("split_seed") and cfg.subset is None:
         raise ValueError(f"{setting(cfg, 'split_seed')} is not used: {where}, so there is no split to seed; "
                          f"{_drop(cfg, 'split_seed', given)}{instead}")
 
@@ -215,6 +221,9 @@ def describe_eval(cfg: Config, data: ImageData, eval_data: ImageData, eval_idx: 
 RESUME_MAY_CHANGE = ("epochs", "eval_batch_size", "eval_interval", "checkpoint_interval", "log_interval",
                      "save_images", "tensorboard", "progress", "on_nan", "device", "threads", "dist_timeout",
                      "sync_debug", "download", "cache_dir", "workers", "compile", "channels_last", "deterministic")
+# Options of what the run does from an epoch on: they may change when the run has not reached that epoch yet, so
+# args.yaml stays true of every epoch already trained.
+RESUME_FROM_HERE = ("mixup_off_epoch",)
 # This invocation's own: where it writes and what it continues, never taken from the checkpoint.
 RESUME_OWN = ("output", "resume")
 _PATHS = ("data_dir", "initial_checkpoint", "cache_dir")
@@ -234,7 +243,9 @@ def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config
     Every option not given (``config.given_keys``: no flag and not in the ``--config`` file) is the run's own, as
     its args.yaml says: a fine-tuning run started with ``--head-lr-scale 10`` resumes with it. An option given
     with the run's value is fine; one given with another value is applied and recorded when it only says how the
-    run runs (``RESUME_MAY_CHANGE``: ``--epochs``, ``--device``, ``--workers``, ...), and refused otherwise: the
+    run runs (``RESUME_MAY_CHANGE``: ``--epochs``, ``--device``, ``--workers``, ...) or what it does from an epoch
+    it has not started (``--mixup-off-epoch``: mixing stops there either way for the epochs done), and refused
+    otherwise: the
     data, the model and its starting weights, the method, the optimiser and its schedule, the batch size and seed
     define what the checkpoint is the middle of, and a resumed run that took another value would write it to
     args.yaml without having run it. ``output`` and ``resume`` are this invocation's.
@@ -256,6 +267,7 @@ def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config
     except (TypeError, ValueError) as exc:
         raise ValueError(f"resume: checkpoint {path}: {exc}") from None
     given = given_keys(cfg)
+    started = int(state.get("epoch", 0)) + (1 if state.get("step_in_epoch", 0) else 0)  # epochs trained, in part too
     values: dict[str, Any] = {}
     refused: list[str] = []
     changed: list[str] = []
@@ -265,9 +277,12 @@ def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config
             values[key] = mine
         elif key not in given:
             values[key] = theirs
-        elif key in RESUME_MAY_CHANGE:
+        elif key in RESUME_MAY_CHANGE or (key in RESUME_FROM_HERE and _mixes(mine, started) == _mixes(theirs, started)):
             values[key] = mine
             changed.append(f"{key} {theirs!r} -> {mine!r}")
+        elif key in RESUME_FROM_HERE:
+            refused.append(f"{setting(cfg, key)} (the run's: {theirs!r}, which the {started} epoch(s) it has trained "
+                           "followed)")
         else:
             refused.append(f"{setting(cfg, key)} (the run's: {theirs!r})")
     if refused:
@@ -276,15 +291,19 @@ def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config
                          "(another --output)")
     new = Config(**values)
     set_sources(validate(new, conflicts=False), {k: v for k, v in given.items() if k in RESUME_MAY_CHANGE})
-    done = int(state.get("epoch", 0)) + (1 if state.get("step_in_epoch", 0) else 0)
-    if new.epochs < done:
+    if new.epochs < started:
         raise ValueError(f"resume: {setting(cfg, 'epochs')}: the run in {path} is already at epoch "
-                         f"{state.get('epoch')}, step {state.get('step_in_epoch', 0)}; give --epochs {done} or more")
+                         f"{state.get('epoch')}, step {state.get('step_in_epoch', 0)}; give --epochs {started} or more")
     if new.mixup_off_epoch and new.mixup_off_epoch >= new.epochs:
         raise ValueError(f"resume: {setting(cfg, 'epochs')}: the run stops mixing from epoch {new.mixup_off_epoch} "
                          f"(mixup_off_epoch), which must be below epochs; give --epochs {new.mixup_off_epoch + 1} "
                          "or more")
     return new, changed
+
+
+def _mixes(mixup_off_epoch: int, epochs: int) -> list[bool]:
+    """Which of the first ``epochs`` epochs mix under ``mixup_off_epoch`` (0: all; as ``engine.Run.mixing``)."""
+    return [not (mixup_off_epoch and e >= mixup_off_epoch) for e in range(epochs)]
 
 
 def check_resume(state: dict[str, Any], path: str, num_classes: int) -> None:
