@@ -133,7 +133,7 @@ class Run:
             ckpt.save(self.state(), self.out / name)
         dist_util.barrier()
 
-    def restore(self, state: dict[str, Any], path: str, changed: list[str] = ()) -> None:
+    def restore(self, state: dict[str, Any], path: str, changed: list[str] | None = None) -> None:
         """Continue from checkpoint ``state`` (read from ``path``; its config already merged into ``self.cfg`` by
         ``setup.resume_config``, which listed the options ``changed``)."""
         check_resume(state, path, self.data.num_classes)

@@ -72,16 +72,18 @@ def check_split(cfg: Config, split: str, path: str) -> None:
         require_split(cfg, "test", "--split test", other)
     elif not has_val:
         if cfg.eval_split == "test":
-            why = "trained on every training image (eval_split 'test' holds none out) and its data_dir has no val/ " \
-                  "folder" if cfg.dataset == "imagefolder" else "trained on every training image (eval_split 'test' " \
-                  "holds none out)"
+            why = "trained on every training image (eval_split 'test' holds none out)"
+            if cfg.dataset == "imagefolder":
+                why += " and its data_dir has no val/ folder"
         else:
             why = f"held no images out for validation (val_split {cfg.val_split})"
-        other = "evaluate it with --split test" if has_test else f"and {cfg.dataset} at {cfg.data_dir} has no test " \
-            "split either: there are no held-out images to evaluate it on"
-        if cfg.dataset == "digits" and not has_test:
-            other = "and the digits dataset has no held-out test split: there are no held-out images to evaluate " \
-                    "it on"
+        if has_test:
+            other = "evaluate it with --split test"
+        elif cfg.dataset == "digits":
+            other = "and the digits dataset has no held-out test split: there are no held-out images to evaluate it on"
+        else:
+            other = f"and {cfg.dataset} at {cfg.data_dir} has no test split either: there are no held-out images to " \
+                    "evaluate it on"
         raise ValueError(f"--split val: the run of {path} {why}, so it has no validation images; {other}")
 
 

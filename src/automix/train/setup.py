@@ -244,11 +244,10 @@ def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config
     its args.yaml says: a fine-tuning run started with ``--head-lr-scale 10`` resumes with it. An option given
     with the run's value is fine; one given with another value is applied and recorded when it only says how the
     run runs (``RESUME_MAY_CHANGE``: ``--epochs``, ``--device``, ``--workers``, ...) or what it does from an epoch
-    it has not started (``--mixup-off-epoch``: mixing stops there either way for the epochs done), and refused
-    otherwise: the
-    data, the model and its starting weights, the method, the optimiser and its schedule, the batch size and seed
-    define what the checkpoint is the middle of, and a resumed run that took another value would write it to
-    args.yaml without having run it. ``output`` and ``resume`` are this invocation's.
+    it has not started (``--mixup-off-epoch``, when the epochs done mix as the new value says), and refused
+    otherwise: the data, the model and its starting weights, the method, the optimiser and its schedule, the batch
+    size and seed define what the checkpoint is the middle of, and a resumed run that took another value would
+    write it to args.yaml without having run it. ``output`` and ``resume`` are this invocation's.
 
     Returns:
         (the config, ``["epochs 1 -> 3", ...]`` for the options changed).
