@@ -198,3 +198,24 @@ def test_a_whole_config_file_with_the_default_split_options_is_accepted(tmp_path
     capsys.readouterr()
     assert train(tmp_path, data, "flag", "--config", str(whole), "--split-seed", "0")[0] == 2  # a flag is a choice
     assert "--split-seed 0 is not used" in capsys.readouterr().err
+
+
+def test_dataset_splits_finds_the_splits_without_decoding(tmp_path, capsys):
+    from test_data import write_cifar_pickles
+
+    from automix.data import dataset_splits
+
+    assert dataset_splits("digits") == ("train",) and dataset_splits("tiny-imagenet", tmp_path) == ("train", "test")
+    assert dataset_splits("imagefolder", folder(tmp_path, "train", "test")) == ("train", "test")
+    copy = tmp_path / "cifar-copy"  # an ImageFolder copy of the CIFAR-10 training images, as ../shared/data has
+    make_folder(str(copy), classes=[f"c{i}" for i in range(10)], per_class=1, size=8)
+    write_cifar_pickles(str(tmp_path / "pickles"), "cifar10")
+    assert dataset_splits("cifar10", copy) == ("train",)
+    assert dataset_splits("cifar10", tmp_path / "pickles") == ("train", "test")
+    assert dataset_splits("cifar10", copy, download=True) == ("train", "test")
+    capsys.readouterr()
+    assert main(["train", *BASE, "--dataset", "cifar10", "--data-dir", str(copy), "--eval-split", "test",
+                 "--output", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    line = error_line(capsys.readouterr().err, "train")
+    assert f"--eval-split test: data_dir {copy} is one image folder of the cifar10 training images, with no test " \
+           "split" in line and line.endswith("--eval-split val (--val-split sets the share)")
