@@ -60,6 +60,9 @@ def check_split(cfg: Config, split: str, path: str) -> None:
     ``val``: the run's validation images: the ones it evaluated on when it ran with ``eval_split val`` (a held-out
     share of its training images, or a ``val/`` folder), else a ``val/`` folder it did not train on. A run that
     held nothing out has none. ``test``: the dataset's test split. Advice names only a split that exists.
+
+    Raises:
+        ValueError: ``split`` is not "val" or "test", or the run's data has no such images (naming ``--split``).
     """
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")

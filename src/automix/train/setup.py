@@ -154,6 +154,9 @@ def require_split(cfg: Config, split: str, asked: str, advice: str) -> None:
 
     ``asked`` names the option that asked for it (``"--eval-split test"``, ``"--split test"``, with its config
     file when it came from one); ``advice`` says what to do instead. Nothing is decoded.
+
+    Raises:
+        ValueError: ``"{asked}: {what the data has}; {advice}"``.
     """
     splits = dataset_splits(cfg.dataset, cfg.data_dir, download=cfg.download, cache_dir=cfg.cache_dir)
     if split in splits:
@@ -310,6 +313,9 @@ def check_resume(state: dict[str, Any], path: str, num_classes: int) -> None:
 
     The options are checked by ``resume_config``; the class count comes from the data, which may have changed
     under the same ``data_dir``.
+
+    Raises:
+        ValueError: naming both class counts.
     """
     if state.get("num_classes") != num_classes:
         raise ValueError(f"resume: checkpoint {path} does not match this run: num_classes: checkpoint "
