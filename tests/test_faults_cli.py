@@ -302,7 +302,8 @@ def test_run_without_validation_writes_valid_files(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run / "last.pt")]) == 2
     line = one_error_line(capsys.readouterr().err, "eval")
-    assert "no validation images" in line and "--split test" in line
+    # Digits has no test split: the advice names none (it said "evaluate it with --split test").
+    assert "no validation images" in line and "--split test" not in line and "no held-out test split" in line
 
 
 def test_every_json_writer_is_strict(tmp_path, capsys):
@@ -355,12 +356,44 @@ def test_no_checkpoint_error_repeats_torchs_unsafe_advice(tmp_path, capsys):
 
     torch.save({"format": "automix-checkpoint-1", "x": Evil()}, tmp_path / "evil.pt")
     (tmp_path / "half.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
-    for path in (tmp_path / "evil.pt", tmp_path / "half.pt"):
+    for path, says in ((tmp_path / "evil.pt", "cannot be loaded safely: it holds posix.getpid"),
+                       (tmp_path / "half.pt", "is truncated or corrupt (22 bytes; ")):
         for argv in (["eval", str(path)], ["show", "--checkpoint", str(path)],
                      ["train", *TINY, "--output", str(tmp_path / "r"), "--resume", str(path)]):
             assert main(argv) == 2
             line = one_error_line(capsys.readouterr().err, argv[0])
-            assert "cannot be loaded safely" in line and "weights_only" not in line, line
+            assert says in line and str(path) in line and "weights_only" not in line, line
+
+
+def test_a_checkpoint_cut_short_is_called_truncated_not_unsafe(finished, tmp_path, capsys):
+    """A real last.pt cut in half (a copy that stopped): torch says '[Errno 22] Invalid argument', and the message
+    said 'cannot be loaded safely'; wherever a checkpoint is read, it names the file as truncated or corrupt."""
+    half = tmp_path / "half-last.pt"
+    whole = (finished / "last.pt").read_bytes()
+    half.write_bytes(whole[: len(whole) // 2])
+    start = ["train", "--dataset", "digits", "--subset", "64", "--epochs", "1", "--no-progress", "--no-save-images",
+             "--cache-dir", str(tmp_path / "cache")]
+    for argv in (["eval", str(half)], ["show", "--checkpoint", str(half)],
+                 [*start, "--output", str(tmp_path / "r"), "--resume", str(half)],
+                 [*start, "--output", str(tmp_path / "i"), "--initial-checkpoint", str(half)]):
+        assert main(argv) == 2
+        line = one_error_line(capsys.readouterr().err, argv[0])
+        assert f"{half} is truncated or corrupt ({len(whole) // 2:,} bytes; torch.load: " in line, line
+        assert line.endswith("); copy or write it again") and "safely" not in line
+
+
+@pytest.mark.parametrize("argv,flag", [(["show", "-n", "0", "--method", "mixup"], "-n"),
+                                       (["show", "-n", "-3", "--method", "mixup"], "-n"),
+                                       (["eval", "run", "--batch-size", "0"], "--batch-size")])
+def test_counts_below_one_name_the_option(capsys, argv, flag):
+    """`automix show -n 0` said 'x must be a batch [B, ...] with B >= 1 ...', `-n -3` 'split expects split_size be
+    non-negative'."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    value = argv[argv.index(flag) + 1]
+    assert f"automix {argv[0]}: error: argument {flag}: must be an integer >= 1, got '{value}'" in \
+        capsys.readouterr().err
 
 
 def test_a_run_folder_is_accepted_as_a_checkpoint(finished, tmp_path, capsys):
@@ -526,7 +559,7 @@ def test_eval_names_its_numbers_as_summary_csv_does(finished, capsys):
     with (finished / "summary.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
     assert {"val_top1", "val_top1_online", "val_loss"} <= set(result) <= set(last) | {
-        "checkpoint", "split", "images", "method", "model", "dataset", "val_loss_online"}
+        "checkpoint", "split", "evaluates_on", "images", "method", "model", "dataset", "val_loss_online"}
     assert result["val_top1"] == float(last["val_top1"]) and result["val_top1_online"] == float(last["val_top1_online"])
     assert not any(k.startswith(("top1_", "loss_")) for k in result)
 

@@ -136,7 +136,7 @@ def test_initial_checkpoint_header_and_run(tmp_path, folders, capsys):
 
 def test_a_run_folder_is_its_best_network(tmp_path):
     path, expected = write_automix(tmp_path, 2)
-    state, source, _ = initial_state_dict(path.parent)
+    state, source, _, _ = initial_state_dict(path.parent)
     assert source.startswith(str(path.parent / "best.pt")) and same(state, expected)  # one epoch: best is last
 
 
@@ -144,7 +144,7 @@ def test_a_run_folder_is_its_best_network(tmp_path):
 
 def test_another_width_is_a_clear_error(tmp_path):
     torch.save(automix.create_model("preact_resnet18", num_classes=2, width=8).state_dict(), tmp_path / "w8.pt")
-    state, source, _ = initial_state_dict(tmp_path / "w8.pt")
+    state, source, _, _ = initial_state_dict(tmp_path / "w8.pt")
     with pytest.raises(ValueError, match=r"does not fit model CifarResNet outside its classifier head \(fc\): "
                                          r"\d+ tensor\(s\) of another shape: stem.0.weight is \[8, 3, 3, 3\] there, "
                                          r"\[4, 3, 3, 3\] here.*--width"):
@@ -178,8 +178,9 @@ def test_foreign_and_corrupt_files(tmp_path, folders, capsys):
     cases = {"linear.pt": "shares no tensor names with model CifarResNet",
              "list.pt": "holds no network weights: it holds a list",
              "meta.pt": "holds no network weights: a dict with keys 'epoch', 'note'",
-             "truncated.pt": "cannot be loaded safely", "notes.yaml": "is not a checkpoint: it is a YAML file",
-             "payload.pt": "cannot be loaded safely", "absent.pt": "--initial-checkpoint not found"}
+             "truncated.pt": "is truncated or corrupt (2,000 bytes",
+             "notes.yaml": "is not a checkpoint: it is a YAML file",
+             "payload.pt": "cannot be loaded safely: it holds print", "absent.pt": "--initial-checkpoint not found"}
     for name, text in cases.items():
         code = main(["train", *TINY, "--dataset", "imagefolder", "--data-dir", str(folders), "--epochs", "1",
                      "--batch-size", "8", "--method", "none", "--initial-checkpoint", str(tmp_path / name),
@@ -189,6 +190,85 @@ def test_foreign_and_corrupt_files(tmp_path, folders, capsys):
         assert code == 2 and text in line and "--initial-checkpoint" in line, (name, line)
         assert "ran code" not in out and "weights_only" not in line
         assert not (tmp_path / "r").exists()  # the run dir it made is removed again
+
+
+def automix_method(classes: int):
+    torch.manual_seed(4)
+    return automix.create_method("automix", net(classes, seed=4), num_classes=classes, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["method.state_dict", "lightning-style"])
+def test_state_dicts_with_entries_that_are_not_tensors(tmp_path, folders, capsys, kind):
+    """``method.state_dict()`` (README: "holds everything") and a Lightning checkpoint of a module holding the method
+    have ``_extra_state`` entries (the generator state, total_steps): they were refused as 'no network weights'."""
+    method = automix_method(3)
+    state = method.state_dict()
+    assert not isinstance(state["_extra_state"], torch.Tensor)
+    path = tmp_path / "method.pt"
+    if kind == "method.state_dict":
+        torch.save(state, path)
+        prefix, skipped = "model.", "_extra_state"
+    else:  # what Lightning's Trainer.save_checkpoint writes for examples/lightning_module.py (minus its loops)
+        torch.save({"epoch": 0, "global_step": 4, "pytorch-lightning_version": "2.6.6",
+                    "state_dict": {f"method.{k}": v for k, v in state.items()}, "optimizer_states": [],
+                    "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": {"method": "automix"}}, path)
+        prefix, skipped = "method.model.", "method._extra_state"
+    capsys.readouterr()
+    code = main(["train", *TINY, "--dataset", "imagefolder", "--data-dir", str(folders), "--epochs", "1",
+                 "--batch-size", "8", "--method", "none", "--initial-checkpoint", str(path), "--no-save-images",
+                 "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"the network under {prefix!r}: 105 tensors loaded, 2 re-initialised, " in err
+    assert f"automix: skipped (not tensors): {skipped}\n" in err
+    assert f"{prefix[:-len('model.')]}model_k.* (107)" in err  # the EMA encoder: not the online network
+    run = engine.Run(cfg_for(tmp_path, folders, method="none", initial_checkpoint=str(path),
+                             output=str(tmp_path / "o")))
+    assert same(backbone(run.method.model.state_dict()), backbone(method.model.state_dict()))
+    assert run.init_report.skipped == [skipped] and run.init_report.prefix == prefix
+
+
+def test_real_lightning_checkpoint(tmp_path):
+    """A checkpoint Lightning wrote for examples/lightning_module.py, read with weights_only=True."""
+    from test_examples import lightning_or_skip, load_example
+
+    lightning_or_skip()
+    ex = load_example("lightning_module.py")
+    module = ex.MixingModule("automix", num_classes=10, width=WIDTH, seed=0)
+    trainer = ex.trainer(1)
+    trainer.fit(module, torch.utils.data.DataLoader(ex.synthetic(16), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    state, source, left, skipped = initial_state_dict(tmp_path / "last.ckpt")
+    report = load_weights(net(2), state, source, ignored=left, skipped=skipped)
+    assert report.prefix == "method.model." and report.skipped == ["method._extra_state"]
+    assert report.reinitialised == ["fc.weight", "fc.bias"] and report.classes == (10, 2)
+
+
+def test_a_file_with_no_tensors_is_still_refused(tmp_path):
+    torch.save({"state_dict": {"_extra_state": {"total_steps": 8}}, "epoch": 1}, tmp_path / "none.pt")
+    with pytest.raises(ValueError, match=r"--initial-checkpoint .*none.pt holds no network weights: a dict with keys "
+                                         r"'state_dict', 'epoch' and no tensors"):
+        initial_state_dict(tmp_path / "none.pt")
+    torch.save({"_extra_state": {"total_steps": 8}, "head.w": torch.zeros(2)}, tmp_path / "other.pt")
+    state, source, left, skipped = initial_state_dict(tmp_path / "other.pt")
+    assert skipped == ["_extra_state"]
+    with pytest.raises(ValueError, match="shares no tensor names with model CifarResNet"):
+        load_weights(net(2), state, source, skipped=skipped)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_batchnorm_counters_are_not_reported_as_reinitialised(tmp_path, classes):
+    """A file without BatchNorm's num_batches_tracked (many published state dicts): the header listed the 20
+    counters as re-initialised layers."""
+    full = net(classes, seed=6).state_dict()
+    counters = [k for k in full if k.endswith("num_batches_tracked")]
+    assert counters
+    report = load_weights(net(2), {k: v for k, v in full.items() if k not in counters}, "x")
+    head = ["fc.weight", "fc.bias"] if classes != 2 else []
+    assert report.reinitialised == head and report.counters == counters
+    assert report.lines()[0] == f"initial weights from x: {len(full) - len(counters) - len(head)} tensors loaded, " \
+                                f"{len(head)} re-initialised, 0 ignored"
+    assert not any("num_batches_tracked" in line for line in report.lines())
 
 
 def test_pretrained_and_initial_checkpoint_conflict():

@@ -84,7 +84,7 @@ def test_a_missing_test_folder_names_the_flags(tmp_path, capsys, layout):
         make_folder(str(root / "val"), per_class=2)
     code, err, out = run(tmp_path, capsys, root, "--eval-split", "test")
     assert code == 2 and not out.exists()
-    assert "eval_split 'test'" in err and "--eval-split val" in err and "split_indices" not in err
+    assert "--eval-split test: data_dir" in err and "--eval-split val" in err and "split_indices" not in err
     assert ("has no test/ folder (it has train/, val/)" in err) == (layout == "train+val")
 
 
@@ -93,7 +93,7 @@ def test_val_split_with_a_val_folder_is_refused(tmp_path, capsys):
     make_folder(str(root / "train"), per_class=4)
     make_folder(str(root / "val"), per_class=2)
     code, err, _ = run(tmp_path, capsys, root, "--val-split", "0.1")
-    assert code == 2 and "val_split 0.1" in err and "drop --val-split" in err and str(root / "train") in err
+    assert code == 2 and "--val-split 0.1: " in err and "drop --val-split" in err and str(root / "train") in err
 
 
 def test_mismatched_class_folders_are_named(tmp_path, capsys):

@@ -234,10 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="accuracy of a checkpoint as JSON", formatter_class=fmt)
     p.add_argument("checkpoint", help="a last.pt / best.pt file, or a run folder (its best.pt, else last.pt)")
-    p.add_argument("--split", default="val", choices=["val", "test"], help="the run's validation split or test split")
+    p.add_argument("--split", default="val", choices=["val", "test"],
+                   help="val: the run's validation images (its held-out share or val/ folder); test: the dataset's "
+                        "test split (an image folder's test/)")
     p.add_argument("--data-dir", default=None, help="override the dataset folder stored in the checkpoint")
     p.add_argument("--device", default="cpu", help="device to evaluate on")
-    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="evaluation batch size")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--output", default=None, help="also write the JSON (with the config) to this file")
     p.set_defaults(func=_cmd_eval)
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", "--image", dest="output", default=None,
                    help="PNG file to write (default: show-METHOD.png in the run folder with --checkpoint, "
                         "else runs/show/METHOD.png)")
-    p.add_argument("-n", type=int, default=8, help="samples to show")
+    p.add_argument("-n", type=_positive_int, default=8, help="samples to show")
     add_config_arguments(p, exclude=("output", "resume"))  # --output is the picture here, not a run dir
     p.set_defaults(func=_cmd_show)
 

@@ -32,7 +32,7 @@ from .base import (
     as_path,
 )
 from .cache import cache_root
-from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, load_cifar
+from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, cifar_splits, load_cifar
 from .digits import load_digits
 from .fetch import download, download_and_extract
 from .folder import load_image_folder, load_tiny_imagenet, split_folders
@@ -51,6 +51,31 @@ def list_datasets() -> list[str]:
         ['cifar10', 'cifar100', 'digits', 'imagefolder', 'tiny-imagenet']
     """
     return list(_DATASETS)
+
+
+def dataset_splits(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = False,
+                   cache_dir: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The splits ``load_dataset(name, data_dir, split=...)`` serves, found without reading an image.
+
+    ``digits``: ``("train",)`` (one set: hold a share out for validation). ``imagefolder``: the folders
+    ``split_folders`` finds (``("train",)`` for a root of class folders). CIFAR: ``("train", "test")``, but
+    ``("train",)`` for a single ImageFolder copy of the training images. Tiny-ImageNet: ``("train", "test")``.
+    A ``data_dir`` that holds no such dataset is reported by ``load_dataset``, not here.
+
+    Example:
+        >>> dataset_splits("digits")
+        ('train',)
+    """
+    if name == "digits":
+        return ("train",)
+    if name == "tiny-imagenet":
+        return ("train", "test")
+    if name in ("cifar10", "cifar100"):
+        root = os.path.join(cache_root(cache_dir), "datasets") if data_dir is None else os.fspath(data_dir)
+        return cifar_splits(name, root, download)
+    if name == "imagefolder" and data_dir is not None and os.path.isdir(data_dir):
+        return tuple(split_folders(os.fspath(data_dir)))
+    return ("train",)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split: str = "train",
@@ -127,7 +152,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split:
                              std=IMAGENET_STD, skip_bad=skip_bad_images, classes=classes, what=what)
 
 
-__all__ = ["ImageData", "DatasetNotFoundError", "list_datasets", "load_dataset", "split_indices",
+__all__ = ["ImageData", "DatasetNotFoundError", "list_datasets", "load_dataset", "dataset_splits", "split_indices",
            "random_crop_flip", "normalize", "resize_images", "LazyImageDataset", "download",
            "download_and_extract", "cache_root", "split_folders", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR100_URL",
            "CIFAR100_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",

@@ -128,6 +128,19 @@ def load_cifar(name: str, data_dir: str, split: str, *, download: bool, cache_di
     return data
 
 
+def cifar_splits(name: str, data_dir: str, download: bool = False) -> tuple[str, ...]:
+    """The splits ``load_cifar`` serves from ``data_dir``, without reading an image: ``("train",)`` for a single
+    ImageFolder copy of the training images, else ``("train", "test")`` (the pickle release, ``train/`` beside
+    ``test/``, or what ``download=True`` fetches; a folder holding none of these fails to load either split)."""
+    if not os.path.isdir(data_dir) or download or _pickle_dir(name, data_dir) is not None:
+        return ("train", "test")
+    if os.path.isdir(os.path.join(data_dir, "test")):
+        return ("train", "test")
+    if _looks_like_image_folder(data_dir) and not os.path.isdir(os.path.join(data_dir, "train")):
+        return ("train",)
+    return ("train", "test")
+
+
 def _looks_like_image_folder(path: str) -> bool:
     return any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(path))
 

@@ -13,7 +13,18 @@ import types
 import typing
 from typing import Any
 
-from .config import SECTIONS, Config, _field_types, _strip_optional, from_dict, load_yaml, number_text, validate
+from .config import (
+    COMMAND_LINE,
+    SECTIONS,
+    Config,
+    _field_types,
+    _strip_optional,
+    from_dict,
+    load_yaml,
+    number_text,
+    set_sources,
+    validate,
+)
 
 ALIASES = {"output": ["-o", "--output-dir"], "config": ["-c"], "batch_size": ["-b"]}
 
@@ -73,7 +84,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
 
 
 def config_from_args(ns: argparse.Namespace) -> Config:
-    """Defaults, then the ``--config`` YAML, then the flags that were given; validated."""
+    """Defaults, then the ``--config`` YAML, then the flags that were given; validated, with the source of each given
+    value recorded (``config.set_sources``: messages name the flag or the file, and ``--resume`` keeps the run's own
+    value of every option not given)."""
     known = set(_field_types()) | {"config"}
     values = {k: v for k, v in vars(ns).items() if k in known}  # drop the subcommand's own arguments
     path = values.pop("config", None)
@@ -85,4 +98,5 @@ def config_from_args(ns: argparse.Namespace) -> Config:
     for key in ("method_opts", "model_opts"):
         if key in values:
             values[key] = {**getattr(cfg, key), **dict(values[key])}
-    return validate(from_dict(values, cfg, source="command line"))
+    sources = {**{k: f"config file {path}" for k in from_file}, **{k: COMMAND_LINE for k in values}}
+    return set_sources(validate(from_dict(values, cfg, source="command line")), sources)

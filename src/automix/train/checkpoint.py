@@ -5,7 +5,8 @@
   never a half-written one under the real name.
 * ``load`` uses ``torch.load(weights_only=True)``: a checkpoint cannot run code when loaded. A file
   that is not a ``torch.save`` file at all (a YAML, PNG, CSV ...) is named as what it is, and torch's
-  advice to retry with ``weights_only=False`` is never passed on: it would run the file's code.
+  advice to retry with ``weights_only=False`` is never passed on: it would run the file's code. A torch.save
+  file cut short or damaged is called truncated or corrupt (not unsafe), with its path and size.
 * ``find`` accepts a run folder for a checkpoint (its ``best.pt`` or ``last.pt``).
 * ``capture_rng`` / ``restore_rng`` cover python, numpy, torch (CPU and CUDA) global generators, in
   plain types that ``weights_only`` accepts.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -99,8 +101,9 @@ def read_torch_file(path: str | Path, what: str = "checkpoint", map_location: An
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a folder, a file that is not a ``torch.save`` file (named as what it is), or one that
-            cannot be loaded safely (torch's reason, without its advice to load unsafely).
+        ValueError: a folder, a file that is not a ``torch.save`` file (named as what it is), one that is
+            truncated or corrupt, or one that cannot be loaded safely (it holds other objects than tensors and
+            plain types; torch's reason, without its advice to load unsafely).
     """
     path = Path(path)
     if path.is_dir():
@@ -113,8 +116,24 @@ def read_torch_file(path: str | Path, what: str = "checkpoint", map_location: An
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # unpickling errors, truncated files, refused globals
-        raise ValueError(f"{what} {path} cannot be loaded safely: {_torch_reason(exc)}") from None
+    except Exception as exc:
+        if _refused(exc):  # a complete file holding more than tensors and plain types: loading it would run code
+            found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
+            held = f"{found.group(1)}, not only tensors and plain types" if found else \
+                "objects other than tensors and plain types"
+            raise ValueError(f"{what} {path} cannot be loaded safely: it holds {held} (loading it would run "
+                             "its code)") from None
+        # Anything else torch cannot read in a file that starts as a torch.save file: cut short (a copy or
+        # download that stopped) or damaged. Not a safety question, and loading it unsafely would not help.
+        raise ValueError(f"{what} {path} is truncated or corrupt ({path.stat().st_size:,} bytes; torch.load: "
+                         f"{_torch_reason(exc)}); copy or write it again") from None
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused what a complete file holds (not a damaged file)."""
+    import pickle
+
+    return isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc)
 
 
 def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -47,7 +47,8 @@ class Config:
     data_dir: str | None = field(default=None, metadata={"help": "dataset folder (not needed for digits)"})
     val_split: float = field(default=0.2, metadata={"help": "share of the training images held out for validation"})
     eval_split: str = field(default="val", metadata={"help": "evaluate on the carved 'val' split or the 'test' split"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the train/val split (fixed across runs)"})
+    split_seed: int = field(default=0, metadata={
+        "help": "seed of the share held out of the training images, and of --subset's pick (fixed across runs)"})
     img_size: int | None = field(default=None, metadata={"help": "image side (dataset default if unset)"})
     download: bool = field(default=False, metadata={"help": "download the dataset when missing (CIFAR)"})
     cache_dir: str | None = field(default=None, metadata={"help": "where decoded images are cached"})
@@ -117,7 +118,9 @@ class Config:
     eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
     seed: int = field(default=0, metadata={"help": "seed of everything random (plus the rank under DDP)"})
     output: str = field(default="runs/automix", metadata={"help": "the run dir (args.yaml, checkpoints, logs)"})
-    resume: str | None = field(default=None, metadata={"help": "checkpoint to continue from ('auto' = output/last.pt)"})
+    resume: str | None = field(default=None, metadata={
+        "help": "checkpoint to continue from ('auto' = output/last.pt), with the run's own options: those not given "
+                "are taken from it; --epochs and how-to-run options may change, the others must match"})
     amp: str | None = field(default=None, metadata={"help": "autocast dtype: bf16 or fp16"})
     model_ema: bool = field(default=False, metadata={"help": "keep a weight-EMA copy of the evaluated net"})
     model_ema_decay: float = field(default=0.999, metadata={"help": "weight-EMA decay per step"})
@@ -394,6 +397,55 @@ def check_conflicts(cfg: Config) -> None:
                          "file of your own with --initial-checkpoint FILE (e.g. a run's best.pt)")
     if cfg.dataset == "digits" and given("data_dir"):
         refuse("data_dir", "is not read: the digits dataset is built in (give another --dataset)")
+
+
+COMMAND_LINE = "command line"
+
+
+def set_sources(cfg: Config, sources: dict[str, str]) -> Config:
+    """Record where ``cfg``'s given values came from (``{key: "command line" | "config file PATH"}``); returns ``cfg``.
+
+    ``args.config_from_args`` records them; messages (``setting``) and ``--resume`` (``given_keys``) read them. The
+    record is an attribute of this one object, not a field: it is not written to args.yaml or a checkpoint, and a
+    copy (``dataclasses.replace``) has none.
+    """
+    object.__setattr__(cfg, "_sources", dict(sources))
+    return cfg
+
+
+def given_keys(cfg: Config) -> dict[str, str]:
+    """The options given for ``cfg`` and where from: the recorded sources (``set_sources``), else, for a Config
+    built in code, every option that differs from its default (``"code"``)."""
+    recorded = getattr(cfg, "_sources", None)
+    if recorded is not None:
+        return dict(recorded)
+    default = Config()
+    return {f.name: "code" for f in fields(Config) if getattr(cfg, f.name) != getattr(default, f.name)}
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of option ``key``: ``val_split`` -> ``--val-split``."""
+    return {"method_opts": "--method-opt", "model_opts": "--model-opt"}.get(key, "--" + key.replace("_", "-"))
+
+
+def setting(cfg: Config, key: str, value: Any = dataclasses.MISSING) -> str:
+    """Option ``key`` of ``cfg`` (or ``value``) as messages name it, with where it came from.
+
+    ``"--val-split 0.1"`` when it was given on the command line, ``"val_split 0.0 (config file r.yaml)"`` from a
+    config file, else ``"val_split 0.2"``.
+
+    Example:
+        >>> cfg = set_sources(Config(val_split=0.0), {"val_split": "config file r.yaml"})
+        >>> setting(cfg, "val_split")
+        'val_split 0.0 (config file r.yaml)'
+    """
+    value = getattr(cfg, key) if value is dataclasses.MISSING else value
+    source = getattr(cfg, "_sources", {}).get(key)
+    if source == COMMAND_LINE:
+        if isinstance(value, bool):
+            return flag_name(key) if value else "--no-" + flag_name(key)[2:]
+        return f"{flag_name(key)} {value}"
+    return f"{key} {value!r}" + (f" ({source})" if source else "")
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:

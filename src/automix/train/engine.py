@@ -33,7 +33,7 @@ from .config import Config, to_yaml
 from .loader import TrainBatches, eval_batches
 from .logger import RunLogger
 from .rundir import claim
-from .setup import describe_eval, load_data, resume_state, seed_everything
+from .setup import check_resume, describe_eval, load_data, resume_config, seed_everything
 from .syncdebug import SyncCheck
 from .weights import load_initial_weights
 
@@ -108,6 +108,7 @@ class Run:
             self.step_fn = nn.parallel.DistributedDataParallel(self.method, device_ids=ids,
                                                                find_unused_parameters=unused)
         self.epoch, self.step_in_epoch, self.best, self.skipped = 0, 0, -1.0, 0
+        self.resumes: list[str] = []  # one line per resume of this run: where from, and the options it changed
         self.warnings: dict[str, int] = {}  # the method's epoch warnings -> first epoch they were raised
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
         self.term_sums: dict[str, float] = {}  # and the running sums of the method's other logs (loss terms, lam)
@@ -129,7 +130,7 @@ class Run:
                 "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "model_ema": None if self.model_ema is None else self.model_ema.state_dict(),
-                "batches": self.batches.state_dict(), "rng": ckpt.capture_rng()}
+                "batches": self.batches.state_dict(), "rng": ckpt.capture_rng(), "resumes": list(self.resumes)}
 
     def save(self, name: str) -> None:
         if self.info.enabled:
@@ -138,10 +139,21 @@ class Run:
             ckpt.save(self.state(), self.out / name)
         dist_util.barrier()
 
-    def restore(self, path: str) -> None:
-        state = resume_state(path, self.cfg, self.data.num_classes)
+    def restore(self, state: dict[str, Any], path: str, changed: list[str] | None = None) -> None:
+        """Continue from checkpoint ``state`` (read from ``path``; its config already merged into ``self.cfg`` by
+        ``setup.resume_config``, which listed the options ``changed``)."""
+        check_resume(state, path, self.data.num_classes)
         self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # torch's "different number of parameter groups": name what differs
+            saved = [g.get("name", "?") for g in state["optimizer"].get("param_groups", [])]
+            built = [g.get("name", "?") for g in self.optimizer.param_groups]
+            raise ValueError(f"resume: the optimiser state in {path} does not fit this run's optimiser (parameter "
+                             f"groups {saved} there, {built} here: {exc})") from None
+        total = self.cfg.epochs * self.steps_per_epoch
+        if self.method.total_steps != total:  # --epochs changed: the method's schedules span the new length
+            self.method.set_total_steps(total)
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         if self.model_ema is not None and state["model_ema"] is not None:
@@ -153,6 +165,8 @@ class Run:
         self.warnings = dict(state.get("warnings", {}))
         self.loss_sum, self.loss_count = state["epoch_loss"]
         self.term_sums = dict(state.get("epoch_terms", {}))
+        where = f"resumed from {path} at epoch {self.epoch}, step {self.step_in_epoch}"
+        self.resumes = list(state.get("resumes", [])) + [where + (f"; changed {', '.join(changed)}" if changed else "")]
         if self.info.rank > 0:
             # The checkpoint holds rank 0's random streams; give the other ranks their own again,
             # derived from (seed, rank, step), so ranks keep drawing differently after a resume.
@@ -302,11 +316,22 @@ def fit(cfg: Config) -> dict[str, Any]:
         if cfg.device is not None:
             dist_util.check_device(cfg.device, dist_util.env_local_rank())
         lock = claim(cfg, rank=dist_util.env_rank())
+        state, path, changed = None, "", []
+        if cfg.resume:
+            # The run's own options first (those not given, and the checks of those given): the data, model and
+            # optimiser are built from them.
+            path = str(ckpt.find(Path(cfg.output) / "last.pt" if cfg.resume == "auto" else cfg.resume, ("last.pt",)))
+            state = ckpt.load(path)
+            cfg, changed = resume_config(cfg, state, path)
+            if cfg.threads is not None:
+                torch.set_num_threads(cfg.threads)
         run = Run(cfg)
         run.stop = stop
-        if cfg.resume:
-            run.restore(str(run.out / "last.pt") if cfg.resume == "auto" else cfg.resume)
-        run.logger.start(to_yaml(cfg), run)
+        if state is not None:
+            run.restore(state, path, changed)
+            del state
+        history = "".join(f"# {line}\n" for line in run.resumes)  # what args.yaml's values held before, and when
+        run.logger.start(history + to_yaml(cfg), run)
         t_start = time.perf_counter()
         stop.training = True
         while run.epoch < cfg.epochs:

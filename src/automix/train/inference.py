@@ -1,7 +1,8 @@
 """Rebuild a trained run from its checkpoint, for ``automix eval`` and ``automix show``.
 
 The checkpoint carries the resolved config, so the same model, method and validation split come
-back without the original command line; ``overrides`` can point at another data dir or device.
+back without the original command line; ``overrides`` can point at another data dir or device. ``automix eval``
+scores exactly the split it is asked for, and names its numbers by it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import load_dataset
+from ..data import dataset_splits
 from . import checkpoint as ckpt
 from .build import ModelEma, build_method, build_model, image_side
 from .config import Config, from_dict, validate
 from .distributed import check_device
 from .engine import FORMAT, evaluate
 from .loader import eval_batches
-from .setup import load_data, load_eval_split
+from .setup import describe_eval, image_folders, load_data, load_eval_split, require_split
 
 
 def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
@@ -30,10 +31,16 @@ def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) ->
 
 
 def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str = "cpu"):
-    """(cfg, eval data, eval indices, method, model_ema or None) restored from checkpoint ``path``."""
-    state = ckpt.load(ckpt.find(path))
+    """(cfg, eval data, eval indices, method, model_ema or None) restored from checkpoint ``path``: the images the
+    run evaluated on (its ``eval_split``)."""
+    cfg, _, eval_data, eval_idx, method, model_ema = _restore(ckpt.load(ckpt.find(path)), overrides, device)
+    return cfg, eval_data, eval_idx, method, model_ema
+
+
+def _restore(state: dict[str, Any], overrides: dict[str, Any] | None, device: str):
+    """(cfg, train data, eval data, eval indices, method, model_ema or None) of a checkpoint's run."""
     cfg = config_of(state, overrides)
-    data, _, val_data, val_idx = load_data(cfg)
+    data, _, eval_data, eval_idx = load_data(cfg, strict=False)  # the run's config as it was, not re-checked
     in_chans = data.images.shape[1] if data.images is not None else 3
     model = build_model(cfg, state["num_classes"], in_chans, image_side(data, cfg))
     method = build_method(cfg, model, state["num_classes"], total_steps=1, seed=0)
@@ -44,35 +51,78 @@ def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str
         model_ema = ModelEma(method.model, cfg.model_ema_decay)
         model_ema.load_state_dict(state["model_ema"])
         model_ema.to(device)
-    return cfg, val_data, val_idx, method, model_ema
+    return cfg, data, eval_data, eval_idx, method, model_ema
+
+
+def check_split(cfg: Config, split: str, path: str) -> None:
+    """Refuse ``--split`` ``split`` when the run of checkpoint ``path`` has no such images, saying what it has.
+
+    ``val``: the run's validation images: the ones it evaluated on when it ran with ``eval_split val`` (a held-out
+    share of its training images, or a ``val/`` folder), else a ``val/`` folder it did not train on. A run that
+    held nothing out has none. ``test``: the dataset's test split. Advice names only a split that exists.
+
+    Raises:
+        ValueError: ``split`` is not "val" or "test", or the run's data has no such images (naming ``--split``).
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    folders = image_folders(cfg)
+    has_test = "test" in dataset_splits(cfg.dataset, cfg.data_dir, download=cfg.download, cache_dir=cfg.cache_dir)
+    has_val = "val" in folders or (cfg.eval_split == "val" and cfg.val_split > 0)
+    if split == "test":
+        other = "evaluate it on its validation images with --split val" if has_val else \
+            "the run held no validation images out either (val_split 0)"
+        require_split(cfg, "test", "--split test", other)
+    elif not has_val:
+        if cfg.eval_split == "test":
+            why = "trained on every training image (eval_split 'test' holds none out)"
+            if cfg.dataset == "imagefolder":
+                why += " and its data_dir has no val/ folder"
+        else:
+            why = f"held no images out for validation (val_split {cfg.val_split})"
+        if has_test:
+            other = "evaluate it with --split test"
+        elif cfg.dataset == "digits":
+            other = "and the digits dataset has no held-out test split: there are no held-out images to evaluate it on"
+        else:
+            other = f"and {cfg.dataset} at {cfg.data_dir} has no test split either: there are no held-out images to " \
+                    "evaluate it on"
+        raise ValueError(f"--split val: the run of {path} {why}, so it has no validation images; {other}")
 
 
 def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = None,
                         device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
-    """Top-1 of every network a checkpoint holds, on the run's validation split or a test split."""
+    """Top-1 of every network a checkpoint holds, on exactly the ``split`` asked for (``check_split``).
+
+    ``"val"``: the run's validation images (the held-out share or ``val/`` folder it evaluated on; for a run
+    trained with ``eval_split test``, a ``val/`` folder beside its ``train/``). ``"test"``: the dataset's test
+    split, read at the training images' size. The keys name the split (``val_top1``, ``test_top1_online``, ...),
+    and ``evaluates_on`` says which images and how many, as the run header does.
+
+    Raises:
+        ValueError: an unknown ``split``, or one the run's data does not have (the message says what it has);
+            ``batch_size`` below 1; an unreadable checkpoint.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     overrides = {"data_dir": data_dir} if data_dir else {}
     path = str(ckpt.find(path))  # a run folder: its best.pt, else its last.pt
     dev = check_device(device, option="--device")
-    device = str(dev)
-    cfg, data, val_idx, method, model_ema = load_trained(path, overrides, device)
-    if split == "test":
-        if cfg.eval_split != "test":  # the run evaluated on val: read its test split as it reads its train split
-            train = load_dataset(cfg.dataset, cfg.data_dir, cache_dir=cfg.cache_dir, img_size=cfg.img_size)
-            data = load_eval_split(cfg, "test", train)
+    state = ckpt.load(path)
+    check_split(config_of(state, overrides), split, path)  # before any image is decoded
+    cfg, train, data, indices, method, model_ema = _restore(state, overrides, str(dev))
+    if split != cfg.eval_split:  # not the images the run evaluated on: the split's own, read as train was
+        data = load_eval_split(cfg, split, train)
         indices = torch.arange(len(data))
-    elif split == "val":
-        indices = val_idx
-        if not len(indices):
-            raise ValueError(f"split: the run of {path} has no validation images (val_split {cfg.val_split}); "
-                             "evaluate it with --split test")
-    else:
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     # Named as in summary.csv (val_top1, val_top1_online, val_top1_ema; test_* for the test split).
     nets: dict[str, nn.Module] = {"": method.eval_model(), "_online": method.model}
     if model_ema is not None:
         nets["_ema"] = model_ema
-    results: dict[str, Any] = {"checkpoint": str(path), "split": split, "images": len(indices),
-                               "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset}
+    results: dict[str, Any] = {"checkpoint": str(path), "split": split,
+                               "evaluates_on": describe_eval(dataclasses.replace(cfg, eval_split=split), train, data,
+                                                             indices),
+                               "images": len(indices), "method": cfg.method, "model": cfg.model,
+                               "dataset": cfg.dataset}
     for suffix, net in nets.items():
         top1, loss = evaluate(net, eval_batches(data, indices, batch_size, dev, img_size=cfg.img_size), dev, None)
         results[f"{split}_top1{suffix}"] = top1

@@ -44,11 +44,14 @@ class RunLogger:
                                   "(pip install tensorboard)") from None
             self.tb = SummaryWriter(str(self.out / "tb"))
         params = sum(p.numel() for p in run.method.model.parameters())
-        print(f"automix: {self.cfg.method} on {self.cfg.dataset} ({len(run.train_idx)} train / {len(run.val_idx)} val, "
+        print(f"automix: {self.cfg.method} on {self.cfg.dataset} ({len(run.train_idx)} train / {len(run.val_idx)} "
+              f"{self.cfg.eval_split}, "
               f"{run.data.num_classes} classes{self._skipped_note(run)}), "
               f"{self.cfg.model} {params / 1e6:.2f}M params, {run.steps_per_epoch} "
               f"steps/epoch x {self.cfg.epochs} epochs on {run.device}, world size {run.info.world_size}; "
               f"run dir {self.out}", file=sys.stderr)
+        if run.resumes:
+            print(f"automix: {run.resumes[-1]}", file=sys.stderr)
         if len(run.val_idx):
             print(f"automix: evaluates on {run.eval_source}", file=sys.stderr)
         for line in run.init_report.lines() if run.init_report is not None else []:

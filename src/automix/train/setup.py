@@ -1,10 +1,11 @@
-"""Run setup: seeds, the dataset and its train/val split, and the checks before a resume.
+"""Run setup: seeds, the dataset and its train/val split, and the config of a resumed run.
 
 Kept apart from the engine so each piece can be tested alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from typing import Any
@@ -12,14 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data import ImageData, load_dataset, split_folders, split_indices
+from ..data import ImageData, dataset_splits, load_dataset, split_folders, split_indices
 from ..data.base import as_path
 from ..data.lazy import DEFAULT_SIZE
-from . import checkpoint as ckpt
-from .config import Config
-
-# Settings a checkpoint must share with the run that resumes it: the weights would not fit otherwise.
-MUST_MATCH = ("model", "width", "widen", "method", "dataset")
+from .config import COMMAND_LINE, Config, flag_name, from_dict, given_keys, set_sources, setting, validate
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -37,21 +34,32 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-def load_data(cfg: Config) -> tuple[ImageData, Tensor, ImageData, Tensor]:
+def load_data(cfg: Config, strict: bool = True) -> tuple[ImageData, Tensor, ImageData, Tensor]:
     """(train data, train indices, eval data, eval indices).
 
     With ``eval_split="val"`` the images are evaluated on a ``val/`` folder when an image folder
     ``data_dir`` has one beside ``train/`` (all of ``train/`` trains), else a seeded share of the training
     images is held out (the same images on every machine and run with the same ``split_seed``); with
     ``"test"`` the dataset's test split (an image folder's ``test/``) is used and all training images train.
-    ``subset`` then keeps a fixed random subset for training. Errors name the flags to change.
+    ``subset`` then keeps a fixed random subset for training. Errors name the flags to change (and the config
+    file an option came from).
+
+    ``strict`` (training) also refuses a given ``val_split`` or ``split_seed`` that this layout leaves unused
+    (``check_split_options``); ``automix eval`` and ``show`` read a finished run's config as it was.
+
+    Raises:
+        ValueError: the dataset has no such split (``require_split``), an unused split option, no images.
     """
+    folders = image_folders(cfg)
+    if strict:
+        check_split_options(cfg, folders)
+    if cfg.eval_split != "val":
+        require_split(cfg, cfg.eval_split, setting(cfg, "eval_split"), _eval_split_advice(cfg, folders))
     kwargs = _load_kwargs(cfg)
     data = load_dataset(cfg.dataset, cfg.data_dir, **kwargs)
     if len(data) == 0:
         raise ValueError(f"dataset {cfg.dataset!r} at {cfg.data_dir} holds no images")
-    folders = _image_folders(cfg)
-    if cfg.eval_split == "test" or "val" in folders:
+    if not holds_out(cfg, folders):
         eval_data = load_eval_split(cfg, cfg.eval_split, data)
         train_idx, eval_idx = torch.arange(len(data)), torch.arange(len(eval_data))
     else:
@@ -65,6 +73,57 @@ def load_data(cfg: Config) -> tuple[ImageData, Tensor, ImageData, Tensor]:
     return data, train_idx, eval_data, eval_idx
 
 
+def holds_out(cfg: Config, folders: dict[str, str] | None = None) -> bool:
+    """Whether ``cfg``'s run evaluates on a share held out of its training images (``val_split``, seeded by
+    ``split_seed``) rather than on a split of its own (a ``val/`` folder, or ``eval_split="test"``)."""
+    folders = image_folders(cfg) if folders is None else folders
+    return cfg.eval_split == "val" and "val" not in folders
+
+
+def check_split_options(cfg: Config, folders: dict[str, str] | None = None) -> None:
+    """Refuse ``val_split`` / ``split_seed`` given for a run that holds nothing out of its training images.
+
+    With a ``val/`` folder (or ``eval_split="test"``) the run evaluates on a split of its own, so a share to hold
+    out (``val_split`` above 0) and the seed of that split (``split_seed``, unless ``subset`` uses it) would be
+    recorded in args.yaml but do nothing. ``val_split: 0`` (hold nothing out, as the fine-grained recipes say) is
+    what happens anyway, so it is accepted. An option counts as given when it is a flag, or set to another value
+    than its default in a config file: a whole config written out (an ``args.yaml``, ``automix bench``'s
+    ``bench.yaml``) lists the defaults too. The error names the option and where it was given (flag or config file).
+
+    Raises:
+        ValueError: naming the option, its value and source, and what to do instead.
+    """
+    folders = image_folders(cfg) if folders is None else folders
+    if holds_out(cfg, folders):
+        return
+    given = given_keys(cfg)
+    if "val" in folders and cfg.eval_split == "val":
+        where = (f"data_dir {cfg.data_dir} has a val/ folder, which eval_split 'val' evaluates on (nothing is held "
+                 "out of train/)")
+        instead = f", or give --data-dir {folders['train']} to hold a share of train/ out instead"
+    else:
+        where = f"eval_split 'test' evaluates on the {cfg.dataset} test split and trains on every training image"
+        instead = ""
+    default = Config()
+
+    def chosen(key: str) -> bool:
+        return given.get(key) == COMMAND_LINE or (key in given and getattr(cfg, key) != getattr(default, key))
+
+    if chosen("val_split") and cfg.val_split > 0:
+        raise ValueError(f"{setting(cfg, 'val_split')}: {where}; {_drop(cfg, 'val_split', given)}{instead}")
+    if chosen("split_seed") and cfg.subset is None:
+        raise ValueError(f"{setting(cfg, 'split_seed')} is not used: {where}, so there is no split to seed; "
+                         f"{_drop(cfg, 'split_seed', given)}{instead}")
+
+
+def _drop(cfg: Config, key: str, given: dict[str, str]) -> str:
+    """How to stop giving option ``key``, by where it was given."""
+    source = given.get(key, "")
+    if source.startswith("config file "):
+        return f"remove {key} from {source[len('config file '):]}"
+    return f"drop {flag_name(key)}" if source == COMMAND_LINE else f"leave {key} at its default"
+
+
 def _load_kwargs(cfg: Config) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"download": cfg.download, "cache_dir": cfg.cache_dir, "img_size": cfg.img_size}
     if cfg.skip_bad_images:
@@ -72,11 +131,50 @@ def _load_kwargs(cfg: Config) -> dict[str, Any]:
     return kwargs
 
 
-def _image_folders(cfg: Config) -> dict[str, str]:
+def image_folders(cfg: Config) -> dict[str, str]:
     """The split folders of an ``imagefolder`` data_dir (``data.split_folders``); {} for other datasets."""
     if cfg.dataset != "imagefolder" or cfg.data_dir is None:
         return {}
     return split_folders(as_path("data_dir", cfg.data_dir))
+
+
+def _eval_split_advice(cfg: Config, folders: dict[str, str]) -> str:
+    """What to evaluate on instead of a missing test split, in ``automix train``'s flags."""
+    if "val" in folders:
+        return f"give --eval-split val to evaluate on {folders['val']}"
+    text = "evaluate on a share held out of the training images with --eval-split val (--val-split sets the share)"
+    if folders and folders["train"] == as_path("data_dir", cfg.data_dir):
+        root = folders["train"]
+        text += f", or arrange {root}/train/<class> beside {root}/test/<class>"
+    return text
+
+
+def require_split(cfg: Config, split: str, asked: str, advice: str) -> None:
+    """Raise a ``ValueError`` when ``cfg``'s dataset has no ``split`` of its own (``data.dataset_splits``).
+
+    ``asked`` names the option that asked for it (``"--eval-split test"``, ``"--split test"``, with its config
+    file when it came from one); ``advice`` says what to do instead. Nothing is decoded.
+
+    Raises:
+        ValueError: ``"{asked}: {what the data has}; {advice}"``.
+    """
+    splits = dataset_splits(cfg.dataset, cfg.data_dir, download=cfg.download, cache_dir=cfg.cache_dir)
+    if split in splits:
+        return
+    if cfg.dataset == "digits":
+        what = f"the digits dataset has no held-out {split} split (its 1,797 images are one set)"
+    elif cfg.dataset == "imagefolder":
+        root = as_path("data_dir", cfg.data_dir)
+        if splits == ("train",):
+            what = f"data_dir {root} holds class folders, one set with no {split}/ folder"
+        else:
+            what = f"data_dir {root} has no {split}/ folder (it has {', '.join(f + '/' for f in splits)})"
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        what = f"data_dir {cfg.data_dir} is one image folder of the {cfg.dataset} training images, with no {split} " \
+               f"split (give the pickle release, or a folder holding train/ and {split}/)"
+    else:
+        what = f"dataset {cfg.dataset!r} has no {split} split"
+    raise ValueError(f"{asked}: {what}; {advice}")
 
 
 def load_eval_split(cfg: Config, split: str, train: ImageData) -> ImageData:
@@ -84,29 +182,14 @@ def load_eval_split(cfg: Config, split: str, train: ImageData) -> ImageData:
 
     For an image folder the split must be a folder beside ``train/`` with the same class folders, and it is
     decoded at the training images' size (in memory at their side, or lazily when they are lazy), so the
-    network is evaluated at the resolution it trains at.
+    network is evaluated at the resolution it trains at. Check first that the dataset has the split
+    (``require_split``, whose message names the flag that asked for it); this raises the loader's error.
 
     Raises:
-        ValueError: naming ``--eval-split`` / ``--val-split`` / ``--data-dir`` when the layout has no such
-            split, when ``--val-split`` is given but a ``val/`` folder is used instead, or when the class
-            folders differ (naming the missing and extra ones).
+        ValueError: the class folders differ (naming the missing and extra ones), or the split is empty.
     """
     kwargs = _load_kwargs(cfg)
-    folders = _image_folders(cfg)
-    if folders:
-        root = as_path("data_dir", cfg.data_dir)
-        if split not in folders:
-            if folders["train"] == root:
-                raise ValueError(f"eval_split {split!r}: data_dir {root} holds class folders, one set with no "
-                                 f"{split}/ folder; evaluate on a share of it held out by --val-split with "
-                                 f"--eval-split val, or arrange {root}/train/<class> beside {root}/{split}/<class>")
-            have = ", ".join(f + "/" for f in folders)
-            other = " (give --eval-split val)" if "val" in folders else ""
-            raise ValueError(f"eval_split {split!r}: data_dir {root} has no {split}/ folder (it has {have}){other}")
-        if split == "val" and cfg.val_split != Config.val_split:
-            raise ValueError(f"val_split {cfg.val_split!r}: data_dir {root} has a val/ folder, which --eval-split "
-                             f"val evaluates on (nothing is held out of train/); drop --val-split, or give "
-                             f"--data-dir {folders['train']} to hold a share of train/ out instead")
+    if image_folders(cfg):
         # The eval images at the training images' size: in memory at their side, or lazily at the crop size.
         if cfg.img_size is None:
             kwargs["img_size"] = train.images.shape[-1] if train.images is not None else DEFAULT_SIZE
@@ -135,16 +218,106 @@ def describe_eval(cfg: Config, data: ImageData, eval_data: ImageData, eval_idx: 
     return f"{where} ({n})"
 
 
-def resume_state(path: str, cfg: Config, num_classes: int) -> dict[str, Any]:
-    """Load a checkpoint (a run folder: its last.pt) and refuse one from another model, class count, method
-    or dataset."""
-    path = str(ckpt.find(path, ("last.pt",)))
-    state = ckpt.load(path)
-    old = state.get("config", {})
-    differ = [f"{k}: checkpoint {old.get(k)!r}, this run {getattr(cfg, k)!r}" for k in MUST_MATCH
-              if old.get(k) != getattr(cfg, k)]
+# Options a resumed run may change: how it runs, not what it computes. They are applied and recorded (args.yaml,
+# and the checkpoint's "resumes" list). epochs is one of them: the run goes on to the new count, and every per-step
+# schedule (the learning rate, the EMA momenta, the method's own) spans the new length from there, as timm's do.
+RESUME_MAY_CHANGE = ("epochs", "eval_batch_size", "eval_interval", "checkpoint_interval", "log_interval",
+                     "save_images", "tensorboard", "progress", "on_nan", "device", "threads", "dist_timeout",
+                     "sync_debug", "download", "cache_dir", "workers", "compile", "channels_last", "deterministic")
+# Options of what the run does from an epoch on: they may change when the run has not reached that epoch yet, so
+# args.yaml stays true of every epoch already trained.
+RESUME_FROM_HERE = ("mixup_off_epoch",)
+# This invocation's own: where it writes and what it continues, never taken from the checkpoint.
+RESUME_OWN = ("output", "resume")
+_PATHS = ("data_dir", "initial_checkpoint", "cache_dir")
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if key in _PATHS and a is not None and b is not None:  # one folder, written two ways
+        return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+    return False
+
+
+def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config, list[str]]:
+    """The config a run resumed from checkpoint ``state`` (read from ``path``) continues with, and what changed.
+
+    Every option not given (``config.given_keys``: no flag and not in the ``--config`` file) is the run's own, as
+    its args.yaml says: a fine-tuning run started with ``--head-lr-scale 10`` resumes with it. An option given
+    with the run's value is fine; one given with another value is applied and recorded when it only says how the
+    run runs (``RESUME_MAY_CHANGE``: ``--epochs``, ``--device``, ``--workers``, ...) or what it does from an epoch
+    it has not started (``--mixup-off-epoch``, when the epochs done mix as the new value says), and refused
+    otherwise: the data, the model and its starting weights, the method, the optimiser and its schedule, the batch
+    size and seed define what the checkpoint is the middle of, and a resumed run that took another value would
+    write it to args.yaml without having run it. ``output`` and ``resume`` are this invocation's.
+
+    Returns:
+        (the config, ``["epochs 1 -> 3", ...]`` for the options changed).
+
+    Raises:
+        ValueError: naming each refused option (flag or config file), the run's value and the given one; or
+            ``--epochs`` below the epochs the run has already finished.
+    """
+    names = [f.name for f in dataclasses.fields(Config)]
+    stored = state.get("config")
+    if not isinstance(stored, dict):
+        raise ValueError(f"resume: checkpoint {path} holds no config of its run")
+    try:  # options a later version dropped are left out; ones it added keep their defaults
+        old = validate(from_dict({k: v for k, v in stored.items() if k in names},
+                                 source=f"the config in checkpoint {path}"), conflicts=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"resume: checkpoint {path}: {exc}") from None
+    given = given_keys(cfg)
+    started = int(state.get("epoch", 0)) + (1 if state.get("step_in_epoch", 0) else 0)  # epochs trained, in part too
+    values: dict[str, Any] = {}
+    refused: list[str] = []
+    changed: list[str] = []
+    for key in names:
+        mine, theirs = getattr(cfg, key), getattr(old, key)
+        if key in RESUME_OWN or (key in given and _same(key, mine, theirs)):
+            values[key] = mine
+        elif key not in given:
+            values[key] = theirs
+        elif key in RESUME_MAY_CHANGE or (key in RESUME_FROM_HERE and _mixes(mine, started) == _mixes(theirs, started)):
+            values[key] = mine
+            changed.append(f"{key} {theirs!r} -> {mine!r}")
+        elif key in RESUME_FROM_HERE:
+            refused.append(f"{setting(cfg, key)} (the run's: {theirs!r}, which the {started} epoch(s) it has trained "
+                           "followed)")
+        else:
+            refused.append(f"{setting(cfg, key)} (the run's: {theirs!r})")
+    if refused:
+        raise ValueError(f"resume: {path} continues a run with its own settings, and these differ from them: "
+                         f"{'; '.join(refused)}. Drop them to continue the run as it was, or start a new run "
+                         "(another --output)")
+    new = Config(**values)
+    set_sources(validate(new, conflicts=False), {k: v for k, v in given.items() if k in RESUME_MAY_CHANGE})
+    if new.epochs < started:
+        raise ValueError(f"resume: {setting(cfg, 'epochs')}: the run in {path} is already at epoch "
+                         f"{state.get('epoch')}, step {state.get('step_in_epoch', 0)}; give --epochs {started} or more")
+    if new.mixup_off_epoch and new.mixup_off_epoch >= new.epochs:
+        raise ValueError(f"resume: {setting(cfg, 'epochs')}: the run stops mixing from epoch {new.mixup_off_epoch} "
+                         f"(mixup_off_epoch), which must be below epochs; give --epochs {new.mixup_off_epoch + 1} "
+                         "or more")
+    return new, changed
+
+
+def _mixes(mixup_off_epoch: int, epochs: int) -> list[bool]:
+    """Which of the first ``epochs`` epochs mix under ``mixup_off_epoch`` (0: all; as ``engine.Run.mixing``)."""
+    return [not (mixup_off_epoch and e >= mixup_off_epoch) for e in range(epochs)]
+
+
+def check_resume(state: dict[str, Any], path: str, num_classes: int) -> None:
+    """Refuse a checkpoint whose network has another class count than this run's data.
+
+    The options are checked by ``resume_config``; the class count comes from the data, which may have changed
+    under the same ``data_dir``.
+
+    Raises:
+        ValueError: naming both class counts.
+    """
     if state.get("num_classes") != num_classes:
-        differ.append(f"num_classes: checkpoint {state.get('num_classes')}, this run {num_classes}")
-    if differ:
-        raise ValueError(f"resume: checkpoint {path} does not match this run: " + "; ".join(differ))
-    return state
+        raise ValueError(f"resume: checkpoint {path} does not match this run: num_classes: checkpoint "
+                         f"{state.get('num_classes')}, this run {num_classes} (the class folders of data_dir "
+                         "changed?)")

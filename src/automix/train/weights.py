@@ -8,7 +8,11 @@ or ``torch.compile``'s ``_orig_mod.`` prefix), or an automix ``last.pt`` / ``bes
 * a tensor of the same name and shape is loaded;
 * the classifier head (``methods.heads.find_classifier``: ``fc``, ``head``, ``classifier``, ...) keeps its
   fresh initialisation when its shape differs (another class count) or the file has none;
-* BatchNorm's ``num_batches_tracked`` counters the file lacks start at 0;
+* BatchNorm's ``num_batches_tracked`` counters the file lacks start at 0 (reported apart: they are step counts,
+  not re-initialised weights);
+* entries of the state dict that are not tensors (a module's ``_extra_state``, as in ``method.state_dict()`` and
+  Lightning checkpoints) are skipped and listed; a network under a prefix (``model.`` in ``method.state_dict()``,
+  ``method.model.`` in a Lightning checkpoint of a module holding the method) is found by its names;
 * any other missing or differently shaped tensor is a ``ValueError`` listing them: the file is another
   network (or another ``--width``), and a half-loaded network would train silently from a wrong start;
 * tensors of the file the model has no place for (an AutoMix checkpoint's EMA encoder and Mix Block, a
@@ -46,7 +50,13 @@ class LoadReport:
             online network)", "timm:resnet18 (published weights)").
         loaded: keys copied from the file.
         reinitialised: keys that kept the new model's initialisation (the classifier head; counters).
+        reinitialised: parameters and buffers that kept the new model's initialisation (the classifier head).
+        counters: BatchNorm ``num_batches_tracked`` counters the file lacks, started at 0 (not weights: they only
+            count steps, and BatchNorm reads them only without a momentum).
         ignored: keys of the file the model has no place for.
+        skipped: entries of the file's state dict that are not tensors (``_extra_state`` of a module that keeps
+            one, e.g. a method's generator state in ``method.state_dict()`` or a Lightning checkpoint).
+        prefix: the prefix the network's names had in the file (``"model."`` in ``method.state_dict()``), or "".
         classes: (classes in the file's head, classes of the model), or None when the file has no head.
     """
 
@@ -54,56 +64,104 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    counters: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    prefix: str = ""
     classes: tuple[int, int] | None = None
 
     def lines(self) -> list[str]:
-        """The report as header lines: counts, then the re-initialised and ignored keys grouped by module."""
-        out = [f"initial weights from {self.source}: {len(self.loaded)} tensors loaded, "
+        """The report as header lines: counts, then the re-initialised, ignored and skipped keys grouped by module."""
+        under = f", the network under {self.prefix!r}" if self.prefix else ""
+        out = [f"initial weights from {self.source}{under}: {len(self.loaded)} tensors loaded, "
                f"{len(self.reinitialised)} re-initialised, {len(self.ignored)} ignored"]
         if self.reinitialised:
             why = f" ({self.classes[0]} classes in the file, {self.classes[1]} here)" \
                 if self.classes and self.classes[0] != self.classes[1] else ""
             out.append(f"re-initialised{why}: {', '.join(self.reinitialised)}")
+        depth = max(self.prefix.count("."), 1)  # under "method.model.": method.model_k.*, method.mix_block.*
         if self.ignored:
-            out.append(f"ignored: {group_keys(self.ignored)}")
+            out.append(f"ignored: {group_keys(self.ignored, depth=depth)}")
+        if self.skipped:
+            out.append(f"skipped (not tensors): {group_keys(self.skipped, depth=depth)}")
         return out
 
 
-def group_keys(keys: list[str], limit: int = 12) -> str:
-    """``"model_k.* (62), mix_block.* (6), step"``: keys grouped by their first component, in order.
+def group_keys(keys: list[str], limit: int = 12, depth: int = 1) -> str:
+    """``"model_k.* (62), mix_block.* (6), step"``: keys grouped by their first ``depth`` components, in order.
 
     Example:
         >>> group_keys(["model_k.a", "model_k.b", "step"])
         'model_k.* (2), step'
+        >>> group_keys(["method.model_k.a", "method.mix_block.b"], depth=2)
+        'method.model_k.* (1), method.mix_block.* (1)'
     """
     groups: dict[str, int] = {}
     for key in keys:
-        head = key.split(".", 1)[0] + (".*" if "." in key else "")
+        parts = key.split(".")
+        head = ".".join(parts[:depth]) + (".*" if len(parts) > depth else "")
         groups[head] = groups.get(head, 0) + 1
     items = [f"{k} ({n})" if n > 1 or k.endswith(".*") else k for k, n in groups.items()]
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more groups" if len(items) > limit else "")
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, Tensor)
-                                                       for k, v in obj.items())
+    """A mapping of names to tensors, possibly beside other entries (a module's ``_extra_state``): at least one
+    tensor, every key a string."""
+    return isinstance(obj, dict) and all(isinstance(k, str) for k in obj) and \
+        any(isinstance(v, Tensor) for v in obj.values())
 
 
-def _strip(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def _tensors(state: dict[str, Any]) -> tuple[dict[str, Tensor], list[str]]:
+    """(the tensors of a state dict, without DDP's / compile's prefix; the keys of its other entries)."""
+    skipped = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
     for prefix in PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    return tensors, skipped
+
+
+def network_prefix(state: dict[str, Tensor], names: list[str]) -> str:
+    """The prefix under which ``state`` holds the network whose state-dict keys are ``names``.
+
+    ``""`` when the names are there as they are; ``"model."`` for a method's ``state_dict()``; ``"method.model."``
+    for a Lightning module holding the method. The prefix that covers the most of ``names`` wins; of prefixes
+    that cover as many, the first in the file's order (a method registers its online network before its EMA
+    copy, ``model_k.``).
+
+    Example:
+        >>> import torch
+        >>> t = torch.zeros(1)
+        >>> network_prefix({"model.fc.weight": t, "model_k.fc.weight": t, "_extra_state": t}, ["fc.weight"])
+        'model.'
+    """
+    wanted = set(names)
+    counts: dict[str, int] = {}
+    for key in state:
+        for i in [0] + [j + 1 for j, c in enumerate(key) if c == "."]:
+            if key[i:] in wanted:
+                counts[key[:i]] = counts.get(key[:i], 0) + 1
+    if not counts:
+        return ""
+    best = max(counts.values())
+    if counts.get("", 0) == best:
+        return ""
+    return next(p for p, n in counts.items() if n == best)  # dicts keep the file's order
 
 
 def initial_state_dict(path: str | Path, flag: str = "--initial-checkpoint") -> tuple[dict[str, Tensor], str,
-                                                                                      list[str]]:
-    """(the network's state dict, a description of the file, keys of the file left out) from ``path``.
+                                                                                      list[str], list[str]]:
+    """(the network's state dict, a description of the file, keys of the file left out, keys of the state dict
+    skipped as not tensors) from ``path``.
+
+    A state dict may hold entries that are not tensors (a module's ``_extra_state``: ``method.state_dict()`` of a
+    method, Lightning checkpoints of a module holding one): they are skipped and listed. Its tensors may sit under
+    a prefix (``model.``, ``method.model.``): ``load_weights`` finds it.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming ``flag`` and the file: not a ``torch.save`` file, unsafe to load, or holding no
-            state dict (the message says what it holds instead).
+        ValueError: naming ``flag`` and the file: not a ``torch.save`` file, truncated or corrupt, unsafe to load,
+            or holding no tensors by name (the message says what it holds instead).
     """
     path = Path(path)
     if path.is_dir():  # a run folder: its best network, as automix eval and show read one
@@ -118,29 +176,38 @@ def initial_state_dict(path: str | Path, flag: str = "--initial-checkpoint") -> 
         left = [k for k in method if not k.startswith("model.")]
         if obj.get("model_ema") is not None:
             left += [f"model_ema.{k}" for k in obj["model_ema"]]
-        return model, f"{path} (the online network of an automix checkpoint, method {obj.get('method_name')!r})", left
-    if _is_state_dict(obj):
-        return _strip(obj), f"{path} (a state dict)", []
+        model, skipped = _tensors(model)
+        return (model, f"{path} (the online network of an automix checkpoint, method {obj.get('method_name')!r})",
+                left, skipped)
     if isinstance(obj, dict):
+        # A training script's checkpoint first: its other entries (epoch, optimiser, ...) are not the network.
         for key in WRAPPER_KEYS:
             if _is_state_dict(obj.get(key)):
                 left = [f"{k}.*" for k, v in obj.items() if k != key and _is_state_dict(v)]
-                return _strip(obj[key]), f"{path} (its {key!r} state dict)", left
+                tensors, skipped = _tensors(obj[key])
+                return tensors, f"{path} (its {key!r} state dict)", left, skipped
+        if _is_state_dict(obj):
+            tensors, skipped = _tensors(obj)
+            return tensors, f"{path} (a state dict)", [], skipped
         shown = ", ".join(repr(k) for k in list(obj)[:8])
-        raise ValueError(f"{flag} {path} holds no network weights: a dict with keys {shown} and no state dict "
-                         f"(expected tensors by name, or one under {' / '.join(map(repr, WRAPPER_KEYS))})")
+        raise ValueError(f"{flag} {path} holds no network weights: a dict with keys {shown} and no tensors "
+                         f"(expected tensors by name, or a state dict under {' / '.join(map(repr, WRAPPER_KEYS))})")
     raise ValueError(f"{flag} {path} holds no network weights: it holds a {type(obj).__name__}, not a state dict")
 
 
 def load_weights(model: nn.Module, state: dict[str, Tensor], source: str, *, ignored: list[str] | None = None,
-                 flag: str = "--initial-checkpoint") -> LoadReport:
+                 skipped: list[str] | None = None, flag: str = "--initial-checkpoint") -> LoadReport:
     """Copy ``state`` into ``model`` by name; the classifier head is kept fresh where it does not fit.
+
+    The network's names may carry a prefix in ``state`` (``network_prefix``: ``model.`` in a method's state dict);
+    the tensors outside it are ignored.
 
     Args:
         model: a freshly built network (its head sized for this run's classes).
         state: tensors by state-dict name (``initial_state_dict``, ``models.external.pretrained_state_dict``).
         source: what ``state`` came from, for the report and errors.
         ignored: keys of the source already left out (listed as ignored).
+        skipped: keys of the source's state dict that are not tensors (listed as skipped).
         flag: the option named in errors.
 
     Returns:
@@ -156,20 +223,25 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], source: str, *, ign
     except ValueError:
         head = None
     head_keys = {k for k in own if head is not None and k.startswith(head + ".")}
-    report = LoadReport(source, ignored=list(ignored or []))
+    prefix = network_prefix(state, list(own))
+    outside = [k for k in state if not k.startswith(prefix)]
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    report = LoadReport(source, ignored=list(ignored or []) + outside, skipped=list(skipped or []), prefix=prefix)
     new, wrong, missing = {}, [], []
     for key, mine in own.items():
         theirs = state.get(key)
         if theirs is not None and tuple(theirs.shape) == tuple(mine.shape):
             new[key] = theirs
             report.loaded.append(key)
-        elif key in head_keys or (theirs is None and key.endswith("num_batches_tracked")):
+        elif theirs is None and key.endswith("num_batches_tracked"):  # a step counter, not a weight
+            report.counters.append(key)
+        elif key in head_keys:
             report.reinitialised.append(key)
         elif theirs is None:
             missing.append(key)
         else:
             wrong.append(f"{key} is {list(theirs.shape)} there, {list(mine.shape)} here")
-    report.ignored += [k for k in state if k not in own]
+    report.ignored += [prefix + k for k in state if k not in own]
     if not report.loaded:
         raise ValueError(f"{flag}: {source} shares no tensor names with model {type(model).__name__} (the file "
                          f"has {_sample(list(state))}; the model {_sample(list(own))}): weights of another network")
@@ -204,8 +276,8 @@ def load_initial_weights(model: nn.Module, model_name: str, pretrained: bool,
         ValueError: a file that is not a state dict or does not fit the model (``load_weights``).
     """
     if initial_checkpoint is not None:
-        state, source, left = initial_state_dict(initial_checkpoint)
-        return load_weights(model, state, source, ignored=left)
+        state, source, left, skipped = initial_state_dict(initial_checkpoint)
+        return load_weights(model, state, source, ignored=left, skipped=skipped)
     if pretrained:
         from ..models.external import pretrained_state_dict
 
