@@ -66,12 +66,14 @@ class MixingModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         off = self.hparams.mixup_off_epoch
         self.method.set_mixing(not (off and self.current_epoch >= off))
+        self.epoch_keys: set[str] = set()  # what this epoch logged: Lightning keeps older epochs' metrics around
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss, logs = self.method.training_step(x, y)
-        self.log_dict({f"train_{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in logs.items()},
-                      on_step=False, on_epoch=True, batch_size=x.shape[0])
+        logged = {f"train_{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in logs.items()}
+        self.epoch_keys.update(logged)
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=x.shape[0])
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -128,7 +130,10 @@ def main() -> None:
     module = MixingModule(args.method, width=8, mixup_off_epoch=args.mixup_off_epoch)
     fit = trainer(args.epochs)
     fit.fit(module, train, val)
-    metrics = {k: round(float(v), 4) for k, v in fit.callback_metrics.items()}
+    # The last epoch's own numbers: a clean epoch (--mixup-off-epoch) logs no mixing terms, and the ones Lightning
+    # still holds from the mixed epochs before it are not this epoch's.
+    metrics = {k: round(float(v), 4) for k, v in fit.callback_metrics.items()
+               if k in module.epoch_keys or not k.startswith("train_")}
     print(f"steps {int(module.method.step)}  " + "  ".join(f"{k} {v}" for k, v in sorted(metrics.items())))
 
 

@@ -98,6 +98,15 @@ def test_lightning_module_trains_automix_and_restores_it_exactly(tmp_path):
     assert a["_extra_state"]["total_steps"] == b["_extra_state"]["total_steps"] == 8
 
 
+def test_lightning_example_prints_the_clean_epochs_own_numbers():
+    lightning_or_skip()
+    out = run("lightning_module.py", "--epochs", "2", "--mixup-off-epoch", "1", "--images", "64")
+    last = out.strip().splitlines()[-1]
+    assert "train_loss " in last and "val_top1 " in last, last
+    # the clean epoch logs no mixing terms; Lightning still held epoch 0's and the example printed them
+    assert "train_loss_mix" not in last and "train_mask" not in last, last
+
+
 def test_hugging_face_trainer_mixes_in_its_data_collator():
     """The Trainer runs its steps on batches MixCollate mixed in two DataLoader workers."""
     if any(importlib.util.find_spec(name) is None for name in ("transformers", "accelerate")):
