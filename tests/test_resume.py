@@ -196,3 +196,15 @@ def test_mixup_off_epoch_may_change_for_epochs_not_yet_trained(tmp_path, data, f
     assert train(tmp_path, data, "run", "--epochs", "4", "--mixup-off-epoch", "1", "--resume", "auto") == 2
     line = one_error_line(capsys.readouterr().err)
     assert "--mixup-off-epoch 1 (the run's: 2, which the 3 epoch(s) it has trained followed)" in line, line
+
+
+def test_resume_on_renamed_class_folders_names_them(tmp_path, data, finished, capsys):
+    """The checkpoint holds its run's class names: a data_dir whose class folders were renamed (as many) would
+    otherwise continue training with every label on another class."""
+    for split in ("train", "val", "test"):
+        (data / split / "bees").rename(data / split / "wasps")
+    capsys.readouterr()
+    assert train(tmp_path, data, "run", "--epochs", "2", "--resume", "auto") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"resume: data_dir {data}: its classes are not those the run of {finished / 'last.pt'} was trained on " \
+           "(missing bees; extra wasps)" in line, line
