@@ -233,6 +233,27 @@ RESUME_OWN = ("output", "resume")
 _PATHS = ("data_dir", "initial_checkpoint", "cache_dir")
 
 
+# What an unset (None) option means, for messages that show the run's value: "None" says nothing.
+UNSET_MEANS = {"alpha": "the method's default", "mixup_lam": "lambda drawn from Beta(alpha, alpha)",
+               "img_size": "the dataset's own size", "data_dir": "none", "initial_checkpoint": "none",
+               "width": "the model's default", "widen": "the model's default", "subset": "all training images",
+               "cutmix_minmax": "unset", "clip_grad": "no clipping", "mix_block_lr": "--lr",
+               "mix_block_min_lr": "--min-lr", "mix_block_momentum": "--momentum", "amp": "off",
+               "model_ema_end_decay": "a constant decay"}
+
+
+def shown(key: str, value: Any) -> str:
+    """Option ``key``'s ``value`` as a message shows a run's value: ``'mixup'``, or for None what it means.
+
+    Example:
+        >>> shown("alpha", None), shown("alpha", 0.5)
+        ("the method's default", '0.5')
+    """
+    if value is None:
+        return UNSET_MEANS.get(key, "unset")
+    return repr(value)
+
+
 def _same(key: str, a: Any, b: Any) -> bool:
     if a == b:
         return True
@@ -284,10 +305,10 @@ def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config
             values[key] = mine
             changed.append(f"{key} {theirs!r} -> {mine!r}")
         elif key in RESUME_FROM_HERE:
-            refused.append(f"{setting(cfg, key)} (the run's: {theirs!r}, which the {started} epoch(s) it has trained "
-                           "followed)")
+            refused.append(f"{setting(cfg, key)} (the run's: {shown(key, theirs)}, which the {started} epoch(s) it "
+                           "has trained followed)")
         else:
-            refused.append(f"{setting(cfg, key)} (the run's: {theirs!r})")
+            refused.append(f"{setting(cfg, key)} (the run's: {shown(key, theirs)})")
     if refused:
         raise ValueError(f"resume: {path} continues a run with its own settings, and these differ from them: "
                          f"{'; '.join(refused)}. Drop them to continue the run as it was, or start a new run "
