@@ -684,3 +684,12 @@ def test_config_file_errors_name_the_key_and_the_file(tmp_path, capsys):
     assert main(["train", *TINY, "--config", str(config), "--output", str(tmp_path / "r")]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"val_split must be in [0, 1), got 1.5 (config file {config})" in line, line
+
+
+def test_show_n_is_capped(capsys):
+    """`automix show -n 10000` drew a 10000-row picture (or ran out of memory) with no word."""
+    with pytest.raises(SystemExit) as stop:
+        main(["show", "-n", "10000", "--method", "mixup"])
+    assert stop.value.code == 2
+    assert "automix show: error: argument -n: must be at most 64 (one picture row per sample), got '10000'" in \
+        capsys.readouterr().err
