@@ -108,13 +108,16 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
     """Top-1 of every network a checkpoint holds, on exactly the ``split`` asked for (``check_split``).
 
     ``"val"``: the run's validation images (the held-out share or ``val/`` folder it evaluated on; for a run
-    trained with ``eval_split test``, a ``val/`` folder beside its ``train/``). ``"test"``: the dataset's test
+    trained with ``eval_split test``, a ``val/`` folder beside its ``train/``), read from ``data_dir`` when given
+    (which need not hold the split the run evaluated on). ``"test"``: the dataset's test
     split, read at the training images' size. The keys name the split (``val_top1``, ``test_top1_online``, ...),
     and ``evaluates_on`` says which images and how many, as the run header does.
 
     Raises:
         ValueError: an unknown ``split``, or one the run's data does not have (the message says what it has);
-            ``batch_size`` below 1; an unreadable checkpoint.
+            ``batch_size`` below 1; an unreadable checkpoint; a ``data_dir`` whose classes are not the run's
+            (naming ``--data-dir``, the missing and extra class folders, or both class counts; a checkpoint from
+            before class names were recorded is checked by its class count).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
