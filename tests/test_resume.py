@@ -221,3 +221,10 @@ def test_a_missing_resume_file_is_reported_before_the_output_dir(tmp_path, data,
     assert train(tmp_path, data, "new", "--resume", str(tmp_path / "nonexistent.pt")) == 2
     assert "no such checkpoint file" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists()  # nothing made for a run that cannot start
+
+
+def test_an_empty_resume_folder_names_the_flag(tmp_path, data, capsys):
+    (tmp_path / "empty").mkdir()
+    assert train(tmp_path, data, "new", "--resume", str(tmp_path / "empty")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--resume: the folder {tmp_path / 'empty'} holds no last.pt" in line, line

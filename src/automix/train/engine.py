@@ -321,7 +321,8 @@ def fit(cfg: Config) -> dict[str, Any]:
         if cfg.resume:
             # The run's own options first (those not given, and the checks of those given): the data, model and
             # optimiser are built from them.
-            path = str(ckpt.find(Path(cfg.output) / "last.pt" if cfg.resume == "auto" else cfg.resume, ("last.pt",)))
+            path = str(ckpt.find(Path(cfg.output) / "last.pt" if cfg.resume == "auto" else cfg.resume, ("last.pt",),
+                                 what="--resume"))
             state = ckpt.load(path)
             cfg, changed = resume_config(cfg, state, path)
             if cfg.threads is not None:
