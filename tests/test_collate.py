@@ -128,8 +128,25 @@ def test_numpy_and_tensor_class_ids_and_float_targets_are_collated():
     for labels in ([1, 3], [np.int64(1), np.int64(3)], [torch.tensor(1), torch.tensor(3)]):
         y = collate.stack([(u8(3, 8, 8), label) for label in labels])[1]
         assert y.dtype == torch.long and y.tolist() == [1, 3]
-    y = collate.stack([(u8(3, 8, 8), 0.5), (u8(3, 8, 8), np.float32(2.0))])[1]
-    assert y.dtype == torch.float32 and y.tolist() == [0.5, 2.0]  # regression values
+    regression = automix.MixCollate("mixup")  # no num_classes: float scalars are regression values
+    y = regression.stack([(u8(3, 8, 8), 0.5), (u8(3, 8, 8), np.float32(2.0))])[1]
+    assert y.dtype == torch.float32 and y.tolist() == [0.5, 2.0]
+
+
+@pytest.mark.parametrize("labels, match", [
+    ([1.0, 3.0], r"samples\[0\] label is a float scalar \(float 1.0\) but num_classes is 4: give class indices as "
+                 r"ints .* or one-hot / soft / multi-label targets of shape \(4,\)"),
+    ([torch.tensor(2.0), torch.tensor(0.0)], r"label is a float scalar .* but num_classes is 4"),
+    ([torch.eye(5)[1], torch.eye(5)[3]], r"samples\[0\] label is a float target of shape \(5,\) \(tensor of dtype "
+                                         r"torch.float32 and shape \(5,\)\) but num_classes is 4"),
+])
+def test_float_labels_that_do_not_fit_num_classes_are_refused(labels, match):
+    """Float class ids and one-hot targets of another width passed silently (mixed as numbers / against other
+    classes)."""
+    with pytest.raises(ValueError, match=match):
+        automix.MixCollate("mixup", num_classes=4)([(u8(3, 8, 8), label) for label in labels])
+    soft = automix.MixCollate("mixup", num_classes=5).stack([(u8(3, 8, 8), torch.eye(5)[i]) for i in (1, 3)])[1]
+    assert soft.shape == (2, 5)
 
 
 def test_images_without_a_channel_dim_or_channels_last():

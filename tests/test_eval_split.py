@@ -219,3 +219,68 @@ def test_dataset_splits_finds_the_splits_without_decoding(tmp_path, capsys):
     line = error_line(capsys.readouterr().err, "train")
     assert f"--eval-split test: data_dir {copy} is one image folder of the cifar10 training images, with no test " \
            "split" in line and line.endswith("--eval-split val (--val-split sets the share)")
+
+
+# ---------------------------------------------------------------- automix eval --data-dir
+
+def test_eval_on_another_folder_with_other_class_names_is_refused(tmp_path, capsys):
+    """Classes were matched by sorted order: a folder of other classes (same count) scored with shuffled labels."""
+    data = folder(tmp_path, "train", "val")
+    assert train(tmp_path, data, "run")[0] == 0
+    other = tmp_path / "other"
+    for split, n in (("train", 8), ("val", 3)):
+        make_folder(str(other / split), classes=("ants", "wasps"), per_class=n, size=12)
+    code, err = evaluate(capsys, tmp_path / "run", "--data-dir", str(other))
+    line = error_line(err, "eval")
+    assert code == 2 and "--data-dir" in line and str(other) in line
+    assert "missing bees" in line and "extra wasps" in line
+    # The same classes in another folder are fine.
+    same = tmp_path / "same"
+    for split, n in (("train", 8), ("val", 3)):
+        make_folder(str(same / split), classes=("ants", "bees"), per_class=n, size=12)
+    code, result = evaluate(capsys, tmp_path / "run", "--data-dir", str(same))
+    assert code == 0 and result["images"] == 6
+
+
+def test_eval_on_a_folder_with_another_class_count_is_one_line(tmp_path, capsys):
+    data = folder(tmp_path, "train", "val")
+    assert train(tmp_path, data, "run")[0] == 0
+    more = tmp_path / "more"
+    for split, n in (("train", 8), ("val", 3)):
+        make_folder(str(more / split), classes=("ants", "bees", "flies", "moths"), per_class=n, size=12)
+    code, err = evaluate(capsys, tmp_path / "run", "--data-dir", str(more))
+    line = error_line(err, "eval")
+    assert code == 2 and "--data-dir" in line and "4 classes" in line and "2 classes" in line, line
+
+
+def test_eval_of_an_old_checkpoint_without_class_names_compares_the_count(tmp_path, capsys):
+    import torch
+
+    data = folder(tmp_path, "train", "val")
+    assert train(tmp_path, data, "run")[0] == 0
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(tmp_path / "run" / name, weights_only=True)
+        state.pop("classes", None)
+        torch.save(state, tmp_path / "run" / name)
+    other = tmp_path / "other"
+    for split, n in (("train", 8), ("val", 3)):
+        make_folder(str(other / split), classes=("ants", "wasps"), per_class=n, size=12)
+    code, result = evaluate(capsys, tmp_path / "run", "--data-dir", str(other))
+    assert code == 0, result  # no names to compare: the count matches
+    more = tmp_path / "more"
+    for split, n in (("train", 8), ("val", 3)):
+        make_folder(str(more / split), classes=("a", "b", "c"), per_class=n, size=12)
+    code, err = evaluate(capsys, tmp_path / "run", "--data-dir", str(more))
+    line = error_line(err, "eval")
+    assert "--data-dir" in line and "3 classes" in line and "2 classes" in line, line
+
+
+def test_eval_split_val_on_another_folder_of_a_test_run_reads_its_val(tmp_path, capsys):
+    """_restore loaded the run's own split (test/) from the new folder before switching to the asked one."""
+    data = folder(tmp_path, "train", "test")
+    assert train(tmp_path, data, "run", "--eval-split", "test")[0] == 0
+    other = folder(tmp_path, "train", "val")
+    code, result = evaluate(capsys, tmp_path / "run", "--split", "val", "--data-dir", str(other))
+    assert code == 0, result
+    assert result["split"] == "val" and result["images"] == 6
+    assert result["evaluates_on"] == f"{other / 'val'} (6 images)"

@@ -416,20 +416,20 @@ CONFLICTS = [
     (["--method", "cutmix", "--smoothing", "0.1", "--method-opt", "label_smoothing=0.2"],
      ("label_smoothing=0.2", "smoothing 0.1")),
     (["--method", "cutmix", "--alpha", "0.2", "--method-opt", "alpha=1.0"], ("alpha=1.0", "alpha 0.2")),
-    (["--method", "fmix", "--cutmix-minmax", "0.2", "0.8"], ("cutmix_minmax", "'fmix'")),
-    (["--method", "gridmix", "--mixup-switch-prob", "0.2"], ("mixup_switch_prob 0.2", "'gridmix'")),
+    (["--method", "fmix", "--cutmix-minmax", "0.2", "0.8"], ("--cutmix-minmax 0.2 0.8 applies", "'fmix'")),
+    (["--method", "gridmix", "--mixup-switch-prob", "0.2"], ("--mixup-switch-prob 0.2", "'gridmix'")),
     (["--mixup", "0.8", "--alpha", "1.0"], ("alpha 1.0", "'mixup_cutmix'")),
     (["--method", "none", "--alpha", "1.0"], ("alpha 1.0", "'none'")),
-    (["--method", "automix", "--mixup-mode", "elem"], ("mixup_mode 'elem'", "'automix'")),
-    (["--method", "none", "--mixup-prob", "0.5"], ("mixup_prob 0.5", "'none'")),
-    (["--method", "cutmix", "--mix-block-lr", "0.1"], ("mix_block_lr 0.1", "'cutmix'")),
+    (["--method", "automix", "--mixup-mode", "elem"], ("--mixup-mode elem", "'automix'")),
+    (["--method", "none", "--mixup-prob", "0.5"], ("--mixup-prob 0.5", "'none'")),
+    (["--method", "cutmix", "--mix-block-lr", "0.1"], ("--mix-block-lr 0.1", "'cutmix'")),
     (["--opt", "adamw", "--momentum", "0.5"], ("momentum 0.5", "'adamw'")),
     (["--momentum", "0", "--nesterov"], ("nesterov", "momentum is 0")),
-    (["--sched", "none", "--min-lr", "0.01"], ("min_lr 0.01", "'none'")),
-    (["--warmup-lr", "0.01"], ("warmup_lr 0.01", "warmup_epochs is 0")),
-    (["--model-ema-decay", "0.9"], ("model_ema_decay 0.9", "--model-ema")),
-    (["--eval-split", "test", "--val-split", "0.1"], ("val_split 0.1", "eval_split 'test'")),
-    (["--data-dir", "/somewhere"], ("data_dir '/somewhere'", "digits")),
+    (["--sched", "none", "--min-lr", "0.01"], ("--min-lr 0.01", "'none'")),
+    (["--warmup-lr", "0.01"], ("--warmup-lr 0.01", "warmup_epochs is 0")),
+    (["--model-ema-decay", "0.9"], ("--model-ema-decay 0.9", "--model-ema")),
+    (["--eval-split", "test", "--val-split", "0.1"], ("--val-split 0.1", "eval_split 'test'")),
+    (["--data-dir", "/somewhere"], ("--data-dir /somewhere", "digits")),
     (["--method-opt", "num_classes=3"], ("num_classes=3", "set by the trainer")),
 ]
 
@@ -657,3 +657,39 @@ def test_run_dir_messages_never_send_the_user_in_a_circle(tmp_path, capsys):
     assert train(tmp_path, "new", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "missing")) == 2
     assert "missing" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "new").exists(), "a failed start leaves no empty run dir"
+
+
+@pytest.mark.parametrize("argv,text", [
+    (["--eval-split", "foo"], "--eval-split must be one of ['val', 'test'], got 'foo'"),
+    (["--val-split", "1.5"], "--val-split must be in [0, 1), got 1.5"),
+    (["--head-lr-scale", "0"], "--head-lr-scale must be a finite number > 0, got 0.0"),
+    (["--sync-debug", "foo"], "--sync-debug must be one of ['warn', 'error'], got 'foo'"),
+    (["--initial-checkpoint="], "--initial-checkpoint must be a file path, got ''"),
+    (["--model", "timm:resnet18", "--pretrained", "--initial-checkpoint", "a.pt"],
+     "--initial-checkpoint a.pt and --pretrained both give the starting weights"),
+    (["--epochs", "2", "--mixup-off-epoch", "3"], "--mixup-off-epoch must be below epochs (2)"),
+    (["--method", "automix", "--mixup-mode", "elem"], "--mixup-mode elem applies to the input mixers"),
+], ids=lambda v: v[0] if isinstance(v, list) else None)
+def test_config_errors_name_the_flag_given(tmp_path, capsys, argv, text):
+    """Range and conflict errors named the config key (``eval_split must be one of ...``) for a flag."""
+    args = [a for a in TINY if a not in ("--method", "cutmix")]
+    assert main(["train", *args, "--output", str(tmp_path / "r"), *argv]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert text in line, line
+
+
+def test_config_file_errors_name_the_key_and_the_file(tmp_path, capsys):
+    config = tmp_path / "r.yaml"
+    config.write_text("val_split: 1.5\n")
+    assert main(["train", *TINY, "--config", str(config), "--output", str(tmp_path / "r")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"val_split must be in [0, 1), got 1.5 (config file {config})" in line, line
+
+
+def test_show_n_is_capped(capsys):
+    """`automix show -n 10000` drew a 10000-row picture (or ran out of memory) with no word."""
+    with pytest.raises(SystemExit) as stop:
+        main(["show", "-n", "10000", "--method", "mixup"])
+    assert stop.value.code == 2
+    assert "automix show: error: argument -n: must be at most 64 (one picture row per sample), got '10000'" in \
+        capsys.readouterr().err

@@ -475,3 +475,53 @@ def test_finetuning_recipes_build_and_step(path, monkeypatch):
     loss, _ = method.training_step(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     opt.step()
+
+
+# ---------------------------------------------------------------- more kinds of file, and clearer refusals
+
+def test_a_method_state_dict_under_a_method_entry(tmp_path):
+    """``torch.save({"method": method.state_dict(), "optimizer": ...})`` was refused as 'holds no network weights'."""
+    method = automix_method(2)
+    opt = torch.optim.SGD(method.parameters(), lr=0.1)
+    torch.save({"method": method.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}, tmp_path / "m.pt")
+    state, source, left, skipped = initial_state_dict(tmp_path / "m.pt")
+    assert "'method'" in source and skipped == ["_extra_state"]
+    report = load_weights(net(2), state, source, ignored=left, skipped=skipped)
+    assert report.prefix == "model." and not report.reinitialised
+    assert same(report_model_state(state, "model."), method.model.state_dict())
+
+
+def report_model_state(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def test_safetensors_files_load(tmp_path, monkeypatch):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    expected = net(2, seed=5).state_dict()
+    safetensors_torch.save_file({k: v.contiguous() for k, v in expected.items()}, str(tmp_path / "w.safetensors"))
+    state, source, left, skipped = initial_state_dict(tmp_path / "w.safetensors")
+    assert "safetensors" in source and same(state, expected)
+    model = net(2)
+    load_weights(model, state, source, ignored=left, skipped=skipped)
+    assert same(model.state_dict(), expected)
+    # Without the package: say what to install, not "a file of another format".
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ValueError, match=r"--initial-checkpoint .*w.safetensors is a safetensors file; reading it "
+                                         r"needs the safetensors package \(pip install safetensors\)"):
+        initial_state_dict(tmp_path / "w.safetensors")
+
+
+def test_an_empty_folder_names_the_flag(tmp_path, folders, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"^--initial-checkpoint: the folder .*empty holds no best.pt or "
+                                                 r"last.pt"):
+        initial_state_dict(tmp_path / "empty")
+
+
+def test_a_stem_of_other_input_channels_is_named(tmp_path):
+    """A 1-channel (grayscale) network's weights into an RGB run: the hint said only '--width or --widen?'."""
+    gray = automix.create_model("preact_resnet18", num_classes=2, width=WIDTH, in_chans=1).state_dict()
+    with pytest.raises(ValueError, match=r"stem.0.weight is \[4, 1, 3, 3\] there, \[4, 3, 3, 3\] here.*The file's "
+                                         r"network takes 1 input channel\(s\), this one 3"):
+        load_weights(net(2), gray, "gray.pt")

@@ -252,7 +252,9 @@ def test_checkpoint_with_other_class_count_is_refused(tmp_path, capsys):
     assert cli(tmp_path, "a", *base) == 0
     make_folder(str(tmp_path / "data"), classes=("d",), per_class=20, size=16)  # a class folder added since
     assert cli(tmp_path, "b", *base, "--epochs", "2", "--resume", str(tmp_path / "a" / "last.pt")) == 2
-    assert "num_classes: checkpoint 3, this run 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"resume: data_dir {tmp_path / 'data'} has 4 classes, but the run of" in err
+    assert "was trained on 3 classes (extra d)" in err
 
 
 DIE_ON_RANK1 = """

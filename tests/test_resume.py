@@ -113,9 +113,9 @@ def _plain_run(tmp_path, data) -> Path:
     (["--lr", "0.05"], "--lr 0.05 (the run's: 0.02)"),
     (["--head-lr-scale", "5"], "--head-lr-scale 5.0 (the run's: 10.0)"),
     (["--eval-split", "test"], "--eval-split test (the run's: 'val')"),
-    (["--img-size", "16"], "--img-size 16 (the run's: None)"),
+    (["--img-size", "16"], "--img-size 16 (the run's: the dataset's own size)"),
     (["--method", "cutmix"], "--method cutmix (the run's: 'mixup')"),
-    (["--alpha", "0.5"], "--alpha 0.5 (the run's: None)"),
+    (["--alpha", "0.5"], "--alpha 0.5 (the run's: the method's default)"),  # not "None"
     (["--no-flip"], "--no-flip (the run's: True)"),
     (["--batch-size", "4"], "--batch-size 4 (the run's: 8)"),
     (["--seed", "1"], "--seed 1 (the run's: 0)"),
@@ -196,3 +196,35 @@ def test_mixup_off_epoch_may_change_for_epochs_not_yet_trained(tmp_path, data, f
     assert train(tmp_path, data, "run", "--epochs", "4", "--mixup-off-epoch", "1", "--resume", "auto") == 2
     line = one_error_line(capsys.readouterr().err)
     assert "--mixup-off-epoch 1 (the run's: 2, which the 3 epoch(s) it has trained followed)" in line, line
+
+
+def test_resume_on_renamed_class_folders_names_them(tmp_path, data, finished, capsys):
+    """The checkpoint holds its run's class names: a data_dir whose class folders were renamed (as many) would
+    otherwise continue training with every label on another class."""
+    for split in ("train", "val", "test"):
+        (data / split / "bees").rename(data / split / "wasps")
+    capsys.readouterr()
+    assert train(tmp_path, data, "run", "--epochs", "2", "--resume", "auto") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"resume: data_dir {data}: its classes are not those the run of {finished / 'last.pt'} was trained on " \
+           "(missing bees; extra wasps)" in line, line
+
+
+def test_a_missing_resume_file_is_reported_before_the_output_dir(tmp_path, data, finished, capsys):
+    """--output holding a run made the message 'already holds a run; continue it with --resume auto', hiding the
+    missing file."""
+    capsys.readouterr()
+    assert train(tmp_path, data, "run", "--epochs", "2", "--resume", str(tmp_path / "nonexistent.pt")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--resume {tmp_path / 'nonexistent.pt'}: no such checkpoint file or run folder" in line, line
+    assert not (tmp_path / "new").exists()
+    assert train(tmp_path, data, "new", "--resume", str(tmp_path / "nonexistent.pt")) == 2
+    assert "no such checkpoint file" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()  # nothing made for a run that cannot start
+
+
+def test_an_empty_resume_folder_names_the_flag(tmp_path, data, capsys):
+    (tmp_path / "empty").mkdir()
+    assert train(tmp_path, data, "new", "--resume", str(tmp_path / "empty")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--resume: the folder {tmp_path / 'empty'} holds no last.pt" in line, line

@@ -188,6 +188,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+SHOW_MAX = 64  # automix show -n: one row per sample in one picture; beyond this it is a poster, not a preview
+
+
+def _show_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > SHOW_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {SHOW_MAX} (one picture row per sample), got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors that name the subcommand and suggest the nearest option or choice.
 
@@ -250,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", "--image", dest="output", default=None,
                    help="PNG file to write (default: show-METHOD.png in the run folder with --checkpoint, "
                         "else runs/show/METHOD.png)")
-    p.add_argument("-n", type=_positive_int, default=8, help="samples to show")
+    p.add_argument("-n", type=_show_count, default=8, help=f"samples to show (1 to {SHOW_MAX})")
     add_config_arguments(p, exclude=("output", "resume"))  # --output is the picture here, not a run dir
     p.set_defaults(func=_cmd_show)
 

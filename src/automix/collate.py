@@ -81,7 +81,9 @@ class MixCollate:
     A tensor ``[H, W, C]`` with ``C`` in (1, 3, 4) and ``H`` above 4 is refused as channels-last (a decoded
     array's layout; ``permute(2, 0, 1)`` it). All samples of a batch must have the same shape. A label is an int
     or 0-dim integer tensor (a class index), or a float or float tensor (a regression value; one-hot, soft,
-    multi-label or regression target), the same kind and shape for every sample of a batch.
+    multi-label or regression target), the same kind and shape for every sample of a batch. With ``num_classes``
+    (given, or the mixer's) a float target must end in a dim of ``num_classes`` (``[num_classes]`` for one-hot or
+    soft targets); a float scalar is refused (a class index given as a float would be mixed as a number).
 
     Returns ``(x, y)`` from ``__call__``: ``x`` the mixed batch ``[B, C, *spatial]`` in ``dtype`` and ``y``
     the mixed targets, float32 (``[B, num_classes]`` for class indices; float targets keep their shape).
@@ -95,7 +97,7 @@ class MixCollate:
             mixer's, ``mean`` / ``std`` of different lengths or a zero ``std``, a ``dtype`` that is not
             floating point, ``spatial_dims`` the mixer does not take; at call time an empty batch, samples of
             different shapes or label kinds (the first two named), an image of the wrong number of dims or
-            channels-last.
+            channels-last, a float label that does not fit ``num_classes`` (naming it and the label's shape).
 
     Example:
         >>> import torch, automix
@@ -187,9 +189,11 @@ class MixCollate:
             x = (x - self.mean.to(x.dtype).view(shape)) / self.std.to(x.dtype).view(shape)
         return x, self._labels(labels)
 
-    @staticmethod
-    def _labels(labels: list[Any]) -> Tensor:
-        """Long [B] class indices, or float32 targets [B, ...]; one kind and shape for every sample."""
+    def _labels(self, labels: list[Any]) -> Tensor:
+        """Long [B] class indices, or float32 targets [B, ...]; one kind and shape for every sample. With
+        ``num_classes`` set, a float target is a per-class vector ``[num_classes]`` (one-hot, soft, multi-label):
+        a float scalar (a class index given as a float, or a regression value) or a vector of another width would
+        be mixed as it is, against classes it does not have."""
         kinds = [_label_kind(i, label) for i, label in enumerate(labels)]
         for i, (kind, shape) in enumerate(kinds):
             if (kind, shape) != kinds[0]:
@@ -199,6 +203,13 @@ class MixCollate:
                                  "every label as class indices, or every one as float targets of one shape")
         if kinds[0][0] == "index":
             return torch.tensor([int(label) for label in labels], dtype=torch.long)
+        shape = kinds[0][1]
+        if self.num_classes is not None and (len(shape) == 0 or shape[-1] != self.num_classes):
+            what = "a float scalar" if len(shape) == 0 else f"a float target of shape {shape}"
+            raise ValueError(f"samples[0] label is {what} ({_shown(labels[0])}) but num_classes is "
+                             f"{self.num_classes}: give class indices as ints (or 0-dim integer tensors), or "
+                             f"one-hot / soft / multi-label targets of shape ({self.num_classes},); regression "
+                             "values go to a MixCollate without num_classes")
         return torch.stack([torch.as_tensor(label).float() for label in labels])
 
     def _split(self, i: int, sample: Any) -> tuple[Any, Any]:

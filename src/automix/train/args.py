@@ -99,4 +99,4 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         if key in values:
             values[key] = {**getattr(cfg, key), **dict(values[key])}
     sources = {**{k: f"config file {path}" for k in from_file}, **{k: COMMAND_LINE for k in values}}
-    return set_sources(validate(from_dict(values, cfg, source="command line")), sources)
+    return validate(set_sources(from_dict(values, cfg, source="command line"), sources))

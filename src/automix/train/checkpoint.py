@@ -45,14 +45,18 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def find(path: str | Path, names: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
-    """``path`` itself, or for a run folder the first of ``names`` it holds."""
+def find(path: str | Path, names: tuple[str, ...] = ("best.pt", "last.pt"), what: str = "checkpoint") -> Path:
+    """``path`` itself, or for a run folder the first of ``names`` it holds.
+
+    Raises:
+        FileNotFoundError: a folder holding none of ``names``, named with ``what`` (the option that gave it).
+    """
     path = Path(path)
     if path.is_dir():
         for name in names:
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"checkpoint: the folder {path} holds no {' or '.join(names)} (not a run folder, "
+        raise FileNotFoundError(f"{what}: the folder {path} holds no {' or '.join(names)} (not a run folder, "
                                 "or its run stopped before its first checkpoint)")
     return path
 
@@ -72,6 +76,8 @@ def _not_torch_file(path: Path) -> str | None:
         return None
     if not head:
         return "an empty file"
+    if is_safetensors(head):
+        return "a safetensors file"
     for magic, kind in _MAGIC.items():
         if head.startswith(magic):
             return kind
@@ -82,6 +88,11 @@ def _not_torch_file(path: Path) -> str | None:
         return "a text file"
     except UnicodeDecodeError:
         return "a file of another format"
+
+
+def is_safetensors(head: bytes) -> bool:
+    """Whether a file's first bytes are a safetensors header: its length (8 bytes, little-endian), then JSON."""
+    return len(head) > 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 100_000_000
 
 
 def _torch_reason(exc: Exception) -> str:

@@ -228,14 +228,16 @@ def _type_name(tp: Any) -> str:
 
 
 def validate(cfg: Config, conflicts: bool = True) -> Config:
-    """Range checks that types cannot express; each error names the key and the value.
+    """Range checks that types cannot express; each error names the option and the value.
 
+    The option is named as it was given (``option_name``): its flag (``--val-split must be in [0, 1), got 1.5``)
+    when from the command line, its key and config file when from one, else its key.
     ``conflicts=False`` skips ``check_conflicts``: a finished run's recorded config is read as it was.
     """
 
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
-            raise ValueError(f"{key} must be {what}, got {getattr(cfg, key)!r}")
+            raise ValueError(f"{option_name(cfg, key)} must be {what}, got {getattr(cfg, key)!r}{_from(cfg, key)}")
 
     for key, choices in CHOICES.items():
         need(getattr(cfg, key) in choices, key, f"one of {[c for c in choices if c is not None]}")
@@ -256,7 +258,8 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
     if cfg.mixup_lam is not None:
         from ..mixers._lam import lam_sampler
 
-        lam_sampler(cfg.mixup_lam, "mixup_lam")  # ValueError / TypeError naming mixup_lam and the value
+        # ValueError / TypeError naming mixup_lam (its flag when given as one) and the value
+        lam_sampler(cfg.mixup_lam, option_name(cfg, "mixup_lam"))
     need(cfg.mixup >= 0, "mixup", ">= 0")
     need(cfg.cutmix >= 0, "cutmix", ">= 0")
     need(0.0 <= cfg.mixup_prob <= 1.0, "mixup_prob", "in [0, 1]")
@@ -326,7 +329,7 @@ def check_conflicts(cfg: Config) -> None:
         return getattr(cfg, key) != getattr(default, key)
 
     def refuse(key: str, why: str) -> None:
-        raise ValueError(f"{key} {getattr(cfg, key)!r} {why}; drop one of the two")
+        raise ValueError(f"{setting(cfg, key)} {why}; drop one of the two")
 
     method = cfg.method
     try:
@@ -355,8 +358,9 @@ def check_conflicts(cfg: Config) -> None:
         if spec is not None and spec.kind == "vanilla":
             refuse("mixup_off_epoch", f"stops mixing, but method {method!r} mixes nothing")
         if cfg.mixup_off_epoch >= cfg.epochs:
-            raise ValueError(f"mixup_off_epoch must be below epochs ({cfg.epochs}): mixing stops from that epoch "
-                             f"and the run's epochs are 0 to {cfg.epochs - 1}; got {cfg.mixup_off_epoch}")
+            raise ValueError(f"{option_name(cfg, 'mixup_off_epoch')} must be below epochs ({cfg.epochs}): mixing "
+                             f"stops from that epoch and the run's epochs are 0 to {cfg.epochs - 1}; got "
+                             f"{cfg.mixup_off_epoch}")
     for key in ("mix_block_lr", "mix_block_momentum", "mix_block_min_lr"):
         if given(key) and not learned:
             refuse(key, f"applies to a Mix Block (method automix, samix or adautomix), not to method {method!r}")
@@ -390,9 +394,10 @@ def check_conflicts(cfg: Config) -> None:
         refuse("val_split", "holds images out for validation, but eval_split 'test' evaluates on the test split "
                             "and trains on every training image")
     if cfg.pretrained and cfg.initial_checkpoint is not None:
-        refuse("initial_checkpoint", "and pretrained both give the starting weights")
+        refuse("initial_checkpoint", f"and {option_name(cfg, 'pretrained')} both give the starting weights")
     if cfg.pretrained and not cfg.model.startswith(("timm:", "torchvision:")):
-        raise ValueError(f"pretrained: model {cfg.model!r} has no published weights (--pretrained takes them from "
+        raise ValueError(f"{option_name(cfg, 'pretrained')}: model {cfg.model!r} has no published weights "
+                         "(--pretrained takes them from "
                          "timm or torchvision, for a 'timm:<name>' or 'torchvision:<name>' model); start from a "
                          "file of your own with --initial-checkpoint FILE (e.g. a run's best.pt)")
     if cfg.dataset == "digits" and given("data_dir"):
@@ -428,6 +433,18 @@ def flag_name(key: str) -> str:
     return {"method_opts": "--method-opt", "model_opts": "--model-opt"}.get(key, "--" + key.replace("_", "-"))
 
 
+def option_name(cfg: Config, key: str) -> str:
+    """Option ``key`` as messages name it: its flag (``--val-split``) when ``cfg`` took it from the command line
+    (``set_sources``), else its key (a config file, a checkpoint's config, a Config built in code)."""
+    return flag_name(key) if getattr(cfg, "_sources", {}).get(key) == COMMAND_LINE else key
+
+
+def _from(cfg: Config, key: str) -> str:
+    """`` (config file r.yaml)`` when option ``key`` of ``cfg`` came from a config file, else ""."""
+    source = getattr(cfg, "_sources", {}).get(key)
+    return f" ({source})" if source and source != COMMAND_LINE else ""
+
+
 def setting(cfg: Config, key: str, value: Any = dataclasses.MISSING) -> str:
     """Option ``key`` of ``cfg`` (or ``value``) as messages name it, with where it came from.
 
@@ -444,6 +461,8 @@ def setting(cfg: Config, key: str, value: Any = dataclasses.MISSING) -> str:
     if source == COMMAND_LINE:
         if isinstance(value, bool):
             return flag_name(key) if value else "--no-" + flag_name(key)[2:]
+        if isinstance(value, (list, tuple)):  # as typed: --cutmix-minmax 0.2 0.8
+            return f"{flag_name(key)} {' '.join(map(str, value))}"
         return f"{flag_name(key)} {value}"
     return f"{key} {value!r}" + (f" ({source})" if source else "")
 

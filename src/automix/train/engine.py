@@ -126,7 +126,8 @@ class Run:
                 "step_in_epoch": self.step_in_epoch, "best": self.best, "skipped": self.skipped,
                 "warnings": dict(self.warnings),
                 "epoch_loss": [self.loss_sum, self.loss_count], "epoch_terms": dict(self.term_sums),
-                "num_classes": self.data.num_classes, "method_name": self.cfg.method,
+                "num_classes": self.data.num_classes, "classes": list(self.data.classes),
+                "method_name": self.cfg.method,
                 "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "model_ema": None if self.model_ema is None else self.model_ema.state_dict(),
@@ -142,7 +143,7 @@ class Run:
     def restore(self, state: dict[str, Any], path: str, changed: list[str] | None = None) -> None:
         """Continue from checkpoint ``state`` (read from ``path``; its config already merged into ``self.cfg`` by
         ``setup.resume_config``, which listed the options ``changed``)."""
-        check_resume(state, path, self.data.num_classes)
+        check_resume(state, path, self.data.classes, self.cfg.data_dir)
         self.method.load_state_dict(state["method"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -320,7 +321,8 @@ def fit(cfg: Config) -> dict[str, Any]:
         if cfg.resume:
             # The run's own options first (those not given, and the checks of those given): the data, model and
             # optimiser are built from them.
-            path = str(ckpt.find(Path(cfg.output) / "last.pt" if cfg.resume == "auto" else cfg.resume, ("last.pt",)))
+            path = str(ckpt.find(Path(cfg.output) / "last.pt" if cfg.resume == "auto" else cfg.resume, ("last.pt",),
+                                 what="--resume"))
             state = ckpt.load(path)
             cfg, changed = resume_config(cfg, state, path)
             if cfg.threads is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..data import dataset_splits
@@ -20,7 +19,7 @@ from .config import Config, from_dict, validate
 from .distributed import check_device
 from .engine import FORMAT, evaluate
 from .loader import eval_batches
-from .setup import describe_eval, image_folders, load_data, load_eval_split, require_split
+from .setup import check_classes, data_classes, describe_eval, image_folders, load_data, require_split
 
 
 def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
@@ -33,14 +32,28 @@ def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) ->
 def load_trained(path: str, overrides: dict[str, Any] | None = None, device: str = "cpu"):
     """(cfg, eval data, eval indices, method, model_ema or None) restored from checkpoint ``path``: the images the
     run evaluated on (its ``eval_split``)."""
-    cfg, _, eval_data, eval_idx, method, model_ema = _restore(ckpt.load(ckpt.find(path)), overrides, device)
+    path = str(ckpt.find(path))
+    cfg, _, eval_data, eval_idx, method, model_ema = _restore(ckpt.load(path), overrides, device, path)
     return cfg, eval_data, eval_idx, method, model_ema
 
 
-def _restore(state: dict[str, Any], overrides: dict[str, Any] | None, device: str):
-    """(cfg, train data, eval data, eval indices, method, model_ema or None) of a checkpoint's run."""
+def _restore(state: dict[str, Any], overrides: dict[str, Any] | None, device: str, path: str = "checkpoint",
+             split: str | None = None):
+    """(cfg, train data, eval data, eval indices, method, model_ema or None) of a checkpoint's run.
+
+    ``split`` ("val" / "test"): load that split as the eval data instead of the run's own ``eval_split`` (another
+    ``data_dir`` need not have the run's). The data's classes must be the run's (``setup.check_classes``),
+    checked before any image is decoded for an image folder.
+    """
     cfg = config_of(state, overrides)
-    data, _, eval_data, eval_idx = load_data(cfg, strict=False)  # the run's config as it was, not re-checked
+    given = (overrides or {}).get("data_dir")
+    where = f"--data-dir {given}" if given else f"data_dir {cfg.data_dir}"
+    listed = data_classes(cfg)
+    if listed is not None:
+        check_classes(state, path, listed, where)
+    wanted = cfg if split is None else dataclasses.replace(cfg, eval_split=split)
+    data, _, eval_data, eval_idx = load_data(wanted, strict=False)  # the run's config as it was, not re-checked
+    check_classes(state, path, data.classes, where)
     in_chans = data.images.shape[1] if data.images is not None else 3
     model = build_model(cfg, state["num_classes"], in_chans, image_side(data, cfg))
     method = build_method(cfg, model, state["num_classes"], total_steps=1, seed=0)
@@ -95,13 +108,16 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
     """Top-1 of every network a checkpoint holds, on exactly the ``split`` asked for (``check_split``).
 
     ``"val"``: the run's validation images (the held-out share or ``val/`` folder it evaluated on; for a run
-    trained with ``eval_split test``, a ``val/`` folder beside its ``train/``). ``"test"``: the dataset's test
+    trained with ``eval_split test``, a ``val/`` folder beside its ``train/``), read from ``data_dir`` when given
+    (which need not hold the split the run evaluated on). ``"test"``: the dataset's test
     split, read at the training images' size. The keys name the split (``val_top1``, ``test_top1_online``, ...),
     and ``evaluates_on`` says which images and how many, as the run header does.
 
     Raises:
         ValueError: an unknown ``split``, or one the run's data does not have (the message says what it has);
-            ``batch_size`` below 1; an unreadable checkpoint.
+            ``batch_size`` below 1; an unreadable checkpoint; a ``data_dir`` whose classes are not the run's
+            (naming ``--data-dir``, the missing and extra class folders, or both class counts; a checkpoint from
+            before class names were recorded is checked by its class count).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -110,10 +126,9 @@ def evaluate_checkpoint(path: str, split: str = "val", data_dir: str | None = No
     dev = check_device(device, option="--device")
     state = ckpt.load(path)
     check_split(config_of(state, overrides), split, path)  # before any image is decoded
-    cfg, train, data, indices, method, model_ema = _restore(state, overrides, str(dev))
-    if split != cfg.eval_split:  # not the images the run evaluated on: the split's own, read as train was
-        data = load_eval_split(cfg, split, train)
-        indices = torch.arange(len(data))
+    # The split asked for is loaded as the eval data: the run's own eval_split may be missing from another
+    # --data-dir, and a split other than the run's is a folder or set of its own (all of it evaluated).
+    cfg, train, data, indices, method, model_ema = _restore(state, overrides, str(dev), path, split)
     # Named as in summary.csv (val_top1, val_top1_online, val_top1_ema; test_* for the test split).
     nets: dict[str, nn.Module] = {"": method.eval_model(), "_online": method.model}
     if model_ema is not None:

@@ -91,7 +91,13 @@ class _NoLock:
 
 
 def claim(cfg: Config, rank: int = 0) -> RunLock | _NoLock:
-    """Create and lock ``cfg.output`` for this run (rank 0 only); errors name the flag and the dir."""
+    """Create and lock ``cfg.output`` for this run (rank 0 only); errors name the flag and the dir.
+
+    A ``--resume`` file that does not exist is reported first, before the dir is made or its contents judged:
+    "already holds a run" would hide the typo in the path.
+    """
+    if cfg.resume not in (None, "auto") and not Path(cfg.resume).exists():
+        raise FileNotFoundError(f"--resume {cfg.resume}: no such checkpoint file or run folder")
     if rank != 0:
         return _NoLock()
     created = not Path(cfg.output).exists()

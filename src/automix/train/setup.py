@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..data import ImageData, dataset_splits, load_dataset, split_folders, split_indices
 from ..data.base import as_path
+from ..data.folder import class_mismatch
 from ..data.lazy import DEFAULT_SIZE
 from .config import COMMAND_LINE, Config, flag_name, from_dict, given_keys, set_sources, setting, validate
 
@@ -232,6 +233,27 @@ RESUME_OWN = ("output", "resume")
 _PATHS = ("data_dir", "initial_checkpoint", "cache_dir")
 
 
+# What an unset (None) option means, for messages that show the run's value: "None" says nothing.
+UNSET_MEANS = {"alpha": "the method's default", "mixup_lam": "lambda drawn from Beta(alpha, alpha)",
+               "img_size": "the dataset's own size", "data_dir": "none", "initial_checkpoint": "none",
+               "width": "the model's default", "widen": "the model's default", "subset": "all training images",
+               "cutmix_minmax": "unset", "clip_grad": "no clipping", "mix_block_lr": "--lr",
+               "mix_block_min_lr": "--min-lr", "mix_block_momentum": "--momentum", "amp": "off",
+               "model_ema_end_decay": "a constant decay"}
+
+
+def shown(key: str, value: Any) -> str:
+    """Option ``key``'s ``value`` as a message shows a run's value: ``'mixup'``, or for None what it means.
+
+    Example:
+        >>> shown("alpha", None), shown("alpha", 0.5)
+        ("the method's default", '0.5')
+    """
+    if value is None:
+        return UNSET_MEANS.get(key, "unset")
+    return repr(value)
+
+
 def _same(key: str, a: Any, b: Any) -> bool:
     if a == b:
         return True
@@ -283,10 +305,10 @@ def resume_config(cfg: Config, state: dict[str, Any], path: str) -> tuple[Config
             values[key] = mine
             changed.append(f"{key} {theirs!r} -> {mine!r}")
         elif key in RESUME_FROM_HERE:
-            refused.append(f"{setting(cfg, key)} (the run's: {theirs!r}, which the {started} epoch(s) it has trained "
-                           "followed)")
+            refused.append(f"{setting(cfg, key)} (the run's: {shown(key, theirs)}, which the {started} epoch(s) it "
+                           "has trained followed)")
         else:
-            refused.append(f"{setting(cfg, key)} (the run's: {theirs!r})")
+            refused.append(f"{setting(cfg, key)} (the run's: {shown(key, theirs)})")
     if refused:
         raise ValueError(f"resume: {path} continues a run with its own settings, and these differ from them: "
                          f"{'; '.join(refused)}. Drop them to continue the run as it was, or start a new run "
@@ -308,16 +330,46 @@ def _mixes(mixup_off_epoch: int, epochs: int) -> list[bool]:
     return [not (mixup_off_epoch and e >= mixup_off_epoch) for e in range(epochs)]
 
 
-def check_resume(state: dict[str, Any], path: str, num_classes: int) -> None:
-    """Refuse a checkpoint whose network has another class count than this run's data.
+def check_resume(state: dict[str, Any], path: str, classes: list[str], data_dir: str | None) -> None:
+    """Refuse a checkpoint whose network was trained on other classes than this run's data.
 
-    The options are checked by ``resume_config``; the class count comes from the data, which may have changed
-    under the same ``data_dir``.
+    The options are checked by ``resume_config``; the classes come from the data, which may have changed under the
+    same ``data_dir`` (``check_classes``).
 
     Raises:
-        ValueError: naming both class counts.
+        ValueError: naming the missing and extra class folders, or both class counts.
     """
-    if state.get("num_classes") != num_classes:
-        raise ValueError(f"resume: checkpoint {path} does not match this run: num_classes: checkpoint "
-                         f"{state.get('num_classes')}, this run {num_classes} (the class folders of data_dir "
-                         "changed?)")
+    check_classes(state, path, classes, f"resume: data_dir {data_dir}")
+
+
+def data_classes(cfg: Config) -> list[str] | None:
+    """The class folders an ``imagefolder`` run of ``cfg`` trains on, listed without reading an image; None for
+    other datasets (their classes are known once loaded)."""
+    folders = image_folders(cfg)
+    if not folders or not os.path.isdir(folders["train"]):
+        return None
+    return sorted(e.name for e in os.scandir(folders["train"]) if e.is_dir() and not e.name.startswith("."))
+
+
+def check_classes(state: dict[str, Any], path: str, classes: list[str], where: str) -> None:
+    """Refuse data whose classes are not those the run of checkpoint ``state`` (read from ``path``) trained on.
+
+    Labels are positions in the sorted class list, so a folder of other classes (even as many) would be scored
+    or trained with the wrong labels. A checkpoint records its run's class names (``"classes"``); one written
+    before they were recorded is checked by its class count (``"num_classes"``) only. ``where`` names the data
+    in the message (``"--data-dir /data/other"``).
+
+    Raises:
+        ValueError: ``"{where}: ..."`` naming the missing and extra classes, or both class counts.
+    """
+    theirs, count = state.get("classes"), state.get("num_classes")
+    differ = ""
+    if theirs is not None and list(theirs) != list(classes):
+        differ = f" ({class_mismatch(list(classes), list(theirs)) or 'the same names in another order'})"
+    if count is not None and count != len(classes):
+        raise ValueError(f"{where} has {len(classes)} classes, but the run of {path} was trained on {count} "
+                         f"classes{differ}; give a folder with the run's class folders")
+    if differ:
+        raise ValueError(f"{where}: its classes are not those the run of {path} was trained on{differ}; the "
+                         "network's outputs would be read as the wrong classes. Give a folder with the run's class "
+                         "folders")

@@ -1,8 +1,9 @@
 """Starting weights for fine-tuning: ``--initial-checkpoint FILE`` and ``--pretrained``.
 
 ``initial_state_dict`` reads a file into a state dict of the network: a plain state dict, timm's or
-torchvision's (also under a ``state_dict`` / ``model`` / ``model_state_dict`` entry, with DDP's ``module.``
-or ``torch.compile``'s ``_orig_mod.`` prefix), or an automix ``last.pt`` / ``best.pt``, whose online network
+torchvision's (also under a ``state_dict`` / ``model`` / ``model_state_dict`` / ``method`` entry, with DDP's
+``module.`` or ``torch.compile``'s ``_orig_mod.`` prefix), a safetensors file (with the optional ``safetensors``
+package), or an automix ``last.pt`` / ``best.pt``, whose online network
 (``method.model.*``) is taken. ``load_weights`` puts it into a freshly built model by name:
 
 * a tensor of the same name and shape is loaded;
@@ -37,7 +38,9 @@ from ..methods.heads import find_classifier
 from . import checkpoint as ckpt
 
 # Entries a training script's checkpoint keeps its network's state dict under (timm's train.py: state_dict).
-WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+# "method": a method's state_dict() saved beside its optimiser (its network under "model.", found by
+# network_prefix).
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "method")
 PREFIXES = ("module.", "_orig_mod.")  # DDP's and torch.compile's, around the network's own names
 
 
@@ -165,7 +168,10 @@ def initial_state_dict(path: str | Path, flag: str = "--initial-checkpoint") -> 
     """
     path = Path(path)
     if path.is_dir():  # a run folder: its best network, as automix eval and show read one
-        path = ckpt.find(path)
+        path = ckpt.find(path, what=flag)
+    if path.is_file() and _safetensors_file(path):
+        tensors, skipped = _tensors(_read_safetensors(path, flag))
+        return tensors, f"{path} (a safetensors file)", [], skipped
     # argparse.Namespace: timm's train.py saves its arguments beside the weights; a plain attribute bag.
     obj = ckpt.read_torch_file(path, flag, safe_globals=(argparse.Namespace,))
     if isinstance(obj, dict) and obj.get("format") == ckpt.FORMAT:
@@ -193,6 +199,32 @@ def initial_state_dict(path: str | Path, flag: str = "--initial-checkpoint") -> 
         raise ValueError(f"{flag} {path} holds no network weights: a dict with keys {shown} and no tensors "
                          f"(expected tensors by name, or a state dict under {' / '.join(map(repr, WRAPPER_KEYS))})")
     raise ValueError(f"{flag} {path} holds no network weights: it holds a {type(obj).__name__}, not a state dict")
+
+
+def _safetensors_file(path: Path) -> bool:
+    if path.suffix.lower() == ".safetensors":
+        return True
+    with path.open("rb") as f:
+        return ckpt.is_safetensors(f.read(16))
+
+
+def _read_safetensors(path: Path, flag: str) -> dict[str, Tensor]:
+    """The tensors of a safetensors file (Hugging Face's format: a JSON header, then raw tensor bytes; it cannot
+    hold code), read with the optional ``safetensors`` package.
+
+    Raises:
+        ValueError: naming ``flag`` and the file: the package is not installed, or the file cannot be read.
+    """
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ValueError(f"{flag} {path} is a safetensors file; reading it needs the safetensors package (pip "
+                         "install safetensors), or give a torch.save file") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors' own error type: a header or data that does not add up
+        raise ValueError(f"{flag} {path} is not a readable safetensors file ({path.stat().st_size:,} bytes: "
+                         f"{exc}); copy or write it again") from None
 
 
 def load_weights(model: nn.Module, state: dict[str, Tensor], source: str, *, ignored: list[str] | None = None,
@@ -228,6 +260,9 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], source: str, *, ign
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     report = LoadReport(source, ignored=list(ignored or []) + outside, skipped=list(skipped or []), prefix=prefix)
     new, wrong, missing = {}, [], []
+    # The first convolution reads the images: a differing second dim there is another number of input channels.
+    stem = next((k for k, v in own.items() if v.dim() == 4), None)
+    channels: tuple[int, int] | None = None
     for key, mine in own.items():
         theirs = state.get(key)
         if theirs is not None and tuple(theirs.shape) == tuple(mine.shape):
@@ -241,6 +276,9 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], source: str, *, ign
             missing.append(key)
         else:
             wrong.append(f"{key} is {list(theirs.shape)} there, {list(mine.shape)} here")
+            if key == stem and theirs.dim() == 4 and theirs.shape[0] == mine.shape[0] \
+                    and theirs.shape[2:] == mine.shape[2:]:
+                channels = (int(theirs.shape[1]), int(mine.shape[1]))
     report.ignored += [prefix + k for k in state if k not in own]
     if not report.loaded:
         raise ValueError(f"{flag}: {source} shares no tensor names with model {type(model).__name__} (the file "
@@ -252,9 +290,13 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], source: str, *, ign
                          + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else ""))
         if missing:
             parts.append(f"{len(missing)} tensor(s) missing from the file: {_sample(missing)}")
+        hint = "Is it another network, --width or --widen?"
+        if channels is not None:
+            hint = (f"The file's network takes {channels[0]} input channel(s), this one {channels[1]} (this run's "
+                    "images): a grayscale network for RGB images, or the other way round?"
+                    + (f" Else: {hint}" if len(wrong) > 1 or missing else ""))
         raise ValueError(f"{flag}: {source} does not fit model {type(model).__name__} outside its classifier head "
-                         f"({head or 'none found'}): {'. '.join(parts)}. Is it another network, --width or "
-                         "--widen?")
+                         f"({head or 'none found'}): {'. '.join(parts)}. {hint}")
     weight = f"{head}.weight"
     if weight in own and weight in state and state[weight].dim() >= 1:
         report.classes = (int(state[weight].shape[0]), int(own[weight].shape[0]))
