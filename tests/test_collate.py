@@ -303,3 +303,19 @@ def test_a_pickled_mixer_rebuilds_its_generator_and_a_copy_shares_it():
     assert copy.copy(mixer).generator is gen, "a shallow copy (MixCollate's) draws from the caller's stream"
     assert copy.deepcopy(mixer).generator is not gen
     assert pickle.loads(pickle.dumps(automix.create_mixer("cutmix"))).generator is None
+
+
+def test_hints_name_the_actual_problem():
+    collate = automix.MixCollate(automix.create_mixer("mixup"), num_classes=3)
+    grey, colour = PIL.new("L", (8, 8)), PIL.new("RGB", (8, 8))
+    with pytest.raises(ValueError, match=r"samples\[1\] has 1 channel\(s\).*samples\[0\] has 3.*convert\('RGB'\)"):
+        collate.stack([(colour, 0), (grey, 1)])
+    with pytest.raises(ValueError, match=r"resize or crop"):  # a size difference keeps its own advice
+        collate.stack([(colour, 0), (PIL.new("RGB", (6, 8)), 1)])
+    np = pytest.importorskip("numpy")
+    with pytest.raises(TypeError, match=r"torch.from_numpy\(a\) for a \[C, H, W\] array"):
+        collate.stack([(np.zeros((3, 8, 8), dtype=np.uint8), 0)])
+    with pytest.raises(TypeError, match=r"permute\(2, 0, 1\) for an \[H, W, C\] array"):
+        collate.stack([(np.zeros((8, 8, 3), dtype=np.uint8), 0)])
+    with pytest.raises(ValueError, match=r"samples\[2\] label is class 5, outside \[0, num_classes=3\)"):
+        collate([(torch.rand(3, 8, 8), 0), (torch.rand(3, 8, 8), 1), (torch.rand(3, 8, 8), 5)])

@@ -178,6 +178,10 @@ class MixCollate:
         first = images[0].shape
         for i, image in enumerate(images):
             if image.shape != first:
+                if image.shape[1:] == first[1:]:  # the size agrees: one grey (or bilevel) image among colour ones
+                    raise ValueError(f"samples[{i}] has {image.shape[0]} channel(s) (shape {tuple(image.shape)}) but "
+                                     f"samples[0] has {first[0]} ({tuple(first)}); give every image the same "
+                                     "channels in the dataset's transform (e.g. PIL's .convert('RGB'))")
                 raise ValueError(f"samples[{i}] has image shape {tuple(image.shape)} but samples[0] has "
                                  f"{tuple(first)}; resize or crop to one size in the dataset's transform")
         x = torch.stack(images)
@@ -202,7 +206,14 @@ class MixCollate:
                                  f"samples[0] {what[kinds[0][0]]} of shape {kinds[0][1]} ({_shown(labels[0])}); give "
                                  "every label as class indices, or every one as float targets of one shape")
         if kinds[0][0] == "index":
-            return torch.tensor([int(label) for label in labels], dtype=torch.long)
+            y = torch.tensor([int(label) for label in labels], dtype=torch.long)
+            if self.num_classes is not None:  # the mixer checks the batch too, but cannot say which sample
+                bad = ((y < 0) | (y >= self.num_classes)).nonzero().flatten()
+                if bad.numel():
+                    i = int(bad[0])
+                    raise ValueError(f"samples[{i}] label is class {int(y[i])}, outside [0, num_classes="
+                                     f"{self.num_classes})")
+            return y
         shape = kinds[0][1]
         if self.num_classes is not None and (len(shape) == 0 or shape[-1] != self.num_classes):
             what = "a float scalar" if len(shape) == 0 else f"a float target of shape {shape}"
@@ -229,8 +240,12 @@ class MixCollate:
     def _image(self, i: int, image: Any) -> Tensor:
         image = self._from_pil(i, image)
         if not isinstance(image, Tensor):
-            hint = " (torch.from_numpy(a).permute(2, 0, 1) for an [H, W, C] array)" \
-                if type(image).__name__ == "ndarray" else ""
+            hint = ""
+            if type(image).__name__ == "ndarray":
+                shape = tuple(getattr(image, "shape", ()))
+                channels_first = len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
+                hint = (" (torch.from_numpy(a) for a [C, H, W] array)" if channels_first else
+                        " (torch.from_numpy(a).permute(2, 0, 1) for an [H, W, C] array)")
             raise TypeError(f"samples[{i}] image must be a tensor [C, H, W] or a PIL image, got "
                             f"{type(image).__name__}{hint}")
         dims = self.spatial_dims
