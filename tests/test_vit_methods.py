@@ -693,3 +693,11 @@ def test_smmix_needs_a_linear_classifier_for_its_token_head():
     with pytest.raises(ValueError, match=r"model: SMMix's token head is a linear classifier beside the model's, which "
                                          r"must be an nn.Linear; got Conv2d at 'head'"):
         automix.create_method("smmix", vit, num_classes=4)
+
+
+def test_mixpro_takes_a_given_lam_for_both_of_its_parts():
+    # its parts were built with an alpha beside the lam, which every mixer refuses
+    from automix.mixers.mixpro import MixPro
+
+    mixer = MixPro(patch_size=4, mask_patch_size=8, switch_prob=0.5, lam=0.25, num_classes=3)
+    assert mixer.maskmix.lam == 0.25 and all(m.lam == 0.25 for m in mixer.inner.mixers)

@@ -161,10 +161,13 @@ class MixPro(BaseMixer):
         self.layer = layer
         shared = {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
                   "label_smoothing": self.label_smoothing, **({"lam": self.lam} if self.lam is not None else {})}
-        self.maskmix = MaskMix(self.alpha, patch_size=patch_size, mask_patch_size=mask_patch_size, **shared)
+        # A given lam replaces the alphas of both parts (passing one beside it is refused).
+        alpha_of = (lambda a: {}) if self.lam is not None else (lambda a: {"alpha": a})
+        self.maskmix = MaskMix(**alpha_of(self.alpha), patch_size=patch_size, mask_patch_size=mask_patch_size,
+                               **shared)
         self.patch_size, self.mask_patch_size = self.maskmix.patch_size, mask_patch_size
         if self.mixup_alpha > 0 and self.switch_prob < 1:
-            mixup = Mixup(self.mixup_alpha, **shared)
+            mixup = Mixup(**alpha_of(self.mixup_alpha), **shared)
             self.inner: BaseMixer = MixChoice([mixup, self.maskmix], probs=[1 - self.switch_prob, self.switch_prob],
                                               prob=prob, **shared)
         else:
