@@ -538,8 +538,31 @@ def test_yaml_floats_without_a_dot_are_numbers(tmp_path):
     assert (cfg.lr, cfg.min_lr) == (1e-3, 1e-5)
     assert cfg.method_opts == {"mask_loss": 0.05, "lam_margin": 0.01}
     path.write_text("lr: fast\n")
-    with pytest.raises(TypeError, match="lr must be a number, got 'fast'"):
+    with pytest.raises(TypeError, match=r"^lr must be a number, got 'fast' \(config file .*c\.yaml\)$"):
         config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+
+
+def test_wrong_value_types_are_named_as_given(tmp_path):
+    """A value of the wrong type typed as a flag is named by its flag (not the config key); one from a file by its
+    key and the file."""
+    from automix.cli import build_parser
+    from automix.train.args import config_from_args
+
+    def parse(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    with pytest.raises(TypeError, match=r"^--mixup-lam must be a number or a list or a mapping, got 'high'$"):
+        parse("--method", "mixup", "--mixup-lam", "high")
+    with pytest.raises(TypeError, match=r"^--cutmix-minmax\[0\] must be a number"):
+        from automix.train.config import COMMAND_LINE, from_dict
+        from_dict({"cutmix_minmax": ["a", 0.8]}, source=COMMAND_LINE)
+    path = tmp_path / "r.yaml"
+    path.write_text("epochs: 2.5\n")
+    with pytest.raises(TypeError, match=r"^epochs must be an integer, got 2.5 \(config file .*r\.yaml\)$"):
+        parse("--config", str(path))
+    path.write_text("min_lr: .nan\n")
+    with pytest.raises(ValueError, match=r"^min_lr must not be NaN \(config file .*r\.yaml\)$"):
+        parse("--config", str(path))
 
 
 def test_unknown_yaml_key_gets_a_suggestion(tmp_path, capsys):
@@ -693,3 +716,20 @@ def test_show_n_is_capped(capsys):
     assert stop.value.code == 2
     assert "automix show: error: argument -n: must be at most 64 (one picture row per sample), got '10000'" in \
         capsys.readouterr().err
+
+
+def test_pad_on_lazily_loaded_images_is_refused(tmp_path, capsys):
+    """Images above 96 px are loaded lazily with RandomResizedCrop (no padding): a given --pad used to be ignored
+    silently. The default pad is not an error (it is not given)."""
+    from test_data import make_folder
+
+    make_folder(str(tmp_path / "data"), classes=("a", "b"), per_class=4, size=120, ext=".jpg")
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--img-size", "112",
+            "--epochs", "1", "--batch-size", "2", "--val-split", "0.25", "--workers", "0", "--no-save-images",
+            "--width", "4"]
+    assert main([*args, "--pad", "4", "--output", str(tmp_path / "r")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--pad 4 pad-crops in-memory images" in line and "img_size 112" in line and "drop --pad" in line
+    assert not (tmp_path / "r" / "last.pt").exists()
+    assert main([*args, "--output", str(tmp_path / "ok")]) == 0
+    assert (tmp_path / "ok" / "last.pt").exists()

@@ -401,7 +401,8 @@ def test_mixup_lam_from_yaml_and_method_opts(tmp_path):
 @pytest.mark.parametrize(("argv", "error", "match"), [
     (["--method", "mixup", "--mixup-lam", "1.5"], ValueError, r"--mixup-lam must be in \[0, 1\], got 1.5"),
     (["--method", "mixup", "--mixup-lam", "[0.7, 0.2]"], ValueError, r"--mixup-lam as a range must have low <= high"),
-    (["--method", "mixup", "--mixup-lam", "high"], TypeError, r"mixup_lam must be a number or a list or a mapping"),
+    (["--method", "mixup", "--mixup-lam", "high"], TypeError,
+     r"--mixup-lam must be a number or a list or a mapping, got 'high'"),
     (["--method", "mixup", "--mixup-lam", "{gamma: 1}"], ValueError, r"--mixup-lam as a mapping must have one key"),
     (["--method", "none", "--mixup-lam", "0.2"], ValueError, r"--mixup-lam 0.2 applies to the methods that draw "
                                                              r"lambda .* not to method 'none'"),

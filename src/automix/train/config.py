@@ -468,7 +468,16 @@ def setting(cfg: Config, key: str, value: Any = dataclasses.MISSING) -> str:
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
-    """A Config from ``base`` (defaults if None) with ``values`` applied; unknown keys are errors."""
+    """A Config from ``base`` (defaults if None) with ``values`` applied; unknown keys are errors.
+
+    ``source`` says where ``values`` came from, for the errors: ``"command line"`` (a wrong value is named by its
+    flag: ``--mixup-lam must be ..., got 'high'``), or a description such as ``"config file r.yaml"`` (named by its
+    key, with the source after the message).
+
+    Raises:
+        ValueError: an unknown key, or a NaN number.
+        TypeError: a value of the wrong type.
+    """
     if not isinstance(values, dict):
         raise TypeError(f"{source} must be a mapping of keys to values, got {type(values).__name__}")
     types_ = _field_types()
@@ -476,7 +485,16 @@ def from_dict(values: dict[str, Any], base: Config | None = None, source: str = 
     if unknown:
         hint = "; ".join(f"{k} (did you mean {near}?)" if (near := nearest_key(k)) else k for k in unknown)
         raise ValueError(f"unknown key(s) in {source}: {hint}")
-    checked = {k: coerce(k, v, types_[k]) for k, v in values.items()}
+    checked = {}
+    for k, v in values.items():
+        # a value typed as a flag is named by that flag; one from a file by its key and the file
+        name = flag_name(k) if source == COMMAND_LINE else k
+        try:
+            checked[k] = coerce(name, v, types_[k])
+        except (TypeError, ValueError) as e:
+            if source in (COMMAND_LINE, "config"):
+                raise
+            raise type(e)(f"{e} ({source})") from None
     return dataclasses.replace(base or Config(), **checked)
 
 

@@ -17,7 +17,17 @@ from ..data import ImageData, dataset_splits, load_dataset, split_folders, split
 from ..data.base import as_path
 from ..data.folder import class_mismatch
 from ..data.lazy import DEFAULT_SIZE
-from .config import COMMAND_LINE, Config, flag_name, from_dict, given_keys, set_sources, setting, validate
+from .config import (
+    COMMAND_LINE,
+    Config,
+    flag_name,
+    from_dict,
+    given_keys,
+    option_name,
+    set_sources,
+    setting,
+    validate,
+)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -49,7 +59,8 @@ def load_data(cfg: Config, strict: bool = True) -> tuple[ImageData, Tensor, Imag
     (``check_split_options``); ``automix eval`` and ``show`` read a finished run's config as it was.
 
     Raises:
-        ValueError: the dataset has no such split (``require_split``), an unused split option, no images.
+        ValueError: the dataset has no such split (``require_split``), an unused split option, no images, a given
+            ``pad`` for images loaded lazily (``strict`` only: they take RandomResizedCrop, which has no padding).
     """
     folders = image_folders(cfg)
     if strict:
@@ -60,6 +71,11 @@ def load_data(cfg: Config, strict: bool = True) -> tuple[ImageData, Tensor, Imag
     data = load_dataset(cfg.dataset, cfg.data_dir, **kwargs)
     if len(data) == 0:
         raise ValueError(f"dataset {cfg.dataset!r} at {cfg.data_dir} holds no images")
+    if strict and data.images is None and cfg.pad != 0 and "pad" in given_keys(cfg):
+        # large images are loaded lazily with RandomResizedCrop, which has no padding: a given pad would be ignored
+        raise ValueError(f"{setting(cfg, 'pad')} pad-crops in-memory images (img_size <= 96); these images "
+                         f"(img_size {cfg.img_size}) are loaded lazily with RandomResizedCrop, which takes no padding; "
+                         f"drop {option_name(cfg, 'pad')}")
     if not holds_out(cfg, folders):
         eval_data = load_eval_split(cfg, cfg.eval_split, data)
         train_idx, eval_idx = torch.arange(len(data)), torch.arange(len(eval_data))
