@@ -1,5 +1,6 @@
-"""Pieces shared by the vision-transformer mixers (SMMix, MixPro, TL-Align): the patch grid of an image, the checks
-of an attention map handed in as context, and each token's share of partner pixels. Imports only torch."""
+"""Pieces shared by the vision-transformer mixers (TransMix, SMMix, MixPro, TL-Align): the patch grid of an image, the
+checks of an attention map handed in as context, each token's share of partner pixels, and the base of the mixers
+that draw with an inner mixer and re-weight the labels from attention. Imports only torch."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_type
 from .._tokens import token_grid
-from .base import MixParams, partner_weight
+from .base import BaseMixer, MixParams, partner_weight
 
 
 def patch_grid(size: tuple[int, ...], patch_size: int) -> tuple[int, int]:
@@ -51,3 +53,46 @@ def partner_share(params: MixParams, size: tuple[int, int], grid: tuple[int, int
     if weight.shape[-2:] != tuple(size):  # a mixup draw: [B, 1, 1, 1]
         weight = weight.expand(-1, 1, *size)
     return F.adaptive_avg_pool2d(weight, grid).flatten(1)
+
+
+class AttentionRelabel(BaseMixer):
+    """Base of the mixers whose draw is an inner mixer's (``self.inner``, set by the subclass) and whose own work is
+    the label weight, set after the forward pass from the attention map of ``layer`` (TransMix, MixPro).
+
+    ``sample``, ``_apply`` and ``apply_seg`` are the inner mixer's; ``check_input`` runs both mixers' checks;
+    ``context_options`` asks for ``layer``'s attention (None: the model's last block). Subclasses call
+    ``_set_layer`` and build the inner mixer with ``_shared_options()``, the options both mixers must agree on.
+    """
+
+    spatial_dims = (2,)
+    reweights = "attention"
+    inner: BaseMixer
+
+    def _set_layer(self, layer: str | None) -> None:
+        if layer is not None:
+            check_type("layer", layer, str, "a module path string or None")
+        self.layer = layer
+
+    def _shared_options(self) -> dict[str, Any]:
+        """The pairing, label and lam options of this mixer, for its inner mixer."""
+        return {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
+                "label_smoothing": self.label_smoothing, **({"lam": self.lam} if self.lam is not None else {})}
+
+    def context_options(self) -> dict[str, Any]:
+        return {"layer": self.layer}
+
+    def check_input(self, x: Any) -> None:
+        super().check_input(x)
+        self.inner.check_input(x)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None, *, context: Any = None) -> MixParams:
+        """The inner mixer's draw, with its area lam; ``context`` is not read (the subclass's ``reweight`` reads the
+        attention of the mixed batch after the forward pass)."""
+        self.check_input(x)
+        return self.inner.sample(x, self._generator(generator))
+
+    def _apply(self, t: Tensor, params: MixParams) -> Tensor:
+        return self.inner._apply(t, params)
+
+    def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
+        return self.inner.apply_seg(seg, params, x)

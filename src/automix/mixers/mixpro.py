@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_positive_int, check_range, check_type
-from ._vit import check_attention, partner_share, patch_grid
+from .._checks import check_positive_int, check_range
+from ._vit import AttentionRelabel, check_attention, partner_share, patch_grid
 from .base import BaseMixer, MixParams, Region, lam_from_mask
 from .choice import MixChoice
 from .mixup import Mixup
@@ -108,7 +108,7 @@ class MaskMix(BaseMixer):
         return Region(mask=mask, lam=lam_from_mask(mask))
 
 
-class MixPro(BaseMixer):
+class MixPro(AttentionRelabel):
     """MaskMix with progressive attention labels, switched with mixup per batch (see the module docstring).
 
     Through ``automix.create_method("mixpro", model)`` the attention and the prediction come from the model's own
@@ -147,8 +147,6 @@ class MixPro(BaseMixer):
     """
 
     name = "mixpro"
-    spatial_dims = (2,)
-    reweights = "attention"
 
     def __init__(self, alpha: float = 1.0, *, patch_size: int = 16, mask_patch_size: int | None = None,
                  switch_prob: float = 0.8, mixup_alpha: float = 1.0, layer: str | None = None, prob: float = 1.0,
@@ -156,11 +154,8 @@ class MixPro(BaseMixer):
         super().__init__(alpha, prob=prob, **kwargs)
         self.switch_prob = check_range("switch_prob", switch_prob, 0.0, 1.0)
         self.mixup_alpha = check_range("mixup_alpha", mixup_alpha, 0.0, float("inf"))
-        if layer is not None:
-            check_type("layer", layer, str, "a module path string or None")
-        self.layer = layer
-        shared = {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
-                  "label_smoothing": self.label_smoothing, **({"lam": self.lam} if self.lam is not None else {})}
+        self._set_layer(layer)
+        shared = self._shared_options()
         # A given lam replaces the alphas of both parts (passing one beside it is refused).
         alpha_of = (lambda a: {}) if self.lam is not None else (lambda a: {"alpha": a})
         self.maskmix = MaskMix(**alpha_of(self.alpha), patch_size=patch_size, mask_patch_size=mask_patch_size,
@@ -177,20 +172,6 @@ class MixPro(BaseMixer):
 
     def _repr_keys(self) -> tuple[str, ...]:
         return ("patch_size", "mask_patch_size", "switch_prob", "mixup_alpha", "layer")
-
-    def context_options(self) -> dict[str, Any]:
-        return {"layer": self.layer}
-
-    def sample(self, x: Tensor, generator: torch.Generator | None = None, *, context: Any = None) -> MixParams:
-        """The switch's draw with the area lam; ``context`` is not read (see ``reweight``)."""
-        self.check_input(x)
-        return self.inner.sample(x, self._generator(generator))
-
-    def _apply(self, t: Tensor, params: MixParams) -> Tensor:
-        return self.inner._apply(t, params)
-
-    def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
-        return self.inner.apply_seg(seg, params, x)
 
     def _maskmix(self, params: MixParams) -> tuple[MixParams, Tensor] | None:
         """The MaskMix part of a draw and which samples it mixed (bool [B]), or None when it mixed none."""

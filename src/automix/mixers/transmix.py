@@ -33,16 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_range, check_type
+from .._checks import check_range
 from .._tokens import token_grid
-from .base import BaseMixer, MixParams, partner_weight
+from ._vit import AttentionRelabel
+from .base import MixParams, partner_weight
 from .choice import MixChoice, mixup_cutmix
 from .cutmix import CutMix
 from .registry import register_mixer
 
 
 @register_mixer("transmix")
-class TransMix(BaseMixer):
+class TransMix(AttentionRelabel):
     """Mixup / CutMix switch with attention-weighted labels on CutMix draws (the ``"attention"`` context).
 
     In the trainer it takes timm's flags, as the authors' training script: ``--method transmix --mixup 0.8 --cutmix 1.0
@@ -87,8 +88,6 @@ class TransMix(BaseMixer):
     """
 
     name = "transmix"
-    spatial_dims = (2,)
-    reweights = "attention"
 
     def __init__(self, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, *, switch_prob: float = 0.8,
                  ratio: float = 0.5, layer: str | None = None, cutmix_minmax: tuple[float, float] | None = None,
@@ -100,11 +99,8 @@ class TransMix(BaseMixer):
         self.mixup_alpha = check_range("mixup_alpha", mixup_alpha, 0.0, float("inf"))
         self.switch_prob = check_range("switch_prob", switch_prob, 0.0, 1.0)
         self.ratio = check_range("ratio", ratio, 0.0, 1.0)
-        if layer is not None:
-            check_type("layer", layer, str, "a module path string or None")
-        self.layer = layer
-        shared = {"mode": self.mode, "pairing": self.pairing, "num_classes": self.num_classes,
-                  "label_smoothing": self.label_smoothing, **({"lam": self.lam} if self.lam is not None else {})}
+        self._set_layer(layer)
+        shared = self._shared_options()
         self.inner = mixup_cutmix(mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha,
                                   cutmix_minmax=cutmix_minmax, prob=prob, switch_prob=self.switch_prob,
                                   correct_lam=correct_lam, **shared)
@@ -113,24 +109,6 @@ class TransMix(BaseMixer):
 
     def _repr_keys(self) -> tuple[str, ...]:
         return ("mixup_alpha", "cutmix_alpha", "switch_prob", "ratio", "layer")
-
-    def context_options(self) -> dict[str, Any]:
-        return {"layer": self.layer}
-
-    def check_input(self, x: Any) -> None:
-        super().check_input(x)
-        self.inner.check_input(x)
-
-    def sample(self, x: Tensor, generator: torch.Generator | None = None, *, context: Any = None) -> MixParams:
-        """The switch's draw (``mixup_cutmix``), with the area lam; ``context`` is not read (see ``reweight``)."""
-        self.check_input(x)
-        return self.inner.sample(x, self._generator(generator))
-
-    def _apply(self, t: Tensor, params: MixParams) -> Tensor:
-        return self.inner._apply(t, params)
-
-    def apply_seg(self, seg: Tensor, params: MixParams, x: Tensor) -> Tensor:
-        return self.inner.apply_seg(seg, params, x)
 
     def _cut(self, params: MixParams) -> tuple[MixParams, Tensor] | None:
         """The CutMix part of a draw and which samples it mixed (bool [B]), or None when it mixed none."""
