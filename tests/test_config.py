@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,81 @@ def test_config_parser_accepts_only_valid_values(values):
         assert any(k in str(exc) for k in values), exc
         return
     assert cfg.lr > 0 and cfg.epochs >= 1 and cfg.batch_size >= 1 and 0 <= cfg.mixup_prob <= 1
+
+
+SWITCH_CASES = [  # flags -> (mixup_alpha, cutmix_alpha, switch_prob) the method is built with
+    (["--method", "transmix"], (0.8, 1.0, 0.8)),
+    (["--method", "transmix", "--mixup-switch-prob", "0.5"], (0.8, 1.0, 0.5)),  # given at the trainer's old default
+    (["--method", "transmix", "--mixup", "0.8", "--cutmix", "1.0"], (0.8, 1.0, 0.8)),  # README's "the defaults"
+    (["--method", "transmix", "--mixup", "0.8"], (0.8, 1.0, 0.8)),  # was: cutmix_alpha must be in (0.0, inf]
+    (["--method", "transmix", "--mixup-switch-prob", "0.3"], (0.8, 1.0, 0.3)),
+    (["--method", "mixup_cutmix", "--cutmix", "1.0"], (0.0, 1.0, 0.5)),  # timm's train.py: an alpha not given is off
+    (["--mixup", "0.8"], (0.8, 0.0, 0.5)),
+]
+
+
+@pytest.mark.parametrize("argv, expected", SWITCH_CASES)
+def test_switch_flags_given_reach_the_method_and_args_yaml_says_what_ran(argv, expected):
+    """A switch flag given is passed at any value, one not given is the method's own, and the config written to
+    args.yaml and the checkpoint holds the values the method was built with."""
+    from automix.train.build import method_kwargs
+    from automix.train.config import to_yaml
+
+    cfg = parse(argv)
+    kw = method_kwargs(cfg, 4, 10, 0)
+    built = create_switch(cfg.method, kw)
+    assert (built.mixup_alpha, built.cutmix_alpha, built.switch_prob) == expected
+    recorded = yaml.safe_load(to_yaml(cfg))
+    assert (recorded["mixup"], recorded["cutmix"], recorded["mixup_switch_prob"]) == expected
+
+
+def create_switch(method: str, kw: dict):
+    """The Mixup/CutMix choice the method is built with, read back as (mixup_alpha, cutmix_alpha, switch_prob)."""
+    import types
+
+    from automix.mixers import create_mixer
+
+    if method == "transmix":
+        return create_mixer("transmix", **{k: v for k, v in kw.items() if k not in ("total_steps", "seed")})
+    return types.SimpleNamespace(mixup_alpha=kw["mixup_alpha"], cutmix_alpha=kw["cutmix_alpha"],
+                                 switch_prob=kw["switch_prob"])
+
+
+def test_switch_flag_in_code_or_yaml_at_the_old_default_is_passed(tmp_path):
+    from automix.train.build import method_kwargs
+
+    assert method_kwargs(Config(method="transmix", mixup_switch_prob=0.5), 4, 10, 0)["switch_prob"] == 0.5
+    path = tmp_path / "t.yaml"
+    path.write_text("method: transmix\nmixup_switch_prob: 0.5\n")
+    assert method_kwargs(parse(["--config", str(path)]), 4, 10, 0)["switch_prob"] == 0.5
+
+
+def test_switch_flags_given_to_another_method_are_refused_at_any_value():
+    """--mixup-switch-prob 0.5 (the value that used to count as not given) was kept in args.yaml and dropped."""
+    with pytest.raises(ValueError, match=r"--mixup-switch-prob 0.5 applies only to .*'mixpro' \(its own switch_prob "
+                                         r"is --method-opt switch_prob=...\)"):
+        parse(["--method", "mixpro", "--mixup-switch-prob", "0.5"])
+    with pytest.raises(ValueError, match=r"--mixup 0.0 applies only to .*'cutmix'"):
+        parse(["--method", "cutmix", "--mixup", "0"])
+
+
+def test_a_config_written_before_unset_switch_flags_reads_as_what_ran():
+    """Older args.yaml / checkpoints / bench.yaml wrote mixup 0, cutmix 0, switch 0.5 for 'not given': a TransMix run
+    of those ran 0.8 / 1.0 / 0.8, and a cutmix run used none of them."""
+    old = {"mixup": 0.0, "cutmix": 0.0, "cutmix_minmax": None, "mixup_switch_prob": 0.5}
+    trans = validate(from_dict({"method": "transmix", **old}))
+    assert (trans.mixup, trans.cutmix, trans.mixup_switch_prob) == (0.8, 1.0, 0.8)
+    cut = validate(from_dict({"method": "cutmix", **old}))
+    assert (cut.mixup, cut.cutmix, cut.mixup_switch_prob) == (None, None, None)
+
+
+def test_resume_keeps_a_switch_prob_given_at_the_old_default():
+    from automix.train.build import method_kwargs
+    from automix.train.setup import resume_config
+
+    run = parse(["--method", "transmix", "--mixup-switch-prob", "0.5"])
+    state = {"config": dataclasses.asdict(run), "epoch": 1}
+    resumed, changed = resume_config(parse(["--epochs", "40"]), state, "last.pt")
+    assert method_kwargs(resumed, 4, 10, 0)["switch_prob"] == 0.5 and changed == ["epochs 30 -> 40"]
+    with pytest.raises(ValueError, match=r"--mixup-switch-prob 0.8 \(the run's: 0.5\)"):
+        resume_config(parse(["--mixup-switch-prob", "0.8", "--method", "transmix"]), state, "last.pt")

@@ -429,8 +429,9 @@ def test_transmix_takes_timms_switch_flags_from_the_trainer():
     plain = mixer({})
     assert (plain.mixup_alpha, plain.cutmix_alpha, plain.switch_prob, plain.ratio) == (0.8, 1.0, 0.8, 0.5)
     given = mixer({"mixup": 0.5, "cutmix": 2.0, "method_opts": {"ratio": 0.0}})
-    assert (given.mixup_alpha, given.cutmix_alpha, given.switch_prob, given.ratio) == (0.5, 2.0, 0.5, 0.0)
-    assert mixer({"cutmix": 1.0}).mixup_alpha == 0.0, "timm's meaning: the alpha not given is off"
+    assert (given.mixup_alpha, given.cutmix_alpha, given.switch_prob, given.ratio) == (0.5, 2.0, 0.8, 0.0)
+    assert mixer({"cutmix": 1.0}).mixup_alpha == 0.8, "a flag not given is TransMix's own, not 0"
+    assert mixer({"mixup": 0.0}).cutmix_alpha == 1.0 and mixer({"mixup": 0.0}).mixup_alpha == 0.0
     with pytest.raises(ValueError, match="alpha 1.0 does not apply to method 'transmix': give --mixup and --cutmix"):
         validate(from_dict({"method": "transmix", "alpha": 1.0}))
     with pytest.raises(ValueError, match="mixup 0.8 applies only to method 'mixup_cutmix'.*and 'transmix'"):

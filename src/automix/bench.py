@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .plot import COLOURS, nice_ticks
-from .train.config import from_dict, load_yaml, to_yaml, validate
+from .train.config import LEGACY_SWITCH_DEFAULTS, from_dict, load_yaml, set_sources, to_yaml, validate
 
 
 @dataclass
@@ -140,7 +140,8 @@ def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
 
 def run_config(proto: Protocol, method: str, seed: int, out: Path):
     values = {**proto.base, **(proto.methods[method] or {}), "seed": seed, "output": str(out)}
-    return validate(from_dict(values, source=f"protocol {proto.path} method {method}"))
+    source = f"protocol {proto.path} method {method}"
+    return validate(set_sources(from_dict(values, source=source), {k: source for k in values}))
 
 
 def check_recorded(out: Path, cfg) -> None:
@@ -150,7 +151,7 @@ def check_recorded(out: Path, cfg) -> None:
     recorded = out / "bench.yaml"
     if not recorded.is_file():
         return
-    old, new = load_yaml(recorded), yaml.safe_load(to_yaml(cfg))
+    old, new = (_switch_as_before(d) for d in (load_yaml(recorded), yaml.safe_load(to_yaml(cfg))))
     differ = sorted(k for k in set(old) & set(new) if k != "output" and old[k] != new[k])
     if differ:
         raise ValueError(f"run {out} was made with other settings than the protocol asks for: "
@@ -175,12 +176,19 @@ HASH_IF_SET = {"mixup_lam": None, "pretrained": False, "initial_checkpoint": Non
                "mixup_off_epoch": 0, "model_opts": {}}  # no model options: the model built as before
 
 
+def _switch_as_before(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as plain data) with each unset timm switch flag as versions before unset ones wrote it
+    (``config.LEGACY_SWITCH_DEFAULTS``): a method that takes them has them set (``validate``), so unset ones are
+    unused, and a run recorded before keeps its hash and its bench.yaml."""
+    return {k: LEGACY_SWITCH_DEFAULTS[k] if k in LEGACY_SWITCH_DEFAULTS and v is None else v for k, v in data.items()}
+
+
 def config_record(cfg) -> dict[str, Any]:
     """The resolved config of a run as plain data (YAML/JSON types), without ``HASH_IGNORES`` (nor a
-    ``HASH_IF_SET`` key at its default)."""
+    ``HASH_IF_SET`` key at its default); unset timm switch flags as they were written before they could be unset."""
     import yaml
 
-    data = yaml.safe_load(to_yaml(cfg))
+    data = _switch_as_before(yaml.safe_load(to_yaml(cfg)))
     return {k: v for k, v in data.items()
             if k not in HASH_IGNORES and not (k in HASH_IF_SET and v == HASH_IF_SET[k])}
 

@@ -17,7 +17,7 @@ from ..methods import Method, create_method, method_spec
 from ..methods.ema import ema_momentum
 from ..models import create_model
 from ..models.registry import model_options
-from .config import OPTS_WITH_A_FLAG, SWITCH_FLAGS, Config
+from .config import OPTS_WITH_A_FLAG, SWITCH_FLAGS, Config, given_keys, takes_switch_flags
 from .schedule import WarmupCosine
 
 
@@ -49,22 +49,27 @@ def method_kwargs(cfg: Config, num_classes: int, total_steps: int, seed: int) ->
     """``create_method``'s keyword arguments for ``cfg``: the run's numbers, the flags the method declares an
     option for (``OPTS_WITH_A_FLAG``: ``--smoothing`` is ``label_smoothing``, ``--mixup-mode`` is ``mode``, ...)
     and ``method_opts``. timm's switch flags (``--mixup``, ``--cutmix``, ``--cutmix-minmax``,
-    ``--mixup-switch-prob``) are passed together when one is given, else not at all (TransMix keeps its own).
+    ``--mixup-switch-prob``) go to a method that takes them all (``config.takes_switch_flags``), each one that is
+    set, at any value (``validate`` sets each unset one to the value the method uses: ``config.switch_defaults``).
 
     A flag whose option the method does not declare is not passed (``config.check_conflicts`` refuses it
     when given); an unset ``--alpha`` or ``--mixup-lam`` leaves the method's own default.
+
+    Example:
+        >>> kw = method_kwargs(Config(method="transmix", mixup_switch_prob=0.5), 10, 100, 0)
+        >>> kw["switch_prob"], "mixup_alpha" in kw
+        (0.5, False)
     """
     options = method_spec(cfg.method).options
-    default = Config()
-    switch_given = any(getattr(cfg, f) != getattr(default, f) for f in SWITCH_FLAGS)
+    switch = takes_switch_flags(options)
     kw: dict[str, Any] = {}
     for key, flag in OPTS_WITH_A_FLAG.items():
         value = getattr(cfg, flag)
-        if key not in options or (flag in ("alpha", "mixup_lam") and value is None):
+        if key not in options or (flag in ("alpha", "mixup_lam", *SWITCH_FLAGS) and value is None):
             continue
-        if flag in SWITCH_FLAGS and not switch_given:  # timm's switch flags travel together (config.SWITCH_FLAGS)
+        if flag in SWITCH_FLAGS and not switch:  # mixpro's and smmix's switch_prob mean another switch
             continue
-        kw[key] = tuple(value) if flag == "cutmix_minmax" and value else value
+        kw[key] = tuple(value) if flag == "cutmix_minmax" else value
     # validate() refused a method_opts key given together with its flag, so merging loses nothing.
     return {"num_classes": num_classes, "total_steps": total_steps, "seed": seed, **kw, **cfg.method_opts}
 
@@ -89,12 +94,13 @@ def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: i
 
 def flags_in(message: str, cfg: Config, kwargs: dict[str, Any]) -> str:
     """The flags behind the method options that ``message`` names, as the user gave them (``--mixup-mode 'pair'``,
-    YAML ``mixup_mode``), or ``""``: only flags given (not left at their default) and passed as that option."""
-    default = Config()
+    YAML ``mixup_mode``), or ``""``: only flags given (``config.given_keys``, at any value) and passed as that
+    option."""
+    given = given_keys(cfg)
     found = []
     for key, flag in OPTS_WITH_A_FLAG.items():
         value = getattr(cfg, flag)
-        if key not in kwargs or key in cfg.method_opts or value == getattr(default, flag):
+        if key not in kwargs or key in cfg.method_opts or flag not in given:
             continue
         if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) and f"--{flag.replace('_', '-')}" not in message:
             found.append(f"--{flag.replace('_', '-')} {value!r}, YAML {flag}")

@@ -83,11 +83,16 @@ class Config:
                 "[low, high] (uniform), or one of {beta: [a, b]}, {uniform: [lo, hi]}, "
                 "{eps: [lo, hi]} (lam = (1 - eps) / (2 (1 + eps)), eps uniform), {fold: <any of these>} "
                 "(max(lam, 1 - lam)); YAML syntax on the command line too"})
-    mixup: float = field(default=0.0, metadata={"help": "timm: mixup alpha (with --method mixup_cutmix)"})
-    cutmix: float = field(default=0.0, metadata={"help": "timm: cutmix alpha (with --method mixup_cutmix)"})
+    mixup: float | None = field(default=None, metadata={
+        "help": "timm: mixup alpha, 0 = off (with --method mixup_cutmix, where unset is 0, or transmix, where unset "
+                "is its 0.8)"})
+    cutmix: float | None = field(default=None, metadata={
+        "help": "timm: cutmix alpha, 0 = off (with --method mixup_cutmix, where unset is 0, or transmix, where unset "
+                "is its 1.0)"})
     cutmix_minmax: list[float] | None = field(default=None, metadata={"help": "timm: cutmix box min/max ratio"})
     mixup_prob: float = field(default=1.0, metadata={"help": "timm: chance a batch (or sample) is mixed"})
-    mixup_switch_prob: float = field(default=0.5, metadata={"help": "timm: chance of cutmix when both are on"})
+    mixup_switch_prob: float | None = field(default=None, metadata={
+        "help": "timm: chance of cutmix when both are on (unset: 0.5 for mixup_cutmix, 0.8 for transmix)"})
     mixup_mode: str = field(default="batch", metadata={"help": "timm: batch, pair or elem"})
     mixup_off_epoch: int = field(default=0, metadata={
         "help": "timm: from this epoch on, train on clean images with the plain loss (0 = mix to the end); "
@@ -260,10 +265,11 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
 
         # ValueError / TypeError naming mixup_lam (its flag when given as one) and the value
         lam_sampler(cfg.mixup_lam, option_name(cfg, "mixup_lam"))
-    need(cfg.mixup >= 0, "mixup", ">= 0")
-    need(cfg.cutmix >= 0, "cutmix", ">= 0")
+    need(cfg.mixup is None or cfg.mixup >= 0, "mixup", ">= 0 (or unset)")
+    need(cfg.cutmix is None or cfg.cutmix >= 0, "cutmix", ">= 0 (or unset)")
     need(0.0 <= cfg.mixup_prob <= 1.0, "mixup_prob", "in [0, 1]")
-    need(0.0 <= cfg.mixup_switch_prob <= 1.0, "mixup_switch_prob", "in [0, 1]")
+    need(cfg.mixup_switch_prob is None or 0.0 <= cfg.mixup_switch_prob <= 1.0, "mixup_switch_prob",
+         "in [0, 1] (or unset)")
     need(0.0 <= cfg.smoothing < 1.0, "smoothing", "in [0, 1)")
     need(cfg.cutmix_minmax is None or (len(cfg.cutmix_minmax) == 2 and 0 < cfg.cutmix_minmax[0]
                                        <= cfg.cutmix_minmax[1] <= 1), "cutmix_minmax", "two ratios 0 < min <= max <= 1")
@@ -284,10 +290,13 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
     need(cfg.threads is None or cfg.threads >= 1, "threads", ">= 1 (or unset)")
     for key in ("mix_block_lr", "mix_block_min_lr", "mix_block_momentum"):
         need(getattr(cfg, key) is None or getattr(cfg, key) >= 0, key, ">= 0 (or unset)")
-    need((cfg.method != "mixup_cutmix") or cfg.mixup > 0 or cfg.cutmix > 0 or cfg.cutmix_minmax is not None,
-         "method", "given --mixup, --cutmix or --cutmix-minmax when it is mixup_cutmix")
+    need((cfg.method != "mixup_cutmix") or (cfg.mixup or 0) > 0 or (cfg.cutmix or 0) > 0
+         or cfg.cutmix_minmax is not None, "method",
+         "given --mixup, --cutmix or --cutmix-minmax when it is mixup_cutmix")
+    _unset_legacy_switch(cfg)
     if conflicts:
         check_conflicts(cfg)
+    _fill_switch(cfg)
     return cfg
 
 
@@ -305,14 +314,71 @@ MODEL_OPTS_SET_ELSEWHERE = {"num_classes": "is set by the trainer (from the data
 # side (its mixup steps' alpha is --method-opt mixup_alpha)
 NO_ALPHA = ("none", "vanilla", "mixup_cutmix", "mix_choice", "transmix", "smmix")
 # timm's Mixup/CutMix switch flags: a method takes them when it declares their options (mixup_cutmix, transmix).
-# Given one, all are passed (timm's meaning: an alpha of 0 is off); given none, the method's own defaults stand.
+# Unset (None) is the method's own value; validate() writes the value the run uses into the config (_fill_switch), so
+# args.yaml, the checkpoint and --resume hold what ran, and method_kwargs passes every one that is set.
 SWITCH_FLAGS = ("mixup", "cutmix", "cutmix_minmax", "mixup_switch_prob")
 SWITCH_OPTIONS = ("mixup_alpha", "cutmix_alpha", "switch_prob")
+# What an unset switch flag is for mixup_cutmix, timm's switch itself: timm's train.py defaults (an alpha not given
+# is off), not its factory's mixup_alpha=1.0 (timm's Mixup class). Other methods take their declared defaults.
+TIMM_SWITCH_DEFAULTS = {"mixup": 0.0, "cutmix": 0.0, "mixup_switch_prob": 0.5}
+# What versions before the unset (None) switch flags wrote for them when none was given (an args.yaml, a
+# checkpoint's config, a bench.yaml): every run of those versions with these four values ran the method's own.
+LEGACY_SWITCH_DEFAULTS = {"mixup": 0.0, "cutmix": 0.0, "cutmix_minmax": None, "mixup_switch_prob": 0.5}
 
 
 def takes_switch_flags(options: Any) -> bool:
     """Whether a method with these declared options is a timm-style Mixup/CutMix switch."""
     return all(key in options for key in SWITCH_OPTIONS)
+
+
+def _switch_options(method: str) -> dict[str, Any] | None:
+    """The declared options of ``method`` when it takes timm's switch flags, else None (an unknown name too)."""
+    from ..methods import method_spec
+
+    try:
+        options = method_spec(method).options
+    except ValueError:
+        return None
+    return options if takes_switch_flags(options) else None
+
+
+def switch_defaults(method: str) -> dict[str, Any]:
+    """The value of each switch flag (``SWITCH_FLAGS``) that a run of ``method`` uses when the flag is unset, or
+    ``{}`` for a method that does not take them.
+
+    Example:
+        >>> switch_defaults("transmix")
+        {'mixup': 0.8, 'cutmix': 1.0, 'cutmix_minmax': None, 'mixup_switch_prob': 0.8}
+        >>> switch_defaults("mixup_cutmix")
+        {'mixup': 0.0, 'cutmix': 0.0, 'cutmix_minmax': None, 'mixup_switch_prob': 0.5}
+    """
+    options = _switch_options(method)
+    if options is None:
+        return {}
+    if method == "mixup_cutmix":
+        return {**TIMM_SWITCH_DEFAULTS, "cutmix_minmax": None}
+    by_option = {flag: key for key, flag in OPTS_WITH_A_FLAG.items()}
+    found = {flag: options[by_option[flag]].default for flag in SWITCH_FLAGS}
+    if found["cutmix_minmax"] is not None:
+        found["cutmix_minmax"] = list(found["cutmix_minmax"])
+    return found
+
+
+def _unset_legacy_switch(cfg: Config) -> None:
+    """Read an older version's record of unset switch flags (``LEGACY_SWITCH_DEFAULTS``, all four, none of them a
+    flag given now) as unset, which is what those runs used."""
+    if all(getattr(cfg, k) == v and getattr(cfg, "_sources", {}).get(k) != COMMAND_LINE
+           for k, v in LEGACY_SWITCH_DEFAULTS.items()):
+        for key in ("mixup", "cutmix", "mixup_switch_prob"):
+            setattr(cfg, key, None)
+
+
+def _fill_switch(cfg: Config) -> None:
+    """Write the value the run uses into each unset switch flag of a method that takes them (``switch_defaults``), so
+    that the config records what ran; a method that does not take them keeps them unset."""
+    for key, value in switch_defaults(cfg.method).items():
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, value)
 
 
 def check_conflicts(cfg: Config) -> None:
@@ -342,6 +408,9 @@ def check_conflicts(cfg: Config) -> None:
     for key in SWITCH_FLAGS:
         if given(key) and not switch:
             alt = " (for its own alpha give --alpha)" if key in ("mixup", "cutmix") and method not in NO_ALPHA else ""
+            own = {flag: opt for opt, flag in OPTS_WITH_A_FLAG.items()}[key]
+            if own in options:  # mixpro's and smmix's switch_prob and mixup_alpha mean their own switch
+                alt = f" (its own {own} is --method-opt {own}=...)"
             refuse(key, f"applies only to method 'mixup_cutmix' (timm's Mixup/CutMix switch) and 'transmix', not to "
                         f"method {method!r}{alt}")
     if given("alpha") and method in NO_ALPHA:

@@ -253,7 +253,8 @@ _PATHS = ("data_dir", "initial_checkpoint", "cache_dir")
 UNSET_MEANS = {"alpha": "the method's default", "mixup_lam": "lambda drawn from Beta(alpha, alpha)",
                "img_size": "the dataset's own size", "data_dir": "none", "initial_checkpoint": "none",
                "width": "the model's default", "widen": "the model's default", "subset": "all training images",
-               "cutmix_minmax": "unset", "clip_grad": "no clipping", "mix_block_lr": "--lr",
+               "cutmix_minmax": "unset", "mixup": "unset (not used)", "cutmix": "unset (not used)",
+               "mixup_switch_prob": "unset (not used)", "clip_grad": "no clipping", "mix_block_lr": "--lr",
                "mix_block_min_lr": "--min-lr", "mix_block_momentum": "--momentum", "amp": "off",
                "model_ema_end_decay": "a constant decay"}
 
