@@ -733,3 +733,89 @@ def test_pad_on_lazily_loaded_images_is_refused(tmp_path, capsys):
     assert not (tmp_path / "r" / "last.pt").exists()
     assert main([*args, "--output", str(tmp_path / "ok")]) == 0
     assert (tmp_path / "ok" / "last.pt").exists()
+
+
+def _parse(argv: list[str]):
+    import argparse
+
+    from automix.train.args import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("argv, yaml_text, error, match", [
+    (["--width", "4", "--model", "vit_tiny"], None, ValueError,
+     r"--width 4 applies to the CIFAR ResNets and ResNeXt only .*not to model 'vit_tiny'; drop --width"),
+    (["--model", "vit_tiny"], "width: 4\n", ValueError,
+     r"width 4 \(config file .*c.yaml\) applies to the CIFAR ResNets and ResNeXt only"),
+    (["--widen", "2", "--model", "preact_resnet18"], None, ValueError, r"--widen 2 applies to the WRNs only"),
+    (["--img-size", "120", "--model", "vit_tiny", "--model-opt", "patch_size=16"], None, ValueError,
+     r"img_size must be a multiple of patch_size.*\(given as --img-size 120; --model-opt patch_size=16\)"),
+    (["--model", "vit_tiny"], "img_size: 120\nmodel_opts: {patch_size: 16}\n", ValueError,
+     r"\(given as img_size 120 \(config file .*c.yaml\); model_opts patch_size=16 \(config file .*c.yaml\)\)"),
+])
+def test_model_errors_name_the_flags_and_options_given(tmp_path, argv, yaml_text, error, match):
+    from automix.train.build import build_model
+
+    if yaml_text is not None:
+        (tmp_path / "c.yaml").write_text(yaml_text)
+        argv = [*argv, "--config", str(tmp_path / "c.yaml")]
+    cfg = _parse(argv)
+    with pytest.raises(error, match=match):
+        build_model(cfg, 10, 3, cfg.img_size)
+
+
+def test_mix_choice_errors_name_mixers():
+    import automix
+    from automix.train.build import build_method
+
+    model = automix.create_model("preact_resnet18", num_classes=10, width=4)
+    with pytest.raises(ValueError, match=r"method 'mix_choice' needs option mixers: give --method-opt mixers="
+                                         r"\[mixup,cutmix\] \(YAML method_opts: \{mixers: \[mixup, cutmix\]\}\)"):
+        build_method(_parse(["--method", "mix_choice"]), model, 10, 10, 0)
+    with pytest.raises(ValueError, match=r"mixers: 'cutmx' is not a mixer; an entry names one of \["):
+        build_method(_parse(["--method", "mix_choice", "--method-opt", "mixers=[mixup,cutmx]"]), model, 10, 10, 0)
+    # the library's own switch too
+    with pytest.raises(ValueError, match=r"mixers: 'cutmx' is not a mixer"):
+        automix.create_mixer("mix_choice", mixers=["mixup", ("cutmx", {})])
+
+
+def test_transmix_with_one_switch_flag_and_a_bad_alpha_named_by_its_flag():
+    """--mixup 0.8 alone used to fill cutmix with 0 (`cutmix_alpha must be in (0.0, inf], got 0.0`); a value given
+    that TransMix refuses is named by its flag."""
+    from test_vit import tiny_vit
+
+    from automix.train.build import build_method
+    from automix.train.config import switch_defaults
+
+    assert build_method(_parse(["--method", "transmix", "--mixup", "0.8"]), tiny_vit(), 4, 10, 0).mixer.cutmix_alpha \
+        == switch_defaults("transmix")["cutmix"] == 1.0
+    with pytest.raises(ValueError, match=r"cutmix_alpha must be in \(0.0, inf\], got 0.0 \(given as --cutmix 0.0, "
+                                         r"YAML cutmix\)"):
+        build_method(_parse(["--method", "transmix", "--cutmix", "0"]), tiny_vit(), 4, 10, 0)
+
+
+def test_yaml_mixup_lam_error_names_the_file_and_the_refusal_lists_every_method_taking_it(tmp_path):
+    (tmp_path / "c.yaml").write_text("method: mixup\nmixup_lam: [0.1, 0.4, 0.5]\n")
+    with pytest.raises(ValueError, match=r"mixup_lam .*got \[0.1, 0.4, 0.5\] \(config file .*c.yaml\)"):
+        _parse(["--config", str(tmp_path / "c.yaml")])
+    with pytest.raises(ValueError, match=r"--mixup-lam 0.3 applies to the methods that draw lambda \(the input "
+                                         r"mixers, alignmix, .*snapmix, transmix\), not to method 'tokenmix'"):
+        _parse(["--method", "tokenmix", "--mixup-lam", "0.3"])
+
+
+def test_quoted_integers_in_yaml_read_as_integers(tmp_path):
+    """`method_opts: {mix_samples: '3'}` was refused as `mix_samples=3.0 ... must be int, got float` (a value never
+    written); `epochs: '2'` as `got '2'`: a quoted number is the number, for int options as for floats."""
+    import automix
+    from automix.train.build import build_method
+
+    (tmp_path / "c.yaml").write_text("method: adautomix\nepochs: '2'\nmethod_opts: {mix_samples: '2'}\n")
+    cfg = _parse(["--config", str(tmp_path / "c.yaml")])
+    assert cfg.epochs == 2 and cfg.method_opts["mix_samples"] == 2
+    build_method(cfg, automix.create_model("preact_resnet18", num_classes=10, width=4), 10, 10, 0)
+    (tmp_path / "c.yaml").write_text("epochs: '2.5'\n")
+    with pytest.raises(TypeError, match=r"epochs must be an integer, got '2.5' \(config file"):
+        _parse(["--config", str(tmp_path / "c.yaml")])

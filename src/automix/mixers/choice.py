@@ -26,7 +26,7 @@ from torch import Tensor
 from .._checks import check_number, check_range
 from ._sampling import pair_index, pair_leader
 from .base import BaseMixer, MixParams, _blend, partner_weight
-from .registry import create_mixer, register_mixer
+from .registry import create_mixer, list_mixers, register_mixer
 
 
 @register_mixer("mix_choice")
@@ -108,10 +108,14 @@ class MixChoice(BaseMixer):
     def _make(spec: Any, shared: dict[str, Any]) -> BaseMixer:
         if isinstance(spec, BaseMixer):
             return spec
+        name = spec if isinstance(spec, str) else spec[0] if (
+            isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)
+            and isinstance(spec[1], dict)) else None
+        if name is not None and name not in list_mixers():
+            raise ValueError(f"mixers: {name!r} is not a mixer; an entry names one of {list_mixers()}")
         if isinstance(spec, str):
             return create_mixer(spec, **shared)
-        if (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)
-                and isinstance(spec[1], dict)):
+        if name is not None:
             return create_mixer(spec[0], **{**shared, **spec[1]})
         raise TypeError(f"mixers entries must be a mixer, a name or a (name, kwargs) pair, got {spec!r}")
 

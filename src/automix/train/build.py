@@ -17,25 +17,71 @@ from ..methods import Method, create_method, method_spec
 from ..methods.ema import ema_momentum
 from ..models import create_model
 from ..models.registry import model_options
-from .config import OPTS_WITH_A_FLAG, SWITCH_FLAGS, Config, given_keys, takes_switch_flags
+from .config import (
+    COMMAND_LINE,
+    OPTS_WITH_A_FLAG,
+    SWITCH_FLAGS,
+    Config,
+    given_keys,
+    option_name,
+    setting,
+    takes_switch_flags,
+)
 from .schedule import WarmupCosine
 
 
 def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: int | None = None) -> nn.Module:
     """``cfg.model`` with ``--width`` / ``--widen``, ``model_opts`` and the data's channels; a model built for an
     image side (the ViTs' ``img_size``) is built for ``img_size`` (the images' side; else ``--img-size``, else the
-    model's default)."""
+    model's default).
+
+    Raises:
+        ValueError: ``--width`` / ``--widen`` for a model without that option (naming the models that have it), or
+            a value the model refuses, with the flags and options behind the arguments it names (``--img-size``,
+            ``--model-opt patch_size=16``, with the config file they came from).
+        TypeError: a model option the model does not take (the model's message, with the option as given).
+    """
     kw: dict[str, Any] = dict(cfg.model_opts)
-    if cfg.width is not None:
-        kw["width"] = cfg.width
-    if cfg.widen is not None:
-        kw["widen"] = cfg.widen
-    if not cfg.model.startswith(("timm:", "torchvision:")):
+    registered = not cfg.model.startswith(("timm:", "torchvision:"))
+    for key, which in (("width", "the CIFAR ResNets and ResNeXt"), ("widen", "the WRNs")):
+        if getattr(cfg, key) is None:
+            continue
+        if not registered or key not in model_options(cfg.model):
+            raise ValueError(f"{setting(cfg, key)} applies to {which} only (the models with a {key} option), not "
+                             f"to model {cfg.model!r}; drop {option_name(cfg, key)}")
+        kw[key] = getattr(cfg, key)
+    side = None
+    if registered:
         kw["in_chans"] = in_chans
         side = img_size if img_size is not None else cfg.img_size
         if side is not None and "img_size" in model_options(cfg.model):
             kw["img_size"] = side
-    return create_model(cfg.model, num_classes=num_classes, **kw)
+    try:
+        return create_model(cfg.model, num_classes=num_classes, **kw)
+    except (ValueError, TypeError) as err:
+        given = _model_settings(str(err), cfg, side)
+        if not given:
+            raise
+        raise type(err)(f"{err} (given as {given})") from err
+
+
+def _model_settings(message: str, cfg: Config, side: int | None) -> str:
+    """The options behind the model arguments that ``message`` names, as the user gave them: ``--img-size 120``
+    (or the images' side), ``--model-opt patch_size=16`` / ``model_opts patch_size=16 (config file r.yaml)``."""
+    found = []
+    message = message.split("; accepted:")[0]  # the list of what the model takes names nothing given
+
+    def names(key: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) is not None
+
+    if side is not None and names("img_size"):
+        found.append(setting(cfg, "img_size") if cfg.img_size == side else f"the images' side {side}")
+    for key, value in cfg.model_opts.items():
+        if names(key):
+            source = getattr(cfg, "_sources", {}).get("model_opts")
+            found.append(f"--model-opt {key}={value}" if source == COMMAND_LINE else
+                         f"model_opts {key}={value!r}" + (f" ({source})" if source else ""))
+    return "; ".join(found)
 
 
 def image_side(data: Any, cfg: Config) -> int:
@@ -82,6 +128,7 @@ def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: i
             does not declare or of the wrong type (named with the method), or a bad value.
     """
     kwargs = method_kwargs(cfg, num_classes, total_steps, seed)
+    check_required(cfg, kwargs)
     try:
         return create_method(cfg.method, model, **kwargs)
     except (ValueError, TypeError) as err:
@@ -90,6 +137,28 @@ def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: i
             raise
         # The library names its option (``mode``); the user gave a flag (``--mixup-mode``): name both.
         raise type(err)(f"{err} (given as {given})") from err
+
+
+# An example value of a required method option, as --method-opt and YAML write it.
+REQUIRED_EXAMPLES = {"mixers": ("[mixup,cutmix]", "[mixup, cutmix]")}
+
+
+def check_required(cfg: Config, kwargs: dict[str, Any]) -> None:
+    """Refuse a run whose method lacks an option it requires (``mix_choice``'s ``mixers``), naming how to give it.
+
+    Raises:
+        ValueError: ``method 'mix_choice' needs option mixers: give --method-opt mixers=[mixup,cutmix] (YAML
+            method_opts: {mixers: [mixup, cutmix]})``.
+    """
+    try:
+        options = method_spec(cfg.method).options
+    except ValueError:
+        return  # an unknown name: create_method says so, with the list of names
+    missing = [k for k, o in options.items() if o.required and k not in kwargs]
+    if missing:
+        how = "; ".join(f"--method-opt {k}={REQUIRED_EXAMPLES.get(k, ('...',))[0]} (YAML method_opts: "
+                        f"{{{k}: {REQUIRED_EXAMPLES.get(k, ('...', '...'))[1]}}})" for k in missing)
+        raise ValueError(f"method {cfg.method!r} needs option {', '.join(missing)}: give {how}")
 
 
 def flags_in(message: str, cfg: Config, kwargs: dict[str, Any]) -> str:

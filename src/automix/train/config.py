@@ -173,8 +173,20 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+_INT_TEXT = re.compile(r"[-+]?\d+")
+
+
 def number_text(value: Any) -> Any:
-    """``value`` as a float when it is a string written as a number (``"1e-3"``), else unchanged."""
+    """``value`` as a number when it is a string written as one: an int for integer text (``"3"``), else a float
+    (``"1e-3"``, ``"0.5"``); anything else unchanged. A quoted number is read as the number it writes, for a
+    float option and an int option alike.
+
+    Example:
+        >>> number_text("3"), number_text("1e-3"), number_text("layer3")
+        (3, 0.001, 'layer3')
+    """
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        return int(value)
     if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
         return float(value)
     return value
@@ -200,9 +212,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             raise TypeError(f"{key} must be true or false, got {value!r}")
         return value
     if base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = number_text(value)  # a quoted integer ("2") as the float fields read a quoted number
+        if isinstance(number, bool) or not isinstance(number, int):
             raise TypeError(f"{key} must be an integer, got {value!r}")
-        return value
+        return number
     if base is float:
         value = number_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -263,8 +276,13 @@ def validate(cfg: Config, conflicts: bool = True) -> Config:
     if cfg.mixup_lam is not None:
         from ..mixers._lam import lam_sampler
 
-        # ValueError / TypeError naming mixup_lam (its flag when given as one) and the value
-        lam_sampler(cfg.mixup_lam, option_name(cfg, "mixup_lam"))
+        # ValueError / TypeError naming mixup_lam (its flag when given as one) and the value, and its config file
+        try:
+            lam_sampler(cfg.mixup_lam, option_name(cfg, "mixup_lam"))
+        except (ValueError, TypeError) as err:
+            if not _from(cfg, "mixup_lam"):
+                raise
+            raise type(err)(f"{err}{_from(cfg, 'mixup_lam')}") from None
     need(cfg.mixup is None or cfg.mixup >= 0, "mixup", ">= 0 (or unset)")
     need(cfg.cutmix is None or cfg.cutmix >= 0, "cutmix", ">= 0 (or unset)")
     need(0.0 <= cfg.mixup_prob <= 1.0, "mixup_prob", "in [0, 1]")
@@ -421,7 +439,7 @@ def check_conflicts(cfg: Config) -> None:
     for key, option in (("mixup_prob", "prob"), ("mixup_mode", "mode"), ("mixup_lam", "lam")):
         if given(key) and spec is not None and option not in options:
             what = "the input mixers" if key != "mixup_lam" else \
-                "the methods that draw lambda (mixers, automix, samix, adautomix)"
+                f"the methods that draw lambda ({', '.join(_lam_methods())})"
             refuse(key, f"applies to {what}, not to method {method!r}")
     if given("mixup_off_epoch"):
         if spec is not None and spec.kind == "vanilla":
@@ -471,6 +489,17 @@ def check_conflicts(cfg: Config) -> None:
                          "file of your own with --initial-checkpoint FILE (e.g. a run's best.pt)")
     if cfg.dataset == "digits" and given("data_dir"):
         refuse("data_dir", "is not read: the digits dataset is built in (give another --dataset)")
+
+
+def _lam_methods() -> list[str]:
+    """The methods that take a given lambda (declare ``lam``), the input mixers as one entry when all of them do."""
+    from ..methods import list_methods, method_spec
+
+    takes = [m for m in list_methods() if "lam" in method_spec(m).options]
+    mixers = list_methods("mixer")
+    if all(m in takes for m in mixers):
+        takes = ["the input mixers"] + [m for m in takes if m not in mixers]
+    return takes
 
 
 COMMAND_LINE = "command line"
