@@ -374,7 +374,7 @@ def switch_defaults(method: str) -> dict[str, Any]:
     if options is None:
         return {}
     if method == "mixup_cutmix":
-        return {**TIMM_SWITCH_DEFAULTS, "cutmix_minmax": None}
+        return {flag: TIMM_SWITCH_DEFAULTS.get(flag) for flag in SWITCH_FLAGS}
     by_option = {flag: key for key, flag in OPTS_WITH_A_FLAG.items()}
     found = {flag: options[by_option[flag]].default for flag in SWITCH_FLAGS}
     if found["cutmix_minmax"] is not None:
