@@ -103,6 +103,26 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "runs").exists() and not report.exists() and not (tmp_path / "tiny-cost.png").exists()
 
 
+@pytest.mark.parametrize("cell, named", [
+    ({"method": "adautomix", "method_opts": {"mix_sample": 3}}, "unknown option(s) ['mix_sample'] for method "
+                                                                "'adautomix'"),
+    ({"method": "transmx"}, "name must be one of"),
+    ({"method": "cutmix", "method_opts": {"alpha": "big"}}, "alpha"),
+    ({"method": "mixup", "mixup_lam": 0.3, "method_opts": {"alpha": 0.2}}, "alpha=0.2 is not used when lam=0.3"),
+], ids=["unknown-option", "unknown-method", "wrong-type", "alpha-with-lam"])
+def test_dry_run_checks_every_cells_method_and_options(tmp_path, capsys, cell, named):
+    path = protocol(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["methods"]["bad"] = cell
+    path.write_text(yaml.safe_dump(data))
+    assert main(["bench", str(path), "--root", str(tmp_path / "runs"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"protocol {path}: method bad: " in err and named in err, err
+    assert "bench: vanilla" not in err and not (tmp_path / "runs").exists()  # nothing listed or started
+    with pytest.raises((ValueError, TypeError), match="method bad"):  # the real bench too, before any cell
+        bench.load_protocol(path)
+
+
 def test_unfinished_cell_is_resumed(tmp_path, capsys):
     proto = bench.load_protocol(protocol(tmp_path))
     out = bench.run_dir(tmp_path / "runs", proto, "vanilla", 0)

@@ -228,3 +228,37 @@ def test_an_empty_resume_folder_names_the_flag(tmp_path, data, capsys):
     assert train(tmp_path, data, "new", "--resume", str(tmp_path / "empty")) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"--resume: the folder {tmp_path / 'empty'} holds no last.pt" in line, line
+
+
+def test_a_resumed_epochs_time_is_the_sum_of_its_parts(tmp_path, data, monkeypatch):
+    """epoch_time of an epoch resumed mid-way counts its steps before the checkpoint too (they are saved in it), but
+    not the time lost between the kill and the resume; img_per_s is over the whole epoch alike."""
+    import csv
+    import time
+
+    step_s, lost_s = 0.15, 2.0
+    original = engine.Run.train_step
+    calls = {"n": 0}
+
+    def slow(self, x, y):  # 4 steps an epoch; the 4th of the first session is killed after the 3rd's checkpoint
+        calls["n"] += 1
+        if calls["n"] == 4:
+            time.sleep(lost_s)
+            raise Boom("killed")
+        time.sleep(step_s)
+        return original(self, x, y)
+
+    args = ["--epochs", "1", "--checkpoint-interval", "1", "--method", "mixup"]
+    monkeypatch.setattr(engine.Run, "train_step", slow)
+    with pytest.raises(Boom):
+        train(tmp_path, data, "r", *args)
+    state = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 3)
+    seconds, images = state["epoch_time"]
+    assert seconds >= 3 * step_s and images == 3 * 8
+    assert train(tmp_path, data, "r", *args, "--resume", "auto") == 0
+    with (tmp_path / "r" / "summary.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    epoch_time = float(row["epoch_time"])
+    assert 4 * step_s <= epoch_time < 4 * step_s + lost_s, epoch_time  # before: only the resumed step, ~0.15 s
+    assert float(row["img_per_s"]) * epoch_time == pytest.approx(4 * 8, rel=1e-6)

@@ -133,8 +133,14 @@ def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
     launcher_options(launcher, {}, f"protocol {path}: launcher")  # a mistyped key fails here, not at submission
     proto = Protocol(data["name"], data["base"], methods, [int(s) for s in data["seeds"]], str(path), section,
                      notes.strip(), launcher)
-    for method in proto.methods:  # every cell must make a valid config before anything runs
-        run_config(proto, method, proto.seeds[0], Path("."))
+    from .train.build import check_method_options
+
+    for method in proto.methods:  # every cell must make a valid config and method before anything runs
+        cfg = run_config(proto, method, proto.seeds[0], Path("."))
+        try:
+            check_method_options(cfg)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"protocol {path}: method {method}: {err}") from err
     return proto
 
 

@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None,
                    help="markdown file whose section is rewritten (default: <root>/<protocol name>.md)")
     p.add_argument("--report-only", action="store_true", help="do not train; report the finished runs")
-    p.add_argument("--dry-run", action="store_true", help="print the runs that would start; write nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every cell's method and options, print the runs that would start; write nothing")
     p.add_argument("--launcher", choices=["local", "slurm"], default=None,
                    help="local: the runs one after another here (default, unless the protocol's launcher.kind says "
                         "slurm); slurm: each unfinished run as a task of a SLURM job array (needs automix[cluster])")

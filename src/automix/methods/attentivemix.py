@@ -50,7 +50,9 @@ class AttentiveMixMethod(MixerMethod):
         loss, total_steps, seed: as ``MixerMethod``.
 
     Raises:
-        ValueError / TypeError: a bad option, named (``top_k``, ``extractor_ema_decay``, ...).
+        ValueError / TypeError: a bad option, named (``top_k``, ``extractor_ema_decay``, ...); ``layer`` not
+            giving feature maps [B, C, h, w] or ``top_k`` beyond their cells: at ``check_image_size`` (the trainer,
+            before the run starts) or at the first step.
 
     Example (x: [B, C, H, W], y: [B] class ids):
         >>> import torch, automix
@@ -82,6 +84,18 @@ class AttentiveMixMethod(MixerMethod):
         check_module_options(extractor, self.mixer)
 
     context_reads_model = False  # the extractor's modules, checked above
+
+    @torch.no_grad()
+    def check_image_size(self, size: tuple[int, int], channels: int = 3) -> None:
+        """``layer`` must give the extractor's feature maps [B, C, h, w] with at least ``top_k`` cells on images of
+        ``size`` (H, W): one forward pass of two blank images through the extractor in eval mode (no statistics
+        move, no random numbers are drawn), so a wrong ``layer`` or ``top_k`` is named before the run starts."""
+        super().check_image_size(size, channels)
+        param = next(self.extractor.parameters(), None)
+        x = torch.zeros(2, channels, int(size[0]), int(size[1]), device=None if param is None else param.device,
+                        dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)
+        with eval_mode(self.extractor):
+            self.mixer.check_features(features(self.extractor, x, layer=self.mixer.layer), 2)
 
     def context(self, x: Tensor, y: Tensor) -> Any:
         """The extractor's feature grid on the clean batch (no gradients; the trained model is not run)."""

@@ -42,6 +42,7 @@ from ..losses import TargetLoss, resolve_loss, soft_targets, target_loss
 from ..mixers import BaseMixer, MixParams
 from ..mixers._lam import refusing_alpha_with_lam
 from ..mixers.base import blend, mix_seg
+from ..models.attention import find_attention
 from ..models.features import resolve_module
 from .heads import find_classifier
 
@@ -127,6 +128,16 @@ class Method(nn.Module):
         """Raise ``ValueError`` (naming the option that needs it) when this method cannot train on batches of
         ``batch`` samples; every method takes any batch but AdAutoMix (at least ``mix_samples``). The trainer calls
         it before the first step, when it knows the batch size."""
+
+    def check_image_size(self, size: tuple[int, int], channels: int = 3) -> None:
+        """Raise ``ValueError`` (naming the option and the image size) when an option of this method cannot work
+        on images of ``size`` (H, W) pixels with ``channels`` channels: what a first step would find (a token grid
+        that ``patch_size`` does not tile, ``min_tokens`` beyond it, a ``block_num`` that never fits, a
+        ``top_k`` beyond the feature grid), found before it. The trainer calls it before the run starts, when it
+        knows the image size. The default runs the mixer's checks (``BaseMixer.check_image_size``), if any."""
+        mixer = getattr(self, "mixer", None)
+        if mixer is not None:
+            mixer.check_image_size(size)
 
     def set_mixing(self, enabled: bool) -> None:
         """Turn mixing on or off for the following steps (timm's ``Mixup.mixup_enabled``).
@@ -248,14 +259,30 @@ class Method(nn.Module):
 
 
 def check_module_options(module: nn.Module, mixer: BaseMixer | None) -> None:
-    """Raise the ``ValueError`` of ``resolve_module`` (naming the option) when a module-path option of the mixer's
-    context (``layer``, ``head``) names no submodule of ``module``: at build time, not at the first step."""
+    """What can be checked of the mixer's context from ``module`` alone, at build time rather than at the first
+    step: a module-path option (``layer``, ``head``) must name a submodule (``resolve_module``'s ``ValueError``
+    naming the option); an attention context needs an attention module at ``layer`` (``find_attention``); class
+    activation maps need an ``nn.Linear`` at ``head`` (``TypeError`` naming ``head``, as
+    ``automix.context.class_activation_map``; ``ValueError`` when the model has none)."""
     if mixer is None or (mixer.needs is None and getattr(mixer, "reweights", None) is None):
         return
+    options = mixer.context_options()
     for option in ("layer", "head"):
-        path = mixer.context_options().get(option)
+        path = options.get(option)
         if isinstance(path, str):
             resolve_module(module, path, option)
+    kind = mixer.needs or mixer.reweights
+    if kind == "attention":
+        find_attention(module, options.get("layer"), option="layer")
+    if kind == "cam":
+        head = options.get("head")
+        if head is None:
+            if not any(isinstance(m, nn.Linear) for m in module.modules()):
+                raise ValueError(f"head: {type(module).__name__} has no nn.Linear classifier; class activation "
+                                 f"maps need one (give head= the model's linear classifier)")
+        elif not isinstance(module.get_submodule(head), nn.Linear):
+            raise TypeError(f"head={head!r} must name an nn.Linear classifier of {type(module).__name__}, got "
+                            f"{type(module.get_submodule(head)).__name__} there")
 
 
 class MixerMethod(Method):

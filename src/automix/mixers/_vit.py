@@ -85,6 +85,9 @@ class AttentionRelabel(BaseMixer):
         super().check_input(x)
         self.inner.check_input(x)
 
+    def check_image_size(self, size: tuple[int, int]) -> None:
+        self.inner.check_image_size(size)
+
     def sample(self, x: Tensor, generator: torch.Generator | None = None, *, context: Any = None) -> MixParams:
         """The inner mixer's draw, with its area lam; ``context`` is not read (the subclass's ``reweight`` reads the
         attention of the mixed batch after the forward pass)."""

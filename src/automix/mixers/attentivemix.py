@@ -81,15 +81,22 @@ class AttentiveMix(BaseMixer):
     def context_options(self) -> dict[str, Any]:
         return {"layer": self.layer}
 
-    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, context: Any = None
-                ) -> Region:
-        if not isinstance(context, Tensor) or context.ndim != 4 or context.shape[0] != x.shape[0]:
-            raise ValueError(f"context must be feature maps [B, C, h, w] with B={x.shape[0]}, got "
+    def check_features(self, context: Any, batch: int) -> None:
+        """The context must be feature maps [B, C, h, w] of ``batch`` samples (the output of ``layer``) with at
+        least ``top_k`` cells; ``ValueError`` naming ``layer`` or ``top_k`` and the value, else."""
+        if not isinstance(context, Tensor) or context.ndim != 4 or context.shape[0] != batch:
+            raise ValueError(f"layer={self.layer!r} must give feature maps [B, C, h, w] with B={batch} (a CNN "
+                             f"stage; None: the map the extractor global-average-pools), got "
                              f"{type(context).__name__} {tuple(getattr(context, 'shape', ()))}")
         cells = context.shape[2] * context.shape[3]
         if self.top_k is not None and self.top_k > cells:
             raise ValueError(f"top_k={self.top_k} exceeds the {cells} cells of the feature grid "
-                             f"{tuple(context.shape[2:])}")
+                             f"{tuple(context.shape[2:])} of layer={self.layer!r}")
+
+    def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, context: Any = None
+                ) -> Region:
+        self.check_features(context, x.shape[0])
+        cells = context.shape[2] * context.shape[3]
         # One mask per sample in every mode (batch mode shares lam, hence k): each partner's own top cells.
         lam = lam.to(context.device).expand(x.shape[0])
         if self.top_k is None:

@@ -370,6 +370,12 @@ class BaseMixer:
     def check_targets(self, y: Any, batch: int) -> None:
         check_targets("y", y, batch, self.num_classes, self.label_smoothing)
 
+    def check_image_size(self, size: tuple[int, int]) -> None:
+        """Raise ``ValueError`` (naming the option and ``size``) when an option cannot work on images of ``size``
+        (H, W) in pixels: the checks a draw would make at the first batch, made before it (the trainer calls this
+        before the run starts). The default checks nothing; a mixer whose options depend on the image size
+        (TokenMix's token grid, MaskMix's cells, PuzzleMix's blocks) overrides it and runs it in its draw too."""
+
     # ------------------------------------------------------------------ for subclasses
     def _generator(self, generator: torch.Generator | None) -> torch.Generator:
         check_generator("generator", generator)

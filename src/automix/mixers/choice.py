@@ -165,6 +165,10 @@ class MixChoice(BaseMixer):
         for mixer in self.mixers:
             mixer.check_input(x)
 
+    def check_image_size(self, size: tuple[int, int]) -> None:
+        for mixer in self.mixers:
+            mixer.check_image_size(size)
+
     def _apply(self, t: Tensor, params: MixParams) -> Tensor:
         choice = params.extra["choice"]
         if isinstance(choice, int):

@@ -96,6 +96,14 @@ class MaskMix(BaseMixer):
                              f"{self.mask_patch_size} for {int(size[-2])}x{int(size[-1])} images")
         return self.mask_patch_size
 
+    def check_image_size(self, size: tuple[int, int]) -> None:
+        """``cell``'s checks for images of ``size`` (H, W), naming ``patch_size`` or ``mask_patch_size``."""
+        h, w = int(size[-2]), int(size[-1])
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"patch_size={self.patch_size} does not tile {h}x{w} images: their height and width "
+                             f"must be multiples of it")
+        self.cell((h, w))
+
     def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, context: Any = None
                 ) -> Region:
         height, width = int(x.shape[-2]), int(x.shape[-1])

@@ -52,6 +52,8 @@ from ._sampling import pair_leader
 from .base import BaseMixer, MixParams, Region, blend, lam_from_mask
 from .registry import register_mixer
 
+DEFAULT_BLOCK_NUM = (2, 4, 8, 16)  # the reference's sides; on an image none divides, one block (documented)
+
 
 @register_mixer("puzzlemix")
 class PuzzleMix(BaseMixer):
@@ -59,8 +61,9 @@ class PuzzleMix(BaseMixer):
 
     Args:
         alpha: Beta(alpha, alpha) concentration of lam (the prior's target).
-        block_num: the grid side, or sides to draw one from per batch (those that divide the image size; when none
-            does, one block).
+        block_num: the grid side, or sides to draw one from per batch (those that divide the image size). With the
+            default sides, an image that none divides is one block; a ``block_num`` given otherwise must have a
+            side that divides the image (``ValueError`` naming ``block_num`` and the image size).
         beta: label smoothness (the reference divides it by ``16 * n``; so does this).
         gamma: data smoothness, relative to ``beta``.
         eta: weight of the prior that ties the mask to lam.
@@ -80,7 +83,7 @@ class PuzzleMix(BaseMixer):
     needs = "saliency"
     hard = False  # n_labels > 2 gives partner weights between 0 and 1
 
-    def __init__(self, alpha: float = 1.0, *, block_num: int | tuple[int, ...] = (2, 4, 8, 16), beta: float = 1.2,
+    def __init__(self, alpha: float = 1.0, *, block_num: int | tuple[int, ...] = DEFAULT_BLOCK_NUM, beta: float = 1.2,
                  gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4, n_labels: int = 3, transport: bool = True,
                  t_eps: float = 0.8, t_size: int | None = 4, backend: str = "auto", **kwargs) -> None:
         super().__init__(alpha, **kwargs)
@@ -106,6 +109,24 @@ class PuzzleMix(BaseMixer):
     def _repr_keys(self) -> tuple[str, ...]:
         return ("block_num", "beta", "gamma", "eta", "neigh_size", "n_labels", "transport", "t_eps", "t_size")
 
+    def block_sides(self, size: tuple[int, int]) -> list[int]:
+        """The sides of ``block_num`` that tile images of ``size`` (H, W); ``[1]`` (one block) when none does and
+        ``block_num`` is the default.
+
+        Raises:
+            ValueError: none does and ``block_num`` was given otherwise (naming it and the image size).
+        """
+        height, width = int(size[-2]), int(size[-1])
+        sides = self.block_num if isinstance(self.block_num, tuple) else (self.block_num,)
+        fits = [s for s in sides if height % s == 0 and width % s == 0]
+        if not fits and tuple(sides) != DEFAULT_BLOCK_NUM:
+            raise ValueError(f"block_num={self.block_num!r} has no side that divides {height}x{width} images; give "
+                             f"sides that divide both the height and the width")
+        return fits or [1]
+
+    def check_image_size(self, size: tuple[int, int]) -> None:
+        self.block_sides(size)
+
     def context_options(self) -> dict:
         return {"reduce": "l2"}  # the reference's sqrt(mean(grad**2)) over channels, up to a constant
 
@@ -113,9 +134,9 @@ class PuzzleMix(BaseMixer):
     def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, context: Tensor) -> Region:
         batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
         sal = _check_saliency(context, x)
-        sides = self.block_num if isinstance(self.block_num, tuple) else (self.block_num,)
-        # The sides that tile the image; none (an odd size): one block, the whole image (a mixup at a label level).
-        fits = [s for s in sides if height % s == 0 and width % s == 0] or [1]
+        # The sides that tile the image; none of the default sides (an odd size): one block, the whole image (a
+        # mixup at a label level).
+        fits = self.block_sides((height, width))
         n = fits[int(torch.randint(len(fits), (1,), generator=gen, device=gen.device))]
         lam = lam.to(x.device).float().expand(batch)
         mixed = lam < 1.0  # samples left unmixed (prob) keep an empty mask and no transport

@@ -54,9 +54,9 @@ class TokenMix(BaseMixer):
         **kwargs: see ``BaseMixer`` (lam, prob, mode, pairing, num_classes, label_smoothing, generator).
 
     Raises:
-        ValueError: a bad option; an image whose sides are not multiples of ``patch_size`` (naming ``x``); a
-            teacher map (``context``) that is not [B, h, w]; ``mode="pair"`` with a teacher map (each sample's
-            weights come from its own map).
+        ValueError: a bad option; an image whose sides are not multiples of ``patch_size`` (naming ``x``), or whose
+            token grid has no more tokens than ``min_tokens`` (naming ``min_tokens``); a teacher map (``context``)
+            that is not [B, h, w]; ``mode="pair"`` with a teacher map (each sample's weights come from its own map).
 
     Example (x: [B, C, H, W]):
         >>> import torch
@@ -94,10 +94,26 @@ class TokenMix(BaseMixer):
             raise ValueError(f"x must have height and width multiples of patch_size={p}, got {tuple(size)}")
         return size[-2] // p, size[-1] // p
 
+    def check_image_size(self, size: tuple[int, int]) -> None:
+        """Images of ``size`` (H, W) must tile into tokens of ``patch_size`` (``ValueError`` naming ``patch_size``)
+        and hold more tokens than ``min_tokens`` (else every sample would be its partner alone)."""
+        h, w = int(size[-2]), int(size[-1])
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"patch_size={self.patch_size} does not tile {h}x{w} images: their height and width "
+                             f"must be multiples of it")
+        self._check_min_tokens((h // self.patch_size) * (w // self.patch_size), (h, w))
+
+    def _check_min_tokens(self, total: int, size: tuple[int, int]) -> None:
+        if self.min_tokens is not None and self.min_tokens >= total:
+            raise ValueError(f"min_tokens={self.min_tokens} must be below the {total} tokens of the token grid of "
+                             f"{size[0]}x{size[1]} images (patch_size={self.patch_size}): with that many every sample "
+                             f"would be its partner alone")
+
     def _sample(self, x: Tensor, lam: Tensor, gen: torch.Generator, *, index: Tensor, context: Any = None
                 ) -> Region:
         h, w = self.grid(tuple(x.shape[-2:]))
         total = h * w
+        self._check_min_tokens(total, (int(x.shape[-2]), int(x.shape[-1])))
         extra = round(14 * total / 196) if self.min_tokens is None else self.min_tokens
         count = ((1.0 - lam.float()) * total).floor().long().add(extra).clamp(max=total)  # [n]
         draw = block_masks if self.mask_type == "block" else random_masks

@@ -51,9 +51,10 @@ class TransMix(AttentionRelabel):
 
     Through ``automix.create_method("transmix", model)`` the attention comes from the training model's own forward
     pass on the mixed batch, so the model must have attention modules that give their maps (automix's
-    ``vit_tiny`` / ``vit_small``, timm's ViT / DeiT); another model is refused when the step runs, with ``layer``
-    named. Called directly, ``mixer(x, y)`` mixes with the area lam, and ``mixer.reweight(params, attn)`` sets
-    the attention lam from probabilities ``attn`` [B, heads, N, N] of the mixed batch.
+    ``vit_tiny`` / ``vit_small``, timm's ViT / DeiT); another model, or a ``layer`` without attention, is refused
+    when the method is built, with ``layer`` named. Called directly, ``mixer(x, y)`` mixes with the area lam, and
+    ``mixer.reweight(params, attn)`` sets the attention lam from probabilities ``attn`` [B, heads, N, N] of the mixed
+    batch.
 
     Args:
         mixup_alpha: Beta(alpha, alpha) of mixup draws (0: CutMix only).

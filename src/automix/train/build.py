@@ -120,6 +120,31 @@ def method_kwargs(cfg: Config, num_classes: int, total_steps: int, seed: int) ->
     return {"num_classes": num_classes, "total_steps": total_steps, "seed": seed, **kw, **cfg.method_opts}
 
 
+def check_method_options(cfg: Config) -> None:
+    """Check ``cfg.method`` and its options as ``create_method`` does before building (the name; each option's key
+    and type, ``method_spec(...).check``; a lam beside an alpha), without a model or data: what ``automix bench``
+    checks of every cell before any runs. Values that need the model or the images are checked when the run
+    builds its method (``build_method``, then ``Method.check_image_size``).
+
+    Raises:
+        ValueError / TypeError: an unknown method, or an option it does not declare or of the wrong type (named
+            with the method; a flag given for it named too).
+    """
+    from ..methods.registry import RUN_ARGUMENTS
+    from ..mixers._lam import refuse_alpha_with_lam
+
+    spec = method_spec(cfg.method)
+    kwargs = {k: v for k, v in method_kwargs(cfg, 2, 1, 0).items() if k not in RUN_ARGUMENTS}
+    try:
+        refuse_alpha_with_lam(kwargs, f"method {cfg.method!r}")
+        spec.check({"loss": "ce", **kwargs})
+    except (ValueError, TypeError) as err:
+        given = flags_in(str(err), cfg, kwargs)
+        if not given:
+            raise
+        raise type(err)(f"{err} (given as {given})") from err
+
+
 def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: int, seed: int) -> Method:
     """The training Method for ``cfg.method`` through ``create_method``, the library's one dispatcher.
 

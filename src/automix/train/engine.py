@@ -91,6 +91,16 @@ class Run:
             self.method.check_batch_size(cfg.batch_size)
         except ValueError as err:
             raise ValueError(f"{err} (--batch-size {cfg.batch_size}, per process)") from err
+        # Likewise the options that depend on the image size (a token grid, PuzzleMix's blocks, AttentiveMix's
+        # feature grid): refused here, before the run header, not at the first step.
+        side = image_side(self.data, cfg)
+        size = tuple(int(s) for s in self.data.images.shape[-2:]) if self.data.images is not None else (side, side)
+        try:
+            self.method.check_image_size(size, in_chans)
+        except ValueError as err:
+            shown = f"{size[0]}x{size[1]}"
+            raise ValueError(f"method {cfg.method}: {err}" + ("" if shown in str(err) else f" (the images are "
+                                                                                          f"{shown} px)")) from err
         if cfg.compile:
             self.method.model.compile()
         self.optimizer = build_optimizer(cfg, self.method)
@@ -112,6 +122,12 @@ class Run:
         self.warnings: dict[str, int] = {}  # the method's epoch warnings -> first epoch they were raised
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's running train loss (checkpointed mid-epoch)
         self.term_sums: dict[str, float] = {}  # and the running sums of the method's other logs (loss terms, lam)
+        # This epoch's training seconds and images before the current session (checkpointed mid-epoch, so a resumed
+        # epoch's epoch_time is the sum of its parts, without the time between the kill and the resume), and the
+        # start of the current part (None between epochs).
+        self.epoch_seconds, self.epoch_images = 0.0, 0
+        self.part_start: float | None = None
+        self.part_images = 0
         self.logger = RunLogger(self.out, cfg, enabled=self.info.is_main)
         self.stop: StopRequests | None = None  # fit's signal handlers
         self.sync_check = SyncCheck(cfg.sync_debug, self.device)  # --sync-debug: off unless asked
@@ -126,6 +142,7 @@ class Run:
                 "step_in_epoch": self.step_in_epoch, "best": self.best, "skipped": self.skipped,
                 "warnings": dict(self.warnings),
                 "epoch_loss": [self.loss_sum, self.loss_count], "epoch_terms": dict(self.term_sums),
+                "epoch_time": list(self.epoch_time_so_far()),
                 "num_classes": self.data.num_classes, "classes": list(self.data.classes),
                 "method_name": self.cfg.method,
                 "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -166,6 +183,9 @@ class Run:
         self.warnings = dict(state.get("warnings", {}))
         self.loss_sum, self.loss_count = state["epoch_loss"]
         self.term_sums = dict(state.get("epoch_terms", {}))
+        # A checkpoint from before the epoch's time was kept: the resumed epoch counts from the resume, as it did.
+        seconds, images = state.get("epoch_time", (0.0, 0))
+        self.epoch_seconds, self.epoch_images = float(seconds), int(images)
         where = f"resumed from {path} at epoch {self.epoch}, step {self.step_in_epoch}"
         self.resumes = list(state.get("resumes", [])) + [where + (f"; changed {', '.join(changed)}" if changed else "")]
         if self.info.rank > 0:
@@ -205,10 +225,16 @@ class Run:
         """Whether ``epoch`` mixes (timm's ``--mixup-off-epoch``: from that epoch on it does not; 0 = always)."""
         return not (self.cfg.mixup_off_epoch and epoch >= self.cfg.mixup_off_epoch)
 
+    def epoch_time_so_far(self) -> tuple[float, int]:
+        """(seconds, images) of this epoch's training so far, over every session (0 between epochs)."""
+        if self.part_start is None:
+            return self.epoch_seconds, self.epoch_images
+        return self.epoch_seconds + time.perf_counter() - self.part_start, self.epoch_images + self.part_images
+
     def train_epoch(self) -> dict[str, float]:
         self.method.train()
         self.method.set_mixing(self.mixing(self.epoch))
-        seen, t0 = 0, time.perf_counter()
+        self.part_start, self.part_images = time.perf_counter(), 0
         batches = iter(self.batches.epoch(self.epoch, self.step_in_epoch))
         while True:
             with self.sync_check.region("batch"):
@@ -219,7 +245,7 @@ class Run:
                 logs = self.train_step(x, y)
                 self.schedule.step()
             self.step_in_epoch += 1
-            seen += 1
+            self.part_images += self.cfg.batch_size * self.info.world_size
             if logs is not None:
                 self.loss_sum += float(logs["loss"])
                 self.loss_count += 1
@@ -238,12 +264,13 @@ class Run:
             interval = self.cfg.checkpoint_interval
             if interval and self.step_in_epoch % interval == 0 and self.step_in_epoch < self.steps_per_epoch:
                 self.save("last.pt")
-        elapsed = time.perf_counter() - t0
-        images = seen * self.cfg.batch_size * self.info.world_size
+        # A resumed epoch: the seconds and images before its checkpoint are added to this session's.
+        elapsed, images = self.epoch_time_so_far()
         count = max(self.loss_count, 1)
         stats = {"train_loss": self.loss_sum / count, "epoch_time": elapsed, "img_per_s": images / max(elapsed, 1e-9),
                  **{f"train_{key}": total / count for key, total in self.term_sums.items()}}
         self.loss_sum, self.loss_count, self.term_sums = 0.0, 0, {}
+        self.epoch_seconds, self.epoch_images, self.part_start = 0.0, 0, None
         return stats
 
     def stop_requested(self) -> bool:

@@ -1,0 +1,99 @@
+"""Options that cannot work are refused when the method is built (what the model alone tells), or by the trainer
+before the run starts (what the image size tells), naming the option and the value; not at the first step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import automix
+from automix.cli import main
+from automix.mixers.attentivemix import AttentiveMix
+from automix.mixers.puzzlemix import PuzzleMix
+from automix.mixers.tokenmix import TokenMix
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return automix.create_model("preact_resnet18", num_classes=4, width=4)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return automix.create_model("vit_tiny", num_classes=4, depth=2)
+
+
+def test_transmix_on_a_cnn_is_refused_when_built(cnn):
+    with pytest.raises(ValueError, match=r"^layer: CifarResNet has no attention"):
+        automix.create_method("transmix", cnn, num_classes=4)
+
+
+def test_transmix_layer_without_attention_is_refused_when_built(vit):
+    with pytest.raises(ValueError, match=r"layer 'blocks\.0\.mlp'.*holds no attention"):
+        automix.create_method("transmix", vit, num_classes=4, layer="blocks.0.mlp")
+    automix.create_method("transmix", vit, num_classes=4, layer="blocks.0")  # a block holding one is fine
+
+
+def test_snapmix_head_that_is_not_a_linear_is_refused_when_built(cnn):
+    with pytest.raises(TypeError, match=r"head='layer1' must name an nn.Linear.*Sequential"):
+        automix.create_method("snapmix", cnn, num_classes=4, head="layer1")
+
+
+def test_tokenmix_min_tokens_beyond_the_grid_is_refused_at_the_draw():
+    mixer = TokenMix(patch_size=4, min_tokens=1000, num_classes=3)
+    with pytest.raises(ValueError, match=r"min_tokens=1000 must be below the 64 tokens .* 32x32"):
+        mixer(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"min_tokens=64 must be below the 64 tokens"):
+        TokenMix(patch_size=4, min_tokens=64).check_image_size((32, 32))
+    TokenMix(patch_size=4, min_tokens=63).check_image_size((32, 32))
+
+
+def test_puzzlemix_block_num_that_never_fits_is_refused():
+    with pytest.raises(ValueError, match=r"block_num=3 has no side that divides 32x32"):
+        PuzzleMix(block_num=3).check_image_size((32, 32))
+    with pytest.raises(ValueError, match=r"block_num=\(3, 5\)"):
+        PuzzleMix(block_num=(3, 5)).block_sides((32, 32))
+    assert PuzzleMix(block_num=(3, 4)).block_sides((32, 32)) == [4]  # the sides that fit are used
+    assert PuzzleMix().block_sides((15, 15)) == [1]  # the default sides keep their documented fallback
+    mixer = PuzzleMix(block_num=3, num_classes=2)
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="block_num=3"):
+        mixer(x, torch.tensor([0, 1]), context=torch.rand(2, 32, 32))
+
+
+def test_attentivemix_context_that_is_not_feature_maps_names_layer():
+    mixer = AttentiveMix(layer="blocks.1", num_classes=2)
+    with pytest.raises(ValueError, match=r"layer='blocks\.1' must give feature maps \[B, C, h, w\]"):
+        mixer(torch.rand(2, 3, 16, 16), torch.tensor([0, 1]), context=torch.rand(2, 17, 8))
+
+
+DIGITS = ["--dataset", "digits", "--subset", "64", "--epochs", "1", "--batch-size", "16", "--no-progress",
+          "--no-save-images"]
+VIT = ["--model", "vit_tiny", "--model-opt", "depth=1"]
+
+
+@pytest.mark.parametrize("args, named", [
+    (VIT + ["--method", "transmix", "--method-opt", "layer=blocks.0.mlp"], "layer 'blocks.0.mlp'"),
+    (["--method", "transmix"], "layer: "),
+    (VIT + ["--method", "tokenmix", "--method-opt", "patch_size=3"], "patch_size=3 does not tile 16x16"),
+    (VIT + ["--method", "tokenmix", "--method-opt", "min_tokens=1000"], "min_tokens=1000 must be below the 16 tokens"),
+    (VIT + ["--method", "mixpro", "--method-opt", "mask_patch_size=64"], "mask_patch_size=64 for 16x16"),
+    (["--method", "snapmix", "--method-opt", "head=layer1"], "head='layer1'"),
+    (["--method", "puzzlemix", "--method-opt", "block_num=3"], "block_num=3 has no side that divides 16x16"),
+    (["--method", "attentivemix", "--method-opt", "top_k=100"], "top_k=100 exceeds the 4 cells"),
+    (VIT + ["--method", "attentivemix", "--method-opt", "layer=blocks.0"], "layer='blocks.0' must give feature maps"),
+], ids=["transmix-layer", "transmix-cnn", "tokenmix-patch", "tokenmix-min-tokens", "mixpro-mask-patch",
+        "snapmix-head", "puzzlemix-block-num", "attentivemix-top-k", "attentivemix-layer"])
+def test_trainer_refuses_before_the_run_starts(tmp_path, capsys, monkeypatch, args, named):
+    from automix.train import engine
+
+    def no_step(self, x, y):  # the refusal must come before any step
+        raise AssertionError("a training step ran")
+
+    monkeypatch.setattr(engine.Run, "train_step", no_step)
+    assert main(["train", *DIGITS, *args, "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("automix train: error: "), err  # no run header before it
+    assert named in lines[0], lines[0]
+    assert not (tmp_path / "r" / "summary.csv").exists()
