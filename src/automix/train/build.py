@@ -36,7 +36,8 @@ def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: int | No
     model's default).
 
     Raises:
-        ValueError: ``--width`` / ``--widen`` for a model without that option (naming the models that have it), or
+        ValueError: ``--width`` / ``--widen`` for a built-in model without that option (naming the models that have
+            it; a ``timm:`` / ``torchvision:`` model gets them as keywords, for its library to take or refuse), or
             a value the model refuses, with the flags and options behind the arguments it names (``--img-size``,
             ``--model-opt patch_size=16``, with the config file they came from).
         TypeError: a model option the model does not take (the model's message, with the option as given).
@@ -46,7 +47,8 @@ def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: int | No
     for key, which in (("width", "the CIFAR ResNets and ResNeXt"), ("widen", "the WRNs")):
         if getattr(cfg, key) is None:
             continue
-        if not registered or key not in model_options(cfg.model):
+        # a timm / torchvision model gets it as a keyword: that library decides whether the model takes it
+        if registered and key not in model_options(cfg.model):
             raise ValueError(f"{setting(cfg, key)} applies to {which} only (the models with a {key} option), not "
                              f"to model {cfg.model!r}; drop {option_name(cfg, key)}")
         kw[key] = getattr(cfg, key)
