@@ -30,7 +30,8 @@ def _col(w: dict) -> str:
 
 
 def _name(w: dict) -> str:
-    return "the network" if w["width"] is None else f"width {w['width']}"
+    """A width's name in prose: ``width 64`` for the project's ResNets, else the model as timed (``vit_tiny``)."""
+    return f"width {w['width']}" if w["width"] is not None else f"`{w['model']}`" if w.get("model") else "the network"
 
 
 def _setting(results: dict) -> dict:
@@ -134,8 +135,8 @@ def _step_table(results: dict) -> list[str]:
     if vd:
         lines += ["", f"Target: AutoMix step ≤ {TARGET_RATIO:.1f}× vanilla (FLOP floor ≈ 2.9×; the "
                       "reference measured 4.1× on ResNet-18):", ""]
-        lines += [f"- **{'PASS' if ok else 'FAIL'}** {'width ' + str(w) if w is not None else 'the network'}: "
-                  f"{r:.2f}×" for w, ok, r in vd]
+        names = {w["width"]: _name(w) for w in results["widths"]}
+        lines += [f"- **{'PASS' if ok else 'FAIL'}** {names[w]}: {r:.2f}×" for w, ok, r in vd]
     return lines
 
 
@@ -241,6 +242,8 @@ def _breakdown(bds: list[dict]) -> list[str]:
 
 def render(results: dict, command: str) -> str:
     """The body of the ``step_time`` section of docs/benchmarks.md (also printed)."""
+    model = _setting(results).get("model")
+    results = {**results, "widths": [{**w, "model": model} for w in results["widths"]]}
     lines = _header(results, command) + _step_table(results)
     bds = [w for w in results["widths"] if w["breakdown"]]
     if bds:

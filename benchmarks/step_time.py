@@ -53,6 +53,9 @@ Other devices and settings (benchmarks/gpu_check.sh uses these; any device torch
     --img-size S     side of the random images (default 32).
     --no-breakdown   skip the profiler split of AutoMix's step. It runs only for the default float32 CPU setting
                      (it reads CPU-side times), so any other setting skips it anyway.
+    --render JSON    time nothing: rewrite the section of --doc (default docs/benchmarks.md) from the raw results
+                     a full run saved (benchmarks/results/step_time.json or step_time_vit.json), e.g. after a
+                     change to the report's wording.
   A run with any of these writes no file unless --doc / --json name one: docs/benchmarks.md's section holds the
   default CPU measurement.
 
@@ -94,6 +97,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import json
 import os
 import statistics
 import sys
@@ -117,6 +121,7 @@ from _common import (  # noqa: E402
     output_paths,
     wait_for_low_load,
     write_outputs,
+    write_section,
 )
 from _step_pieces import SPLIT, breakdown  # noqa: E402
 from _step_report import LABELS, TARGET_RATIO, render  # noqa: E402
@@ -216,19 +221,19 @@ def stats_ms(times: list[float]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- run
-def _where(width: int | None) -> str:
-    return "the network" if width is None else f"width {width}"
+def _where(width: int | None, model: str | None = None) -> str:
+    return f"width {width}" if width is not None else model or "the network"
 
 
 def wait_before(width: int, args, monitor: OtherCpu, first: bool) -> tuple[list[float] | None, float | None]:
     """(load average, other processes' CPU share) before a width, after waiting for a quiet machine."""
     if first:
-        return wait_for_low_load(args.wait_quiet, _where(width), LOAD_QUIET), None
+        return wait_for_low_load(args.wait_quiet, _where(width, args.model), LOAD_QUIET), None
     # Our own previous width is in the load average: wait for other processes only.
     load_before, other_before = loadavg(), None
     if args.wait_quiet > 0:
         other_before = monitor.wait_quiet(args.wait_quiet, window=3.0) or 0.0
-        print(f"{_where(width)}: other processes use {other_before:.1%} of the CPUs", flush=True)
+        print(f"{_where(width, args.model)}: other processes use {other_before:.1%} of the CPUs", flush=True)
     return load_before, other_before
 
 
@@ -270,7 +275,7 @@ def run_width(width: int | None, args, monitor: OtherCpu, first: bool) -> dict:
     y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=gen).to(args.device)
 
     load_before, other_before = wait_before(width, args, monitor, first)
-    print(f"{_where(width)}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
+    print(f"{_where(width, args.model)}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
           f"interleaved", flush=True)
     t_start = time.perf_counter()
     snap = monitor.snapshot()
@@ -307,7 +312,7 @@ def run_width(width: int | None, args, monitor: OtherCpu, first: bool) -> dict:
         if peaks.get(name) is not None:
             st["peak_mib"] = round(peaks[name], 1)
     share = "?" if steps_share is None else f"{steps_share:.1%}"
-    print(f"{_where(width)} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
+    print(f"{_where(width, args.model)} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
           f"steps; load average now {res['loadavg_after']}", flush=True)
     return res
 
@@ -357,6 +362,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--model", default=None, help=f"network (default {DEFAULT_MODEL}; timm:<name>, ...)")
     p.add_argument("--img-size", type=int, default=32, help="image side in pixels (default 32)")
     p.add_argument("--no-breakdown", action="store_true", help="skip the profiler split of AutoMix's step")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="time nothing: rewrite the docs section from a saved results file (step_time.json or "
+                        "step_time_vit.json), after a change to the report's wording")
     args = p.parse_args(argv)
     if args.vit:
         if args.model not in (None, VIT_MODEL):
@@ -394,8 +402,35 @@ def parse_args(argv: list[str] | None):
     return args
 
 
+def section_body(results: dict, command: str, malloc: str | None) -> str:
+    """The docs section for ``results``: the tables of :func:`render` and the allocator line."""
+    return render(results, command) + (
+        "\n- Allocator: " + (f"{malloc} (set by the script, so that freed activations stay in the process and no "
+                             "method's step time depends on which method ran before it; `--system-malloc` turns it "
+                             "off)" if malloc else "system default (glibc trims the heap after each step)") + ".\n")
+
+
+def rerender(path: Path, doc: Path | None) -> int:
+    """Rewrite a section of ``doc`` from the raw results a full run saved at ``path``, timing nothing (after a
+    change to the report's wording; the numbers and the command are the saved run's)."""
+    try:
+        results = json.loads(Path(path).read_text())
+        command, malloc, model = results["command"], results["info"]["malloc"], results["setting"]["model"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--render {path}: not a results file written by a full run of this script ({exc!r})")
+    body = section_body(results, command, malloc)
+    key, heading = (VIT_KEY, VIT_HEADING) if model == VIT_MODEL else (KEY, HEADING)
+    print(f"{heading}\n\n{body}")
+    if doc is not None:
+        write_section(doc, key, body, heading)
+        print(f"wrote {doc}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        return rerender(args.render, None if args.no_write else args.doc or ROOT / "docs" / "benchmarks.md")
     command = command_line("step_time.py", argv)
     malloc = None if args.system_malloc else pin_malloc()
     print(f"allocator: {malloc or 'system default (glibc trimming on)'}", flush=True)
@@ -406,11 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         doc, out = args.doc if not args.no_write else None, args.json if not args.no_write else None
     if out is not None:  # the doc names the JSON, repository-relative when it is inside the repository
         results["json"] = os.path.relpath(out.resolve(), ROOT) if out.resolve().is_relative_to(ROOT) else str(out)
-    body = render(results, command)
-    body += ("\n- Allocator: " + (f"{malloc} (set by the script, so that freed activations stay in the process and no "
-                                  "method's step time depends on which method ran before it; `--system-malloc` turns "
-                                  "it off)" if malloc else "system default (glibc trims the heap after each step)")
-             + ".\n")
+    body = section_body(results, command, malloc)
     print()
     key, heading = (VIT_KEY, VIT_HEADING) if args.vit else (KEY, HEADING)
     print(f"{heading}\n")

@@ -25,11 +25,11 @@ runpy.run_path("benchmarks/mixers.py", run_name="__main__")
 """
 
 
-def run(*cmd: str) -> str:
+def run(*cmd: str, allow_write: bool = False) -> str:
     env = {**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "wrote " not in proc.stdout  # --no-write: no file touched
+    assert allow_write or "wrote " not in proc.stdout  # --no-write: no file touched
     return proc.stdout
 
 
@@ -102,6 +102,33 @@ def test_step_time_vit_quick():
     rows = table_rows(out)
     assert {"vanilla", "transmix", "AutoMix"} <= set(rows) and rows["vanilla"][3] == "1.00"
     assert "width None" not in out and "wNone" not in out
+
+
+def _section(text: str, key: str) -> str:
+    return text.split(f"<!-- {key}:start -->", 1)[1].split(f"<!-- {key}:end -->", 1)[0]
+
+
+def test_step_time_render_reproduces_committed_sections(tmp_path):
+    """--render rebuilds each committed step-time section from its raw JSON alone: the docs say what the saved
+    run measured, and a width-less network is named by its model, not "the network"."""
+    for name, key, model in (("step_time.json", "step_time", None), ("step_time_vit.json", "step_time_vit", "vit_tiny")):
+        doc = tmp_path / f"{key}.md"
+        doc.write_text("# Benchmarks\n")
+        run("benchmarks/step_time.py", "--render", f"benchmarks/results/{name}", "--doc", str(doc),
+            allow_write=True)
+        assert _section(doc.read_text(), key) == _section(DOC.read_text(), key), name
+        if model is not None:
+            assert f"- **FAIL** `{model}`" in doc.read_text() or f"- **PASS** `{model}`" in doc.read_text()
+            assert "the network" not in _section(doc.read_text(), key)
+
+
+def test_step_time_render_refuses_other_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"widths": []}')
+    env = {**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "benchmarks/step_time.py", "--render", str(bad), "--no-write"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and f"--render {bad}" in proc.stderr
 
 
 def test_vit_attention_overhead_quick():
