@@ -275,7 +275,8 @@ def run_width(width: int | None, args, monitor: OtherCpu, first: bool) -> dict:
     y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=gen).to(args.device)
 
     load_before, other_before = wait_before(width, args, monitor, first)
-    print(f"{_where(width, args.model)}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
+    where = _where(width, args.model)
+    print(f"{where}: load average {load_before}; {warmup} warm-up + {steps} timed steps per method, "
           f"interleaved", flush=True)
     t_start = time.perf_counter()
     snap = monitor.snapshot()
@@ -312,7 +313,7 @@ def run_width(width: int | None, args, monitor: OtherCpu, first: bool) -> dict:
         if peaks.get(name) is not None:
             st["peak_mib"] = round(peaks[name], 1)
     share = "?" if steps_share is None else f"{steps_share:.1%}"
-    print(f"{_where(width, args.model)} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
+    print(f"{where} done in {res['seconds']} s; other processes used {share} of the CPUs during the timed "
           f"steps; load average now {res['loadavg_after']}", flush=True)
     return res
 
@@ -417,7 +418,8 @@ def rerender(path: Path, doc: Path | None) -> int:
         results = json.loads(Path(path).read_text())
         command, malloc, model = results["command"], results["info"]["malloc"], results["setting"]["model"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"--render {path}: not a results file written by a full run of this script ({exc!r})")
+        raise SystemExit(f"--render {path}: not a results file written by a full run of this script "
+                         f"({exc!r})") from None
     body = section_body(results, command, malloc)
     key, heading = (VIT_KEY, VIT_HEADING) if model == VIT_MODEL else (KEY, HEADING)
     print(f"{heading}\n\n{body}")

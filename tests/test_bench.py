@@ -288,3 +288,33 @@ def test_cpu_automix_recipe_is_a_recorded_cell():
     entry = by_hash.get(bench.config_hash(as_run))
     assert entry is not None and (entry["method"], entry["seed"]) == ("automix_sharp_min_lr_0.05", 0)
     assert entry["metrics"]["val_top1"] > 70
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def test_cost_plot_labels_never_overprint():
+    """Points whose results coincide (the ViT pilot's vanilla_e10 and mixup_cutmix) get labels that neither
+    overlap each other nor cover a marker, and all stay inside the image."""
+    points = [(500.0, 200.0), (503.0, 201.0), (500.0, 199.0), (100.0, 50.0), (630.0, 300.0)]
+    sizes = [(90.0, 10.0), (70.0, 10.0), (60.0, 10.0), (40.0, 10.0), (80.0, 10.0)]
+    spots = bench.place_labels(points, sizes, (0, 0, 640, 420))
+    boxes = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes)]
+    for i, a in enumerate(boxes):
+        assert 0 <= a[0] and a[2] <= 640 and 0 <= a[1] and a[3] <= 420, (i, a)
+        assert not any(_overlap(a, b) for b in boxes[i + 1:]), (i, boxes)
+        assert not any(_overlap(a, (px - 4, py - 4, px + 4, py + 4)) for px, py in points), (i, a)
+    assert spots[3] == (106.0, 44.0)  # a lone point keeps the usual spot, right of its marker
+    assert spots[4][0] + sizes[4][0] <= 624  # no room on the right at the edge: the label goes left
+    with pytest.raises(ValueError, match="5 points but 1 sizes"):
+        bench.place_labels(points, sizes[:1], (0, 0, 640, 420))
+
+
+def test_cost_plot_is_drawn_for_coinciding_points(tmp_path):
+    rows = [{"method": m, "epoch_s": 50.0 + 0.5 * i, "val_top1": (36.9 + 0.01 * i, 0.0)}
+            for i, m in enumerate(["vanilla_e10", "mixup_cutmix", "transmix"])]
+    out = bench.plot_cost(rows, tmp_path / "cost.png")
+    from PIL import Image
+
+    assert Image.open(out).size == (640, 420)

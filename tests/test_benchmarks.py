@@ -111,7 +111,8 @@ def _section(text: str, key: str) -> str:
 def test_step_time_render_reproduces_committed_sections(tmp_path):
     """--render rebuilds each committed step-time section from its raw JSON alone: the docs say what the saved
     run measured, and a width-less network is named by its model, not "the network"."""
-    for name, key, model in (("step_time.json", "step_time", None), ("step_time_vit.json", "step_time_vit", "vit_tiny")):
+    for name, key, model in (("step_time.json", "step_time", None),
+                             ("step_time_vit.json", "step_time_vit", "vit_tiny")):
         doc = tmp_path / f"{key}.md"
         doc.write_text("# Benchmarks\n")
         run("benchmarks/step_time.py", "--render", f"benchmarks/results/{name}", "--doc", str(doc),

@@ -45,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,6 +498,50 @@ def markdown(proto: Protocol, rows: list[dict[str, Any]], command: str, plot_nam
     return "\n".join(lines) + "\n"
 
 
+def place_labels(points: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]],
+                 bounds: tuple[float, float, float, float], pad: float = 2.0) -> list[tuple[float, float]]:
+    """Top-left corners for one text label per point, so that no two labels overlap and none covers a point.
+
+    Args:
+        points: (x, y) pixel centres of the markers.
+        sizes: (width, height) in pixels of each point's label.
+        bounds: (left, top, right, bottom) the labels must stay inside.
+        pad: pixels kept free around each label.
+
+    Returns:
+        (x, y) per point, in the order given. Each label goes to the first free spot among: right of its point,
+        left of it, then the same two sides moved up and down in steps of one label height (up to 8 steps), so
+        points whose results coincide get stacked labels instead of overprinted ones. A label with no free spot
+        in that range keeps the right-hand spot.
+    """
+    if len(points) != len(sizes):
+        raise ValueError(f"place_labels: {len(points)} points but {len(sizes)} sizes")
+    left, top, right, bottom = bounds
+    markers = [(x - 4, y - 4, x + 4, y + 4) for x, y in points]  # as plot_cost draws them
+    taken: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(points)
+
+    def apart(a: tuple[float, float, float, float], b: tuple[float, float, float, float], gap: float) -> bool:
+        return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
+
+    def free(box: tuple[float, float, float, float]) -> bool:
+        if box[0] < left or box[1] < top or box[2] > right or box[3] > bottom:
+            return False
+        return all(apart(box, o, pad) for o in taken) and all(apart(box, m, 0.0) for m in markers)
+
+    # Top to bottom, so that a stack of coinciding points reads in the order of their results.
+    for i in sorted(range(len(points)), key=lambda j: (points[j][1], points[j][0])):
+        (x, y), (w, h) = points[i], sizes[i]
+        spots = [(x + 6, y - 6), (x - 6 - w, y - 6)]
+        for k in range(1, 9):
+            for dy in (-k * (h + pad + 1), k * (h + pad + 1)):
+                spots += [(x + 6, y - 6 + dy), (x - 6 - w, y - 6 + dy)]
+        chosen = next((sp for sp in spots if free((sp[0], sp[1], sp[0] + w, sp[1] + h))), spots[0])
+        out[i] = chosen
+        taken.append((chosen[0], chosen[1], chosen[0] + w, chosen[1] + h))
+    return out
+
+
 def plot_cost(rows: list[dict[str, Any]], out: Path) -> Path:
     """Scatter of mean top-1 (eval net) against seconds per epoch, one labelled point per method."""
     from PIL import Image, ImageDraw, ImageFont
@@ -520,14 +565,23 @@ def plot_cost(rows: list[dict[str, Any]], out: Path) -> Path:
             draw.text((4, px(0, yv)[1] - 6), f"{yv:g}", fill="black", font=font)
         for xv in nice_ticks(x0, x1):
             draw.text((px(xv, y0)[0] - 8, bottom + 6), f"{xv:g}", fill="black", font=font)
-        for i, (x, y, s, name) in enumerate(pts):
-            cx, cy = px(x, y)
+        centres = [px(x, y) for x, y, _, _ in pts]
+        sizes = []
+        for _, _, _, name in pts:
+            x_lo, y_lo, x_hi, y_hi = draw.textbbox((0, 0), name, font=font)
+            sizes.append((x_hi - x_lo, y_hi - y_lo))
+        spots = place_labels(centres, sizes, (0, 0, img.width, img.height))
+        for i, ((x, y, s, name), (cx, cy), (lx, ly)) in enumerate(zip(pts, centres, spots)):
             colour = COLOURS[i % len(COLOURS)]
             _, top_y = px(x, y + s)
             _, bot_y = px(x, y - s)
             draw.line([cx, top_y, cx, bot_y], fill=colour, width=2)
             draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=colour)
-            draw.text((cx + 6, cy - 6), name, fill=colour, font=font)
+            w, h = sizes[i]
+            if not (abs(lx - (cx + 6)) < 1 and abs(ly - (cy - 6)) < 1):  # moved off its point: a leader line back
+                tx, ty = min(max(cx, lx), lx + w), min(max(cy, ly), ly + h)
+                draw.line([cx, cy, tx, ty], fill=colour, width=1)
+            draw.text((lx, ly), name, fill=colour, font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
     return out
