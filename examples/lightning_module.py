@@ -3,6 +3,7 @@
 Usage:
     pip install lightning
     python examples/lightning_module.py [--method automix] [--epochs 2] [--mixup-off-epoch 0] [--workers 0]
+    python examples/lightning_module.py --model vit_tiny --model-opt depth=4 --method transmix --lr 0.01  # a ViT method
 
 Synthetic 3x32x32 images (offline). Lightning has no mixup callback; its maintainers point users to
 ``training_step`` (Lightning#790), which is where a Method goes. The Method's calls map onto Lightning's hooks:
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 import automix
 
@@ -45,20 +47,25 @@ class MixingModule(pl.LightningModule):
         method: a name of ``automix.list_methods()`` (``"automix"``, ``"cutmix"``, ``"none"``, ...).
         num_classes: classes of the data (labels are class ids ``[B]``).
         lr, mix_block_lr: SGD peak lr (cosine to 0 per step); the Mix Block's (``None``: ``lr``).
-        width: first-stage channels of the CIFAR PreAct-ResNet-18.
+        width: first-stage channels of the CIFAR PreAct-ResNet-18 (``None`` for a network without widths, a ViT).
         mixup_off_epoch: stop mixing from this epoch on (0: never), as timm's flag.
         seed: seed of the model's init and of the method's generator.
         method_opts: the method's own options (``create_method``).
+        model: an ``automix.create_model`` name: ``"preact_resnet18"`` (the default), ``"vit_tiny"`` for the ViT
+            methods (``transmix``, ``tokenmix``, ``smmix``, ``mixpro``, ``tla``, or AutoMix on tokens), ...
+        model_opts: the model's own options (``{"depth": 4}`` for a ViT).
     """
 
     def __init__(self, method: str = "automix", num_classes: int = 10, lr: float = 0.1,
                  mix_block_lr: float | None = None, width: int = 16, mixup_off_epoch: int = 0, seed: int = 0,
-                 method_opts: dict[str, Any] | None = None) -> None:
+                 method_opts: dict[str, Any] | None = None, model: str = "preact_resnet18",
+                 model_opts: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         torch.manual_seed(seed)
-        model = automix.create_model("preact_resnet18", num_classes=num_classes, width=width)
-        self.method = automix.create_method(method, model, num_classes=num_classes, seed=seed, **(method_opts or {}))
+        net = automix.create_model(model, num_classes=num_classes, **({} if width is None else {"width": width}),
+                                   **(model_opts or {}))
+        self.method = automix.create_method(method, net, num_classes=num_classes, seed=seed, **(method_opts or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.method.eval_model()(x)
@@ -123,11 +130,22 @@ def main() -> None:
     parser.add_argument("--mixup-off-epoch", type=int, default=0)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--model", default="preact_resnet18", help="automix.create_model name (vit_tiny for a ViT)")
+    parser.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model option, e.g. depth=4 (repeatable)")
+    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD lr")
     args = parser.parse_args()
+    model_opts = {}
+    for item in args.model_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--model-opt {item!r}: expected KEY=VALUE, e.g. depth=4")
+        model_opts[key] = yaml.safe_load(value)
     train = torch.utils.data.DataLoader(synthetic(args.images), batch_size=32, shuffle=True, drop_last=True,
                                         num_workers=args.workers, generator=torch.Generator().manual_seed(0))
     val = torch.utils.data.DataLoader(synthetic(128, seed=1), batch_size=64, num_workers=args.workers)
-    module = MixingModule(args.method, width=8, mixup_off_epoch=args.mixup_off_epoch)
+    module = MixingModule(args.method, lr=args.lr, width=8 if args.model == "preact_resnet18" else None,
+                          mixup_off_epoch=args.mixup_off_epoch, model=args.model, model_opts=model_opts)
     fit = trainer(args.epochs)
     fit.fit(module, train, val)
     # The last epoch's own numbers: a clean epoch (--mixup-off-epoch) logs no mixing terms, and the ones Lightning

@@ -107,6 +107,17 @@ def test_lightning_example_prints_the_clean_epochs_own_numbers():
     assert "train_loss_mix" not in last and "train_mask" not in last, last
 
 
+@pytest.mark.parametrize("method", ["transmix", "tla"])
+def test_lightning_example_trains_a_vit_method(method):
+    """The example's --model takes a ViT, so the attention methods train under Lightning too (they refuse the
+    default ResNet, naming what they need)."""
+    lightning_or_skip()
+    out = run("lightning_module.py", "--model", "vit_tiny", "--model-opt", "depth=2", "--method", method,
+              "--epochs", "1", "--images", "64", "--lr", "0.01")
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("steps 2 ") and "train_loss " in last and "val_top1 " in last, last
+
+
 def test_hugging_face_trainer_mixes_in_its_data_collator():
     """The Trainer runs its steps on batches MixCollate mixed in two DataLoader workers."""
     if any(importlib.util.find_spec(name) is None for name in ("transformers", "accelerate")):

@@ -170,6 +170,9 @@ def test_torchrun_two_processes_and_resume(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(rows(out)) == 1 and (out / "last.pt").exists()
     assert "world size 2" in proc.stderr
+    # One JSON summary on stdout, rank 0's (the run's metrics), so `| jq` reads it: rank 1 prints nothing.
+    summary = json.loads(proc.stdout)
+    assert summary["epochs"] == 1 and "val_top1" in summary and "train_loss" in summary, summary
     # Epoch 1 without mixing: the Mix Block and mix head get no gradient, which DDP must be told to expect.
     proc = subprocess.run(cmd + ["--epochs", "2", "--resume", "auto", "--mixup-off-epoch", "1"], capture_output=True,
                           text=True, timeout=300, env=env)

@@ -32,8 +32,11 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     from .train import fit
     from .train.args import config_from_args
 
+    from .train import distributed as dist_util
+
     metrics = fit(config_from_args(ns))
-    print(dumps(metrics, indent=2))
+    if dist_util.env_rank() == 0:  # under torchrun one summary, rank 0's: the others hold no evaluation
+        print(dumps(metrics, indent=2))
     return 0
 
 
