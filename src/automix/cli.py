@@ -29,10 +29,9 @@ from ._paths import make_dir, make_parent
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
+    from .train import distributed as dist_util
     from .train import fit
     from .train.args import config_from_args
-
-    from .train import distributed as dist_util
 
     metrics = fit(config_from_args(ns))
     if dist_util.env_rank() == 0:  # under torchrun one summary, rank 0's: the others hold no evaluation
