@@ -33,9 +33,10 @@ from .base import (
 )
 from .cache import cache_root
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, cifar_splits, load_cifar
+from .cifar import NATIVE_SIZE as CIFAR_SIZE
 from .digits import load_digits
 from .fetch import download, download_and_extract
-from .folder import load_image_folder, load_tiny_imagenet, split_folders
+from .folder import TINY_IMAGENET_SIZE, load_image_folder, load_tiny_imagenet, split_folders
 from .lazy import LazyImageDataset
 from .splits import split_indices
 from .transforms import normalize, random_crop_flip, resize_images
@@ -43,7 +44,7 @@ from .transforms import normalize, random_crop_flip, resize_images
 _DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "tiny-imagenet")
 
 
-_NATIVE_SIZES = {"cifar10": 32, "cifar100": 32, "tiny-imagenet": 64}
+_NATIVE_SIZES = {"cifar10": CIFAR_SIZE, "cifar100": CIFAR_SIZE, "tiny-imagenet": TINY_IMAGENET_SIZE}
 
 
 def native_size(name: str) -> int | None:

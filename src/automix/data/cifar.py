@@ -126,13 +126,9 @@ def load_cifar(name: str, data_dir: str, split: str, *, download: bool, cache_di
         folder = _pickle_dir(name, data_dir)
         if folder is None:
             raise ValueError(f"the archive from {url} did not contain {_LAYOUT[name][0]}/ in {data_dir}")
-    return _at_size(load_cifar_pickle(name, folder, split), img_size)
-
-
-def _at_size(data: ImageData, img_size: int | None) -> ImageData:
-    """``data`` with its native 32 px images resized to ``img_size`` (none: as they are)."""
-    if img_size is not None and img_size != NATIVE_SIZE:
-        data.images = resize_images(data.images, img_size)
+    data = load_cifar_pickle(name, folder, split)
+    if img_size is not None:
+        data.images = resize_images(data.images, img_size)  # no op at the native 32 px
     return data
 
 
