@@ -186,7 +186,12 @@ def test_bad_protocols_name_the_problem(tmp_path):
              ({"extends": "p.yaml", "section": "", "methods": {}}, "section must be"),
              ({"extends": "c.yaml", "methods": {}}, "cycle"),
              ({"extends": "p.yaml", "notes": ["x"], "methods": {}}, "notes must be text"),
-             ({"name": "t", "base": {}, "methods": {}, "seeds": [0], "bogus": 1}, "unknown key")]
+             ({"name": "t", "base": {}, "methods": {}, "seeds": [0], "bogus": 1}, "unknown key"),
+             # a cell whose model does not fit its images is refused before any cell runs (it would be refused by
+             # its run before loading data; before, only once the data was decoded)
+             ({"extends": "p.yaml", "methods": {"vit": {"method": "mixup", "model": "vit_tiny", "width": None,
+                                                         "img_size": 36, "model_opts": {"patch_size": 8}}}},
+              r"method vit: img_size must be a multiple of patch_size, got img_size=36 and patch_size=8")]
     for data, message in cases:
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(data))

@@ -97,3 +97,81 @@ def test_trainer_refuses_before_the_run_starts(tmp_path, capsys, monkeypatch, ar
     assert len(lines) == 1 and lines[0].startswith("automix train: error: "), err  # no run header before it
     assert named in lines[0], lines[0]
     assert not (tmp_path / "r" / "summary.csv").exists()
+
+
+# ----------------------------------------------------------------------------- before any data is loaded
+# A model or method option that the arguments alone refuse is refused before the dataset is decoded and cached
+# (before: `--model vit_tiny --model-opt patch_size=8 --img-size 36` on the CIFAR-10 folder decoded and cached all
+# 50,000 images at 36 px first).
+
+def _no_data(monkeypatch):
+    from automix.data import folder
+    from automix.train import setup
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data was loaded before the options were checked")
+
+    monkeypatch.setattr(setup, "load_dataset", refuse)
+    monkeypatch.setattr(folder, "decode_files", refuse)
+
+
+@pytest.mark.parametrize("command", ["train", "show"])
+def test_a_patch_size_that_does_not_tile_img_size_is_refused_before_the_data(tmp_path, capsys, monkeypatch, command):
+    from test_data import make_folder
+
+    root = make_folder(str(tmp_path / "cifar"), classes=[f"k{i}" for i in range(10)], per_class=1, size=32)
+    _no_data(monkeypatch)
+    out = ["--output", str(tmp_path / ("r" if command == "train" else "show.png"))]
+    assert main([command, "--dataset", "cifar10", "--data-dir", root, "--model", "vit_tiny", "--model-opt",
+                 "patch_size=8", "--img-size", "36", "--cache-dir", str(tmp_path / "cache"), *out]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [f"automix {command}: error: img_size must be a multiple of patch_size, got img_size=36 and "
+                     "patch_size=8 (given as --img-size 36; --model-opt patch_size=8)"]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, named", [
+    (VIT + ["--method", "transmix", "--method-opt", "layer=blocks.0.mlp"], "layer 'blocks.0.mlp'"),
+    (VIT + ["--method", "tokenmix", "--method-opt", "min_tokens=1000"], "min_tokens=1000 must be below the 16 tokens"),
+    (["--method", "attentivemix", "--method-opt", "top_k=100"], "top_k=100 exceeds the 4 cells"),
+    (["--method", "adautomix", "--batch-size", "2", "--method-opt", "mix_samples=3"], "--batch-size 2"),
+    (["--model", "preact_resnet18", "--widen", "2"], "--widen 2 applies to the WRNs only"),
+], ids=["method-layer", "method-grid", "method-feature-grid", "batch-size", "model-flag"])
+def test_model_and_method_options_are_refused_before_the_data(tmp_path, capsys, monkeypatch, args, named):
+    _no_data(monkeypatch)
+    assert main(["train", *DIGITS, *args, "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.startswith("automix train: error: "), err
+
+
+def test_the_early_check_agrees_with_the_real_build_and_leaves_the_random_state():
+    """Every method on a CNN and a ViT: the meta-device check refuses exactly what the real build refuses, with the
+    same message (no false refusal), and draws nothing from the global generator (a run's initial weights stay)."""
+    from conftest import MIXER_KWARGS
+
+    from automix.train.build import build_method, build_model, check_fits, check_model_and_method
+    from automix.train.config import Config, validate
+
+    def outcome(check):
+        try:
+            check()
+        except (ValueError, TypeError) as err:
+            return f"{type(err).__name__}: {err}"
+        return "ok"
+
+    def real(cfg):
+        check_fits(build_method(cfg, build_model(cfg, 10, 3, 32), 10, 1, 0), cfg, (32, 32), 3)
+
+    refused = 0
+    for model, opts in (("preact_resnet18", {"width": 4}), ("vit_tiny", {"depth": 1})):
+        for name in automix.list_methods():
+            switch = {"mixup": 0.8, "cutmix": 1.0} if name == "mixup_cutmix" else {}  # its timm flags
+            method_opts = {} if switch else dict(MIXER_KWARGS.get(name, {}))
+            cfg = validate(Config(method=name, model=model, model_opts=opts, method_opts=method_opts, img_size=32,
+                                  batch_size=8, **switch), conflicts=False)
+            state = torch.get_rng_state()
+            early = outcome(lambda: check_model_and_method(cfg, 10, 3, 32))  # noqa: B023
+            assert torch.equal(torch.get_rng_state(), state), (model, name)
+            assert early == outcome(lambda: real(cfg)), (model, name)  # noqa: B023
+            refused += early != "ok"
+    assert 0 < refused < len(automix.list_methods())  # the ViT-only methods on the CNN

@@ -135,11 +135,16 @@ def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
     proto = Protocol(data["name"], data["base"], methods, [int(s) for s in data["seeds"]], str(path), section,
                      notes.strip(), launcher)
     from .train.build import check_method_options
+    from .train.setup import check_before_data
 
     for method in proto.methods:  # every cell must make a valid config and method before anything runs
         cfg = run_config(proto, method, proto.seeds[0], Path("."))
         try:
             check_method_options(cfg)
+            # and its model and method on the images' side, as each cell's run checks before loading data
+            check_before_data(cfg)
+        except ImportError:
+            pass  # a timm: / torchvision: model, whose package the machine that runs the cell must have
         except (ValueError, TypeError) as err:
             raise type(err)(f"protocol {path}: method {method}: {err}") from err
     return proto

@@ -64,7 +64,7 @@ def _cmd_show(ns: argparse.Namespace) -> int:
     from .train.config import Config
     from .train.inference import load_trained
     from .train.loader import eval_batches
-    from .train.setup import load_data
+    from .train.setup import check_before_data, load_data
 
     # Training flags default to "not given"; --output here is the picture (show has no run-dir flag).
     flags = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k != "output"})
@@ -85,6 +85,7 @@ def _cmd_show(ns: argparse.Namespace) -> int:
         out = ns.output or path.parent / f"show-{cfg.method}.png"  # next to the run's other files
     else:
         cfg = config_from_args(flags)
+        check_before_data(cfg)  # a bad model or method option before any image is decoded
         data, idx, _, _ = load_data(cfg)
         in_chans = data.images.shape[1] if data.images is not None else 3
         model = build_model(cfg, data.num_classes, in_chans, image_side(data, cfg))

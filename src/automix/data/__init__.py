@@ -33,14 +33,29 @@ from .base import (
 )
 from .cache import cache_root
 from .cifar import CIFAR10_MD5, CIFAR10_URL, CIFAR100_MD5, CIFAR100_URL, cifar_splits, load_cifar
+from .cifar import NATIVE_SIZE as CIFAR_SIZE
 from .digits import load_digits
 from .fetch import download, download_and_extract
-from .folder import load_image_folder, load_tiny_imagenet, split_folders
+from .folder import TINY_IMAGENET_SIZE, load_image_folder, load_tiny_imagenet, split_folders
 from .lazy import LazyImageDataset
 from .splits import split_indices
 from .transforms import normalize, random_crop_flip, resize_images
 
 _DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "tiny-imagenet")
+
+
+_NATIVE_SIZES = {"cifar10": CIFAR_SIZE, "cifar100": CIFAR_SIZE, "tiny-imagenet": TINY_IMAGENET_SIZE}
+
+
+def native_size(name: str) -> int | None:
+    """The side (px) dataset ``name``'s images all have, which it is held and cached at whatever ``img_size``
+    (CIFAR 32, Tiny-ImageNet 64); None for datasets decoded straight to ``img_size`` (``digits``, ``imagefolder``).
+
+    Example:
+        >>> native_size("cifar100"), native_size("imagefolder")
+        (32, None)
+    """
+    return _NATIVE_SIZES.get(name)
 
 
 def list_datasets() -> list[str]:
@@ -94,8 +109,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split:
             (a CIFAR ImageFolder copy given directly only "train"); digits only "train".
         download: fetch CIFAR from the official URL when the pickle files are missing.
         cache_dir: where decoded folders are cached (default ``$AUTOMIX_CACHE`` or ``~/.cache/automix``).
-        img_size: resize in-memory images to this square size once at load (digits default 16,
-            CIFAR 32, Tiny-ImageNet 64); for ``imagefolder`` a value > 96 means lazy loading.
+        img_size: the square side of the in-memory images returned (digits default 16, CIFAR 32,
+            Tiny-ImageNet 64); for ``imagefolder`` a value > 96 means lazy loading. CIFAR and Tiny-ImageNet are
+            decoded and cached at their native size (``native_size``) whatever ``img_size``, and another
+            ``img_size`` resizes the whole set in memory once (``resize_images``: N x 3 x img_size^2 bytes, e.g.
+            7.5 GB for CIFAR's 50,000 at 224 px). The trainer loads them at their native size and resizes each
+            batch on the device instead (``automix.train.loader``), with the same pixels.
         skip_bad_images: leave out unreadable image files (listed in ``ImageData.skipped``)
             instead of raising ValueError naming the first one.
         classes: for ``imagefolder``, the class folders the split must have (the training split's
@@ -154,6 +173,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split:
 
 __all__ = ["ImageData", "DatasetNotFoundError", "list_datasets", "load_dataset", "dataset_splits", "split_indices",
            "random_crop_flip", "normalize", "resize_images", "LazyImageDataset", "download",
-           "download_and_extract", "cache_root", "split_folders", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR100_URL",
-           "CIFAR100_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
+           "download_and_extract", "cache_root", "native_size", "split_folders", "CIFAR10_URL", "CIFAR10_MD5",
+           "CIFAR100_URL", "CIFAR100_MD5", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
            "TINY_IMAGENET_MEAN", "TINY_IMAGENET_STD", "IMAGENET_MEAN", "IMAGENET_STD"]

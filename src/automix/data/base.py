@@ -40,7 +40,10 @@ class ImageData:
     """A labelled image set.
 
     Attributes:
-        images: uint8 ``[N, C, H, W]`` when held in memory (small images), else ``None``.
+        images: uint8 ``[N, C, H, W]`` when held in memory (small images), else ``None``. CIFAR and Tiny-ImageNet
+            are at their native 32 / 64 px when loaded without ``img_size`` (as the trainer loads them), and the
+            trainer's loader resizes each batch to ``img_size`` on the device (``train.loader``: N x C x H x W bytes
+            in memory, e.g. 150 MB for CIFAR's 50,000, rather than 7.5 GB at 224 px; one interpolation per batch).
         labels: int64 ``[N]`` class indices into ``classes``.
         classes: class names; label ``i`` is ``classes[i]``.
         mean, std: per-channel statistics in [0, 1] units, for ``normalize``.

@@ -4,6 +4,9 @@ Where ``data_dir`` points, in this order: (a) the pickle folder itself or a fold
 ``cifar-10-batches-py`` / ``cifar-100-python``; (b) a folder with ``<split>/<class>/`` images;
 (c) for split "train", an ImageFolder ``<class>/<images>`` itself (decoded once and cached);
 (d) with ``download=True`` the official tarball is fetched into ``data_dir`` and (a) is used.
+The images are read and cached at their native 32 x 32 (a CIFAR cache is about 150 MB); an ``img_size``
+other than 32 resizes them in memory afterwards (``resize_images``: 50,000 images at 224 px take 7.5 GB, which
+is why the trainer asks for the native size and resizes each batch on the device instead).
 The pickles are read with an unpickler that only admits numpy array reconstruction, so a
 tampered file cannot run code.
 """
@@ -21,6 +24,7 @@ from .base import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, Datase
 from .folder import load_image_folder
 from .transforms import resize_images
 
+NATIVE_SIZE = 32  # the side CIFAR images are held and cached at, whatever img_size
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -123,8 +127,8 @@ def load_cifar(name: str, data_dir: str, split: str, *, download: bool, cache_di
         if folder is None:
             raise ValueError(f"the archive from {url} did not contain {_LAYOUT[name][0]}/ in {data_dir}")
     data = load_cifar_pickle(name, folder, split)
-    if img_size is not None and img_size != 32:
-        data.images = resize_images(data.images, img_size)
+    if img_size is not None:
+        data.images = resize_images(data.images, img_size)  # no op at the native 32 px
     return data
 
 
@@ -148,5 +152,7 @@ def _looks_like_image_folder(path: str) -> bool:
 def _from_folder(name: str, root: str, cache_dir: str | None, img_size: int | None,
                  skip_bad: bool = False) -> ImageData:
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
-    return load_image_folder(root, img_size=img_size, cache_dir=cache_dir, mean=mean, std=std,
-                             prefix=name, in_memory_size=32, num_classes=_LAYOUT[name][6], skip_bad=skip_bad)
+    # Decoded and cached at the native size, then resized as the pickles are: one cache file and the same pixels
+    # at every img_size.
+    return load_image_folder(root, img_size=img_size, cache_dir=cache_dir, mean=mean, std=std, prefix=name,
+                             in_memory_size=NATIVE_SIZE, num_classes=_LAYOUT[name][6], skip_bad=skip_bad)

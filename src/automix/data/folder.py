@@ -7,7 +7,8 @@ folders of a val or test folder must be those of ``train/`` (``classes=``): a mi
 error naming it, since labels are positions in the sorted class list.
 
 Small images (<= ``MAX_MEMORY_SIDE`` px) are decoded once into a uint8 tensor, resized to one
-square size and cached (see ``cache``); larger ones stay a file list for ``LazyImageDataset``.
+square size and cached (see ``cache``); larger ones stay a file list for ``LazyImageDataset``. Sets of a fixed
+native size (CIFAR's 32 px, Tiny-ImageNet's 64 px) are decoded and cached at that size whatever ``img_size``.
 Every layout problem (missing path, no class folders, an empty class, a file that is not an image)
 is reported with the path before any decoding starts.
 """
@@ -22,10 +23,12 @@ import torch
 from .base import DatasetNotFoundError, ImageData
 from .cache import cache_path, folder_key, load_cached, save_cached
 from .decode import decode_files, image_size, verify_files
+from .transforms import resize_images
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_MEMORY_SIDE = 96   # images up to this side are held in memory
 PROBE_FILES = 8        # how many files (spread over the folder) decide small vs large
+TINY_IMAGENET_SIZE = 64  # Tiny-ImageNet's native side: held and cached at it whatever img_size
 
 
 def check_dir(root: str, what: str = "data_dir") -> None:
@@ -137,10 +140,12 @@ def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None,
                       what: str = "data_dir") -> ImageData:
     """Load ``root/<class>/<images>``.
 
-    In memory when ``in_memory_size`` (a fixed size, e.g. 32 for CIFAR) is given, when
+    In memory when ``in_memory_size`` (the set's fixed native size, e.g. 32 for CIFAR) is given, when
     ``img_size <= MAX_MEMORY_SIDE``, or (no ``img_size``) when the probed files all have max side
-    <= ``MAX_MEMORY_SIDE``; the common square size is then ``img_size``, else ``in_memory_size``,
-    else the first image's longer side. Otherwise lazily: ``images=None`` and ``files``.
+    <= ``MAX_MEMORY_SIDE``. A set with an ``in_memory_size`` is decoded and cached at that size, and an
+    ``img_size`` other than it resizes the decoded set in memory (``resize_images``; N x 3 x img_size^2 bytes:
+    the trainer passes no ``img_size`` and resizes each batch instead); any other set is decoded straight to
+    ``img_size``, else to the first image's longer side. Otherwise lazily: ``images=None`` and ``files``.
     ``num_classes`` (when given) is checked against the class folders before decoding, and so is
     ``classes`` (the exact class folders, e.g. those of the training folder for a val folder: a ValueError
     names the missing and extra ones). ``what`` names the folder in errors.
@@ -163,11 +168,10 @@ def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None,
                 raise
     if not probe:
         raise ValueError(f"{what} {root}: none of the probed images can be read")
-    if img_size is not None:
-        in_memory = img_size <= MAX_MEMORY_SIDE or in_memory_size is not None
-        size = img_size
-    elif in_memory_size is not None:
+    if in_memory_size is not None:
         in_memory, size = True, in_memory_size
+    elif img_size is not None:
+        in_memory, size = img_size <= MAX_MEMORY_SIDE, img_size
     else:
         in_memory = all(max(s) <= MAX_MEMORY_SIDE for s in probe)
         size = max(probe[0])
@@ -176,13 +180,18 @@ def load_image_folder(root: str, *, img_size: int | None, cache_dir: str | None,
         return ImageData(None, labels, classes, mean, std, files=files, skipped=skipped, root=root)
     images, bad = decode_cached(root, entries, size, prefix, cache_dir, skip_bad=skip_bad)
     labels, _, skipped = _drop(labels, files, bad)
+    if img_size is not None:
+        images = resize_images(images, img_size)  # a set of a fixed native size; no-op otherwise
     return ImageData(images, labels, classes, mean, std, skipped=skipped, root=root)
 
 
 def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir: str | None,
                        mean, std, skip_bad: bool = False) -> ImageData:
     """Tiny-ImageNet-200: ``train/<wnid>/images/*.JPEG``; split "test" is the labelled
-    ``val/images`` with ``val/val_annotations.txt``. Labels index the sorted wnids."""
+    ``val/images`` with ``val/val_annotations.txt``. Labels index the sorted wnids.
+
+    Decoded and cached at the native ``TINY_IMAGENET_SIZE`` (64 px); an ``img_size`` other than that resizes
+    the decoded set in memory (``resize_images``), as for CIFAR."""
     check_dir(root)
     wnids_file = os.path.join(root, "wnids.txt")
     train_dir = os.path.join(root, "train")
@@ -194,7 +203,7 @@ def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir
         classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
     if not classes:
         raise ValueError(f"tiny-imagenet data_dir {root} lists no classes (wnids.txt / train/)")
-    size = img_size or 64
+    size = TINY_IMAGENET_SIZE
     if split == "train":
         found, entries, labels = scan_image_folder(train_dir)
         if found != classes:
@@ -202,6 +211,7 @@ def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir
                              f"{sorted(set(found) ^ set(classes))[:5]}")
         images, bad = decode_cached(train_dir, entries, size, "tiny-imagenet", cache_dir, skip_bad=skip_bad)
         labels, _, skipped = _drop(labels, [e[0] for e in entries], bad)
+        images = images if img_size is None else resize_images(images, img_size)
         return ImageData(images, labels, classes, mean, std, skipped=skipped)
     val_dir = os.path.join(root, "val")
     ann = os.path.join(val_dir, "val_annotations.txt")
@@ -226,4 +236,5 @@ def load_tiny_imagenet(root: str, split: str, *, img_size: int | None, cache_dir
     images, bad = decode_cached(val_dir, entries, size, "tiny-imagenet", cache_dir,
                                 extra=f"ann={st.st_size}:{st.st_mtime_ns}", skip_bad=skip_bad)
     labels, _, skipped = _drop(labels, [e[0] for e in entries], bad)
+    images = images if img_size is None else resize_images(images, img_size)
     return ImageData(images, labels, classes, mean, std, skipped=skipped)

@@ -1,5 +1,5 @@
 """Batched tensor transforms for in-memory image sets: uint8 -> normalised float, pad-and-crop +
-flip, and a one-off resize at load time.
+flip, and a uint8 resize (the trainer's loader resizes each batch on the device with it).
 
 They work on whole batches on whatever device the batch lives on (no Python loop over samples),
 which is what makes keeping small datasets as one uint8 tensor fast (the airbench approach).
@@ -106,14 +106,53 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Gen
 
 
 def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
-    """Resize a uint8 ``[N, C, H, W]`` set to ``size x size`` once (bilinear, antialiased when
-    shrinking), in chunks so the float copy stays small. Returns uint8."""
+    """Resize a uint8 ``[N, C, H, W]`` set or batch to ``size x size`` on its own device.
+
+    Bilinear (``align_corners=False``), antialiased only when shrinking (``size`` below the longer side),
+    computed in float32, then rounded and clamped back to uint8. Each image is resized on its own, so a
+    batch gives exactly the pixels its images have in a resized set (on one device): the trainer's loader
+    resizes each batch with this function (``train.loader``) rather than holding an upsampled set in memory.
+    Images already ``size x size`` are returned as they are (no copy). Large sets go in chunks of
+    ``chunk`` images, so the float copy stays small.
+
+    Args:
+        images: uint8 ``[N, C, H, W]``, on any device.
+        size: the output side in pixels, an int > 0.
+        chunk: images per float32 chunk.
+
+    Returns:
+        uint8 ``[N, C, size, size]`` on ``images.device``.
+
+    Raises:
+        TypeError: ``images`` is not a uint8 4-D tensor.
+        ValueError: ``size`` or ``chunk`` is not a positive int.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[0, 255]], dtype=torch.uint8).view(1, 1, 1, 2)
+        >>> resize_images(x, 2)[0, 0].tolist()
+        [[0, 255], [0, 255]]
+    """
+    check_tensor("images", images)
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise TypeError(f"images must be a uint8 tensor [N, C, H, W], got {images.dtype} of shape "
+                        f"{list(images.shape)}")
+    for name, value in (("size", size), ("chunk", chunk)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     if images.shape[-2:] == (size, size):
         return images
-    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    if images.shape[0] == 0:
+        return images.new_empty(0, images.shape[1], size, size)
+    antialias = size < max(images.shape[-2:])
+    if images.shape[0] <= chunk:
+        return _resize_chunk(images, size, antialias)
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8, device=images.device)
     for i in range(0, images.shape[0], chunk):
-        part = images[i:i + chunk].float()
-        part = F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False,
-                             antialias=size < max(images.shape[-2:]))
-        out[i:i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+        out[i:i + chunk] = _resize_chunk(images[i:i + chunk], size, antialias)
     return out
+
+
+def _resize_chunk(part: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
+    x = F.interpolate(part.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    return x.round_().clamp_(0, 255).to(torch.uint8)

@@ -27,6 +27,7 @@ from .config import (
     setting,
     takes_switch_flags,
 )
+from .loader import batch_side
 from .schedule import WarmupCosine
 
 
@@ -87,10 +88,48 @@ def _model_settings(message: str, cfg: Config, side: int | None) -> str:
 
 
 def image_side(data: Any, cfg: Config) -> int:
-    """The side of the images the model will see: the in-memory images', else ``--img-size``, else the 224 px
-    the large-image loader crops to."""
-    images = getattr(data, "images", None)
-    return int(images.shape[-1]) if images is not None else (cfg.img_size or 224)
+    """The side of the images the model will see (``loader.batch_side``): ``--img-size``, else the in-memory
+    images' own, else the 224 px the large-image loader crops to. CIFAR held at 32 px with ``--img-size 224`` is
+    seen at 224 (the loader resizes each batch)."""
+    return batch_side(data, cfg.img_size)[-1]
+
+
+def check_fits(method: Method, cfg: Config, size: tuple[int, int], in_chans: int) -> None:
+    """Refuse options of ``method`` that cannot work on this run's batches, before it starts: a per-process
+    ``--batch-size`` below what the method needs (``Method.check_batch_size``), options that do not fit images of
+    ``size`` (H, W) with ``in_chans`` channels (``Method.check_image_size``: a token grid, PuzzleMix's blocks,
+    AttentiveMix's feature grid).
+
+    Raises:
+        ValueError: the method's message, with the batch size or the image size it was checked against.
+    """
+    try:  # AdAutoMix needs at least mix_samples images per (per-process) batch
+        method.check_batch_size(cfg.batch_size)
+    except ValueError as err:
+        raise ValueError(f"{err} (--batch-size {cfg.batch_size}, per process)") from err
+    try:
+        method.check_image_size(size, in_chans)
+    except ValueError as err:
+        shown = f"{size[0]}x{size[1]}"
+        raise ValueError(f"method {cfg.method}: {err}" + ("" if shown in str(err) else f" (the images are "
+                                                                                      f"{shown} px)")) from err
+
+
+def check_model_and_method(cfg: Config, num_classes: int, in_chans: int, side: int) -> None:
+    """Build ``cfg``'s model and method as a run on ``side`` px images with ``in_chans`` channels and
+    ``num_classes`` classes would, and run their checks (``check_fits``), on the meta device: no memory for the
+    weights, no computation, no draw from the global random generators (they are restored anyway). What the
+    trainer, ``automix show`` and ``automix eval`` call before loading any data, so a model option that does not
+    fit ``--img-size`` (``patch_size=8`` at 36 px) or a method option the model refuses is named at once, not
+    after the dataset is decoded and cached. The same builders raise the same messages again on the real run.
+
+    Raises:
+        ValueError / TypeError: from ``build_model``, ``build_method`` or ``check_fits``.
+    """
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = build_model(cfg, num_classes, in_chans, side)
+        method = build_method(cfg, model, num_classes, max(1, cfg.epochs), seed=cfg.seed)
+        check_fits(method, cfg, (side, side), in_chans)
 
 
 def method_kwargs(cfg: Config, num_classes: int, total_steps: int, seed: int) -> dict[str, Any]:

@@ -28,12 +28,12 @@ from .. import viz
 from .._signals import Interrupted, StopRequests, signal_name
 from . import checkpoint as ckpt
 from . import distributed as dist_util
-from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule, image_side
+from .build import ModelEma, build_method, build_model, build_optimizer, build_schedule, check_fits, image_side
 from .config import Config, to_yaml
-from .loader import TrainBatches, eval_batches
+from .loader import TrainBatches, batch_side, eval_batches
 from .logger import RunLogger
 from .rundir import claim
-from .setup import check_resume, describe_eval, load_data, resume_config, seed_everything
+from .setup import check_before_data, check_resume, describe_eval, load_data, resume_config, seed_everything
 from .syncdebug import SyncCheck
 from .weights import load_initial_weights
 
@@ -67,6 +67,9 @@ class Run:
         self.info, self.device = dist_util.setup(cfg.device, cfg.dist_timeout, cfg.sync_bn)
         self.out = Path(cfg.output)
         seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
+        # What the arguments alone decide (a patch size that does not tile --img-size, a method option the model
+        # refuses) is refused before the dataset is decoded and cached.
+        check_before_data(cfg)
         self.data, self.train_idx, self.val_data, self.val_idx = load_data(cfg)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[cfg.amp]
         self.batches = TrainBatches(self.data, self.train_idx, cfg.batch_size, self.device, seed=cfg.seed,
@@ -87,20 +90,9 @@ class Run:
             model.to(memory_format=torch.channels_last)
         self.method = build_method(cfg, model, self.data.num_classes, cfg.epochs * self.steps_per_epoch,
                                    seed=cfg.seed * 1000 + self.info.rank).to(self.device)
-        try:  # before the run starts: AdAutoMix needs at least mix_samples images per (per-process) batch
-            self.method.check_batch_size(cfg.batch_size)
-        except ValueError as err:
-            raise ValueError(f"{err} (--batch-size {cfg.batch_size}, per process)") from err
-        # Likewise the options that depend on the image size (a token grid, PuzzleMix's blocks, AttentiveMix's
-        # feature grid): refused here, before the run header, not at the first step.
-        side = image_side(self.data, cfg)
-        size = tuple(int(s) for s in self.data.images.shape[-2:]) if self.data.images is not None else (side, side)
-        try:
-            self.method.check_image_size(size, in_chans)
-        except ValueError as err:
-            shown = f"{size[0]}x{size[1]}"
-            raise ValueError(f"method {cfg.method}: {err}" + ("" if shown in str(err) else f" (the images are "
-                                                                                          f"{shown} px)")) from err
+        # Options that cannot work on this run's batches (AdAutoMix's mix_samples, a token grid, PuzzleMix's blocks,
+        # AttentiveMix's feature grid): refused here, before the run header, not at the first step.
+        check_fits(self.method, cfg, batch_side(self.data, cfg.img_size), in_chans)
         if cfg.compile:
             self.method.model.compile()
         self.optimizer = build_optimizer(cfg, self.method)

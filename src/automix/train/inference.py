@@ -19,7 +19,15 @@ from .config import Config, from_dict, validate
 from .distributed import check_device
 from .engine import FORMAT, evaluate
 from .loader import eval_batches
-from .setup import check_classes, data_classes, describe_eval, image_folders, load_data, require_split
+from .setup import (
+    check_before_data,
+    check_classes,
+    data_classes,
+    describe_eval,
+    image_folders,
+    load_data,
+    require_split,
+)
 
 
 def config_of(state: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
@@ -51,6 +59,7 @@ def _restore(state: dict[str, Any], overrides: dict[str, Any] | None, device: st
     listed = data_classes(cfg)
     if listed is not None:
         check_classes(state, path, listed, where)
+    check_before_data(cfg)  # as a run does: the model and method before any image is decoded
     wanted = cfg if split is None else dataclasses.replace(cfg, eval_split=split)
     data, _, eval_data, eval_idx = load_data(wanted, strict=False)  # the run's config as it was, not re-checked
     check_classes(state, path, data.classes, where)

@@ -13,10 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data import ImageData, dataset_splits, load_dataset, split_folders, split_indices
+from ..data import ImageData, dataset_splits, load_dataset, native_size, split_folders, split_indices
 from ..data.base import as_path
+from ..data.digits import DEFAULT_SIZE as DIGITS_SIZE
 from ..data.folder import class_mismatch
 from ..data.lazy import DEFAULT_SIZE
+from .build import check_model_and_method
 from .config import (
     COMMAND_LINE,
     Config,
@@ -55,6 +57,10 @@ def load_data(cfg: Config, strict: bool = True) -> tuple[ImageData, Tensor, Imag
     ``subset`` then keeps a fixed random subset for training. Errors name the flags to change (and the config
     file an option came from).
 
+    CIFAR and Tiny-ImageNet come back at their native size (32 / 64 px, ``data.native_size``) whatever
+    ``img_size``: ``train.loader`` resizes each batch to ``img_size`` (``batch_side``); other in-memory sets are
+    decoded at ``img_size``.
+
     ``strict`` (training) also refuses a given ``val_split`` or ``split_seed`` that this layout leaves unused
     (``check_split_options``); ``automix eval`` and ``show`` read a finished run's config as it was.
 
@@ -88,6 +94,49 @@ def load_data(cfg: Config, strict: bool = True) -> tuple[ImageData, Tensor, Imag
         pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.split_seed + 1))
         train_idx = train_idx[pick[: cfg.subset]].sort().values
     return data, train_idx, eval_data, eval_idx
+
+
+def data_shape(cfg: Config) -> tuple[int, int, int] | None:
+    """(classes, channels, side) of the batches a run of ``cfg`` trains on, found without reading an image: CIFAR
+    (10 / 100 classes, 3 channels, ``img_size`` else 32), digits (10, 1, ``img_size`` else 16), Tiny-ImageNet (its
+    ``wnids.txt`` or class folders, 3, ``img_size`` else 64), an image folder given an ``img_size`` (its class
+    folders, 3, ``img_size``). None where only the images tell (an image folder without ``img_size``, whose side is
+    its images'), or where the data is missing (``load_data`` reports that)."""
+    side = cfg.img_size
+    if cfg.dataset in ("cifar10", "cifar100"):
+        return (10 if cfg.dataset == "cifar10" else 100), 3, side or native_size(cfg.dataset)
+    if cfg.dataset == "digits":
+        return 10, 1, side or DIGITS_SIZE
+    if cfg.dataset == "tiny-imagenet" and cfg.data_dir is not None:
+        root = as_path("data_dir", cfg.data_dir)
+        wnids, train = os.path.join(root, "wnids.txt"), os.path.join(root, "train")
+        if os.path.isfile(wnids):
+            with open(wnids) as f:
+                classes = {line.strip() for line in f if line.strip()}
+        elif os.path.isdir(train):
+            classes = {e.name for e in os.scandir(train) if e.is_dir()}
+        else:
+            return None
+        return (len(classes), 3, side or native_size(cfg.dataset)) if classes else None
+    if cfg.dataset == "imagefolder" and side is not None:
+        classes = data_classes(cfg) if cfg.data_dir is not None and os.path.isdir(cfg.data_dir) else None
+        return (len(classes), 3, side) if classes else None
+    return None
+
+
+def check_before_data(cfg: Config) -> None:
+    """Check what ``cfg``'s arguments alone decide, before any image is read or cached: the model and its options
+    against the image side (a ViT's ``patch_size`` must tile ``img_size``), the method's options against the model,
+    the batch size and the image side (``build.check_model_and_method``, on the meta device, in a fraction of a
+    second). Skipped where the data's shape needs the images (``data_shape`` is None); the run checks the same
+    when it builds them.
+
+    Raises:
+        ValueError / TypeError: the message the run itself would raise, naming the flag or option.
+    """
+    shape = data_shape(cfg)
+    if shape is not None:
+        check_model_and_method(cfg, *shape)
 
 
 def holds_out(cfg: Config, folders: dict[str, str] | None = None) -> bool:
@@ -142,7 +191,10 @@ def _drop(cfg: Config, key: str, given: dict[str, str]) -> str:
 
 
 def _load_kwargs(cfg: Config) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"download": cfg.download, "cache_dir": cfg.cache_dir, "img_size": cfg.img_size}
+    # A set of a fixed native size (CIFAR, Tiny-ImageNet) stays at it in memory: the loader resizes each batch to
+    # img_size on the device (train.loader), where a set resized at load would take N x 3 x img_size^2 bytes.
+    size = None if native_size(cfg.dataset) is not None else cfg.img_size
+    kwargs: dict[str, Any] = {"download": cfg.download, "cache_dir": cfg.cache_dir, "img_size": size}
     if cfg.skip_bad_images:
         kwargs["skip_bad_images"] = True
     return kwargs
