@@ -175,3 +175,31 @@ def test_the_early_check_agrees_with_the_real_build_and_leaves_the_random_state(
             assert early == outcome(lambda: real(cfg)), (model, name)  # noqa: B023
             refused += early != "ok"
     assert 0 < refused < len(automix.list_methods())  # the ViT-only methods on the CNN
+
+
+def test_the_early_check_leaves_what_the_meta_device_cannot_build_to_the_run():
+    """A constructor that reads a tensor back (timm's ViTs: drop-path rates via ``.item()``) cannot run on the meta
+    device: the early check steps aside instead of failing a run that would build fine, and another library's model
+    (``timm:``, ``torchvision:``) is never built there."""
+    from automix.models import registry
+    from automix.train.build import check_model_and_method
+    from automix.train.config import Config, validate
+
+    @automix.register_model("reads_back_test", feature_layer="0")
+    def reads_back(num_classes: int = 10, in_chans: int = 3) -> torch.nn.Module:
+        rates = [float(v.item()) for v in torch.linspace(0, 0.1, 2)]  # what the meta device cannot do
+        return torch.nn.Sequential(torch.nn.Conv2d(in_chans, 4, 3), torch.nn.Dropout(rates[1]),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+
+    try:
+        with pytest.raises(RuntimeError), torch.device("meta"):
+            reads_back()  # the premise: this constructor fails on the meta device
+        cfg = validate(Config(method="mixup", model="reads_back_test", img_size=32, batch_size=8), conflicts=False)
+        check_model_and_method(cfg, 10, 3, 32)  # no error: left to the run
+        real = reads_back()
+        assert real(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    finally:
+        registry._REGISTRY.pop("reads_back_test", None)
+    cfg = validate(Config(method="mixup", model="timm:vit_tiny_patch16_224", img_size=32, batch_size=8),
+                   conflicts=False)
+    check_model_and_method(cfg, 10, 3, 32)  # not built here at all, so no ImportError without timm either
