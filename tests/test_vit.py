@@ -340,10 +340,10 @@ def test_transmix_partner_weight_equals_the_attention_on_the_pasted_tokens():
 def test_transmix_leaves_mixup_draws_alone_and_checks_its_context():
     mixer = automix.create_mixer("transmix", cutmix_alpha=1.0, switch_prob=0.0, num_classes=4)
     x, y = image_batch(0, 3)
-    out = mixer(x, y, torch.Generator().manual_seed(0))
-    assert out.params.box is None and mixer.reweight(out.params, _cls_attention()) is out.params
+    params = mixer.sample(x, torch.Generator().manual_seed(0))
+    assert params.box is None and mixer.reweight(params, _cls_attention()) is params
     cut = automix.create_mixer("transmix", switch_prob=1.0, num_classes=4)
-    params = cut(x, y, torch.Generator().manual_seed(0)).params
+    params = cut.sample(x, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"context must be attention probabilities \[B, heads, N, N\] with B=3"):
         cut.reweight(params, torch.rand(3, 65))
     with pytest.raises(ValueError, match="context gives 50 tokens"):
@@ -354,6 +354,35 @@ def test_transmix_leaves_mixup_draws_alone_and_checks_its_context():
         automix.create_mixer("transmix", ratio=2)
     with pytest.raises(ValueError, match="mixers: 'transmix' reads the model's 'attention' context"):
         automix.create_mixer("mix_choice", mixers=["transmix", "mixup"], num_classes=4)
+
+
+@pytest.mark.parametrize("name", ["transmix", "mixpro", "tla"])
+def test_a_reweighting_mixer_called_bare_is_refused_and_says_how_to_train_it(name):
+    """``mixer(x, y)`` cannot see the attention of the model's pass on the mixed batch: it would hand out area
+    labels as if they were the method's, so it is refused, naming the method and training_step; a draw already
+    reweighted replays (``params=``), and the step-by-step path gives the attention's targets."""
+    from automix.mixers.mixpro import MixPro
+    from automix.mixers.tla import TLA
+
+    mixer = {"transmix": lambda: automix.create_mixer("transmix", switch_prob=1.0, num_classes=4),
+             "mixpro": lambda: MixPro(patch_size=4, switch_prob=1.0, num_classes=4),
+             "tla": lambda: TLA(patch_size=4, num_classes=4)}[name]()
+    x, y = image_batch(0, 3)
+    with pytest.raises(TypeError, match=rf"{name} sets its label weight from the .*attention.* of the model's forward "
+                                        rf"pass on the mixed batch.*create_method\('{name}', model.*training_step"):
+        mixer(x, y)
+    with pytest.raises(TypeError, match="training_step"):
+        mixer(x, y, torch.Generator().manual_seed(0), context=_cls_attention())
+    model = tiny_vit()
+    params = mixer.sample(x, torch.Generator().manual_seed(0))
+    with capture_context(mixer.reweights, model, **mixer.context_options()) as seen:
+        model(mixer.apply(x, params))
+    params = mixer.reweight(params, seen.value)
+    out = mixer(x, y, params=params)
+    torch.testing.assert_close(out.y, mixer.mix_targets(y, params))
+    torch.testing.assert_close(out.x, mixer.apply(x, params))
+    with pytest.raises(ValueError, match=f"mixer {name!r} reads the model's"):
+        automix.MixCollate(mixer)
 
 
 @pytest.mark.parametrize("mode", ["batch", "elem"])

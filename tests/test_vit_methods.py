@@ -249,7 +249,7 @@ def test_maskmix_keeps_ceil_lam_cells_and_draws_a_mask_per_sample():
 
 def _maskmix_draw(mixer, seed=0):
     x, y = image_batch(seed, 4)
-    return x, y, mixer(x, y, torch.Generator().manual_seed(seed)).params
+    return x, y, mixer.sample(x, torch.Generator().manual_seed(seed))
 
 
 def test_mixpro_attention_lam_is_the_class_tokens_attention_on_the_kept_tokens():
@@ -333,11 +333,12 @@ def test_mixpro_reads_attention_only_on_maskmix_draws(monkeypatch):
 
 def test_tla_pastes_a_box_of_whole_tokens():
     mixer = TLA(patch_size=4, mode="elem", num_classes=4)
-    out = mixer(torch.rand(32, 3, 32, 32), torch.arange(32) % 4, torch.Generator().manual_seed(0))
-    box = out.params.box
+    x = torch.rand(32, 3, 32, 32)
+    params = mixer.sample(x, torch.Generator().manual_seed(0))
+    box = params.box
     assert box.shape == (32, 4) and bool((box % 4 == 0).all()), "the box follows patch borders"
     area = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])
-    torch.testing.assert_close(out.lam, 1 - area.float() / 1024)
+    torch.testing.assert_close(params.lam, 1 - area.float() / 1024)
 
 
 def test_trace_of_hand_made_attention():
@@ -594,13 +595,13 @@ def test_bad_contexts_are_named():
                                          r"into 8x8"):
         smmix(x, y, context=softmax_rows(3, 1, 17))
     mixpro = MixPro(patch_size=4, switch_prob=1.0, num_classes=4)
-    params = mixpro(x, y, torch.Generator().manual_seed(0)).params
+    params = mixpro.sample(x, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="context gives 50 tokens"):
         mixpro.reweight(params, torch.rand(3, 2, 50, 50))
     with pytest.raises(ValueError, match=r"logits must be \[B, K\] matching the targets \(3, 4\), got \(3, 5\)"):
         mixpro.progress(mixpro.reweight(params, softmax_rows(3, 1, 65)), torch.rand(3, 5), y)
     tla = TLA(patch_size=4, num_classes=4)
-    params = tla(x, y, torch.Generator().manual_seed(0)).params
+    params = tla.sample(x, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"context must be a non-empty sequence of attention probabilities"):
         tla.reweight(params, softmax_rows(3, 1, 65))
     with pytest.raises(ValueError, match=r"context must be a non-empty sequence"):
