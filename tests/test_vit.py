@@ -122,14 +122,14 @@ def test_asking_for_attention_changes_nothing_else(monkeypatch):
 def test_attention_from_a_model_that_has_none_is_refused_by_name():
     cnn = automix.create_model("preact_resnet18", num_classes=4, width=4)
     x = image_batch()[0]
-    with pytest.raises(ValueError, match=r"layer: CifarResNet has no attention module that can give its attention "
-                                         r"map"):
+    with pytest.raises(ValueError, match=r"^model: CifarResNet has no attention module that can give its attention "
+                                         r"map"):  # no layer given: the model is what lacks attention
         attention(cnn, x)
     with pytest.raises(ValueError, match=r"layer 'layer3' of CifarResNet \(Sequential\) holds no attention module"):
         attention(cnn, x, layer="layer3")
     with pytest.raises(ValueError, match=r"layer 'blocks' holds 2 attention modules"):
         attention(tiny_vit(), x, layer="blocks")
-    with pytest.raises(ValueError, match=r"layer: CifarResNet has no attention module"):  # when built, not at a step
+    with pytest.raises(ValueError, match=r"^model: CifarResNet has no attention module"):  # when built, not at a step
         automix.create_method("transmix", cnn, num_classes=4, switch_prob=1.0, seed=0)
 
 
@@ -578,7 +578,8 @@ def test_tokenmix_method_with_and_without_a_teacher():
 
 def test_tokenmix_bad_input_is_named():
     cnn = automix.create_model("preact_resnet18", num_classes=4, width=4)
-    with pytest.raises(ValueError, match="patch_size: CifarResNet has no patch size"):
+    with pytest.raises(ValueError, match=r"^model: CifarResNet has no patch size \(not a ViT\), and tokenmix mixes "
+                                         r"whole tokens .*vit_tiny.* or give patch_size="):
         automix.create_method("tokenmix", cnn, num_classes=4)
     automix.create_method("tokenmix", cnn, num_classes=4, patch_size=8)  # given: any model
     with pytest.raises(ValueError, match=r"x must have height and width multiples of patch_size=4, got \(30, 32\)"):
