@@ -49,6 +49,27 @@ def test_other_image_sides_resize_the_position_embeddings():
         model(torch.randn(2, 3, 30, 32))
 
 
+@pytest.mark.parametrize("name", ["vit_tiny", "preact_resnet18", "wrn28_8"])
+def test_an_input_with_other_channels_than_in_chans_is_named(name):
+    """torch's own error names the first convolution's weight; the model's names the input and in_chans."""
+    model = create_model(name, num_classes=4, **({"depth": 1} if name.startswith("vit") else {}))
+    with pytest.raises(ValueError, match=r"^x must be \[B, 3, H, W\] for \w+ \(built with in_chans=3\), got 1 "
+                                         r"channel\(s\), shape \(2, 1, 32, 32\).*in_chans=1"):
+        model(torch.rand(2, 1, 32, 32))
+    grey = create_model(name, num_classes=4, in_chans=1, **({"depth": 1} if name.startswith("vit") else {}))
+    assert grey(torch.rand(2, 1, 32, 32)).shape == (2, 4)
+
+
+def test_the_default_feature_layer_is_the_middle_block_of_the_models_depth():
+    """By name the registry knows only the default depth (12: blocks.5); a built model says its own."""
+    assert default_feature_layer("vit_tiny") == default_feature_layer(create_model("vit_tiny", num_classes=4))
+    for depth, layer in ((2, "blocks.0"), (6, "blocks.2"), (8, "blocks.3")):
+        model = create_model("vit_tiny", num_classes=4, depth=depth)
+        assert default_feature_layer(model) == layer
+        method = automix.AutoMix(model, num_classes=4, total_steps=4)
+        assert method.feature_layer == layer, "the method reads the instance, not the name"
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"img_size": 30}, r"img_size must be a multiple of patch_size, got img_size=30 and patch_size=4"),
     ({"img_size": 224, "patch_size": 15}, r"img_size=224 and patch_size=15"),
@@ -256,9 +277,19 @@ def test_tokens_that_do_not_tile_the_image_are_refused_by_name():
         automix.AutoMix(OddTokens(), feature_layer="body", num_classes=4, total_steps=4)
     with pytest.raises(ValueError, match=r"feature_layer 'head' gives shape \(2, 4\)"):
         automix.AutoMix(OddTokens(), feature_layer="head", num_classes=4, total_steps=4)
-    with pytest.raises(ValueError, match=r"feature_layer gives 65 tokens after 3 prefix token\(s\)"):
+    with pytest.raises(ValueError, match=r"feature_layer gives 65 tokens, which do not tile the 32x32 image with "
+                                         r"square patches \(62 after dropping 3 prefix token\(s\) or 65 with none;"):
         token_grid(65, (32, 32), 3)
     assert token_grid(34, (32, 64)) == (2, 4, 8)  # a class and a distillation token, 8 px patches
+
+
+def test_a_layer_before_the_class_token_is_laid_on_its_grid():
+    """patch_embed gives 64 tokens and no class token (they tile 8 x 8): the model's one prefix token belongs to its
+    blocks, so this layer's tokens are not cut to 63 and refused as if they did not tile the image."""
+    assert token_grid(64, (32, 32), 1) == (0, 8, 8)
+    assert token_grid(65, (32, 32), 1) == (1, 8, 8), "a block's tokens keep their class token"
+    method = automix.AutoMix(tiny_vit(), feature_layer="patch_embed", num_classes=4, total_steps=4, seed=0)
+    assert torch.isfinite(method.training_step(*image_batch(0))[0])
 
 
 @pytest.mark.parametrize("cls", [automix.AutoMix, automix.AdAutoMix])
