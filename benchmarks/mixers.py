@@ -188,10 +188,12 @@ def run(args) -> dict:
     rounds, cfg = timing(args)
     info = machine_info(numpy=np.__version__, timm=dist_version("timm"), mixup=dist_version("mixup"),
                         automix=automix_version())
-    # Model-aware mixers (PuzzleMix, GuidedMixup, ...) need the model's context: their time is a training step's,
-    # in step_time.py / puzzlemix_time.py.
+    # Model-aware mixers (PuzzleMix, GuidedMixup, ...) need the model's context, and TransMix's labels the
+    # attention of the model's pass (a bare call is refused): their time is a training step's, in step_time.py /
+    # puzzlemix_time.py.
     factory = automix.mixers.registry.mixer_factory
-    static = [n for n in automix.list_mixers() if getattr(factory(n), "needs", None) is None]
+    static = [n for n in automix.list_mixers() if getattr(factory(n), "needs", None) is None
+              and getattr(factory(n), "reweights", None) is None]
     names = static if not args.mixers else [n.strip() for n in args.mixers.split(",") if n.strip()]
     unknown = sorted(set(names) - set(automix.list_mixers()))
     if unknown:

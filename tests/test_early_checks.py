@@ -24,7 +24,7 @@ def vit():
 
 
 def test_transmix_on_a_cnn_is_refused_when_built(cnn):
-    with pytest.raises(ValueError, match=r"^layer: CifarResNet has no attention"):
+    with pytest.raises(ValueError, match=r"^model: CifarResNet has no attention"):
         automix.create_method("transmix", cnn, num_classes=4)
 
 
@@ -74,16 +74,18 @@ VIT = ["--model", "vit_tiny", "--model-opt", "depth=1"]
 
 @pytest.mark.parametrize("args, named", [
     (VIT + ["--method", "transmix", "--method-opt", "layer=blocks.0.mlp"], "layer 'blocks.0.mlp'"),
-    (["--method", "transmix"], "layer: "),
-    (VIT + ["--method", "tokenmix", "--method-opt", "patch_size=3"], "patch_size=3 does not tile 16x16"),
+    (["--method", "transmix"], "model: CifarResNet has no attention"),
+    (["--method", "tokenmix", "--method-opt", "patch_size=3"], "patch_size=3 does not tile 16x16"),
+    (VIT + ["--method", "tokenmix", "--method-opt", "patch_size=3"], "patch_size=3 differs from the model's patch "
+                                                                    "size 4"),
     (VIT + ["--method", "tokenmix", "--method-opt", "min_tokens=1000"], "min_tokens=1000 must be below the 16 tokens"),
     (VIT + ["--method", "mixpro", "--method-opt", "mask_patch_size=64"], "mask_patch_size=64 for 16x16"),
     (["--method", "snapmix", "--method-opt", "head=layer1"], "head='layer1'"),
     (["--method", "puzzlemix", "--method-opt", "block_num=3"], "block_num=3 has no side that divides 16x16"),
     (["--method", "attentivemix", "--method-opt", "top_k=100"], "top_k=100 exceeds the 4 cells"),
     (VIT + ["--method", "attentivemix", "--method-opt", "layer=blocks.0"], "layer='blocks.0' must give feature maps"),
-], ids=["transmix-layer", "transmix-cnn", "tokenmix-patch", "tokenmix-min-tokens", "mixpro-mask-patch",
-        "snapmix-head", "puzzlemix-block-num", "attentivemix-top-k", "attentivemix-layer"])
+], ids=["transmix-layer", "transmix-cnn", "tokenmix-patch", "tokenmix-vit-patch", "tokenmix-min-tokens",
+        "mixpro-mask-patch", "snapmix-head", "puzzlemix-block-num", "attentivemix-top-k", "attentivemix-layer"])
 def test_trainer_refuses_before_the_run_starts(tmp_path, capsys, monkeypatch, args, named):
     from automix.train import engine
 
@@ -203,3 +205,48 @@ def test_the_early_check_leaves_what_the_meta_device_cannot_build_to_the_run():
     cfg = validate(Config(method="mixup", model="timm:vit_tiny_patch16_224", img_size=32, batch_size=8),
                    conflicts=False)
     check_model_and_method(cfg, 10, 3, 32)  # not built here at all, so no ImportError without timm either
+
+
+@pytest.mark.parametrize("method", ["transmix", "tla", "smmix", "mixpro", "tokenmix"])
+@pytest.mark.parametrize("command", ["train", "show"])
+def test_a_vit_method_on_the_default_cnn_names_the_model_flag_and_a_vit(tmp_path, capsys, method, command):
+    """The error names what the user can change: the --model they got (by not giving one), and a ViT to pick;
+    tokenmix also takes a patch_size, named as its --method-opt."""
+    out = ["--output", str(tmp_path / ("r" if command == "train" else "p.png"))]
+    assert main([command, *DIGITS[:4], "--method", method, *out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"automix {command}: error: model: CifarResNet has no "), err
+    assert "(model: --model preact_resnet18 (the default); a vision transformer: --model vit_tiny" in err, err
+    if method == "tokenmix":
+        assert "patch_size= is --method-opt patch_size=" in err, err
+
+
+@pytest.mark.parametrize("opt, named", [
+    ("mask_patch_size=6", "mask_patch_size must be a multiple of patch_size=4"),
+    ("layer=blocks.3", "layer 'blocks.3' is not a submodule of VisionTransformer; blocks has blocks.0-blocks.1"),
+    ("patch_size=2", "patch_size=2 differs from the model's patch size 4"),
+])
+def test_a_method_opt_the_method_refuses_is_named_as_given(tmp_path, capsys, opt, named):
+    method = "mixpro" if opt.startswith(("mask", "layer")) else "tla"
+    args = [*DIGITS, *VIT[:2], "--model-opt", "depth=2", "--method", method, "--output", str(tmp_path / "r")]
+    assert main(["train", *args, "--method-opt", opt]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.rstrip().endswith(f"(given as --method-opt {opt})"), err
+    config = tmp_path / "r.yaml"
+    key, value = opt.split("=")
+    config.write_text(f"method_opts: {{{key}: {value}}}\n")
+    assert main(["train", *args, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    shown = repr(int(value)) if value.isdigit() else repr(value)
+    assert err.rstrip().endswith(f"(given as method_opts {key}={shown} (config file {config}))"), err
+
+
+def test_a_feature_layer_beyond_the_blocks_lists_the_blocks_and_the_option(tmp_path, capsys):
+    args = [*DIGITS, *VIT[:2], "--model-opt", "depth=2", "--method", "automix", "--output", str(tmp_path / "r")]
+    assert main(["train", *args, "--method-opt", "feature_layer=blocks.7"]) == 2
+    err = capsys.readouterr().err
+    assert "feature_layer 'blocks.7' is not a submodule of VisionTransformer; blocks has blocks.0-blocks.1 (given as " \
+           "--method-opt feature_layer=blocks.7)" in err, err
+    with pytest.raises(ValueError, match=r"top-level modules are: patch_embed, pos_drop, blocks \(blocks.0-blocks.1\), "
+                                         r"norm"):
+        automix.models.resolve_module(automix.create_model("vit_tiny", num_classes=4, depth=2), "nope", "layer")

@@ -49,6 +49,27 @@ def test_other_image_sides_resize_the_position_embeddings():
         model(torch.randn(2, 3, 30, 32))
 
 
+@pytest.mark.parametrize("name", ["vit_tiny", "preact_resnet18", "wrn28_8"])
+def test_an_input_with_other_channels_than_in_chans_is_named(name):
+    """torch's own error names the first convolution's weight; the model's names the input and in_chans."""
+    model = create_model(name, num_classes=4, **({"depth": 1} if name.startswith("vit") else {}))
+    with pytest.raises(ValueError, match=r"^x must be \[B, 3, H, W\] for \w+ \(built with in_chans=3\), got 1 "
+                                         r"channel\(s\), shape \(2, 1, 32, 32\).*in_chans=1"):
+        model(torch.rand(2, 1, 32, 32))
+    grey = create_model(name, num_classes=4, in_chans=1, **({"depth": 1} if name.startswith("vit") else {}))
+    assert grey(torch.rand(2, 1, 32, 32)).shape == (2, 4)
+
+
+def test_the_default_feature_layer_is_the_middle_block_of_the_models_depth():
+    """By name the registry knows only the default depth (12: blocks.5); a built model says its own."""
+    assert default_feature_layer("vit_tiny") == default_feature_layer(create_model("vit_tiny", num_classes=4))
+    for depth, layer in ((2, "blocks.0"), (6, "blocks.2"), (8, "blocks.3")):
+        model = create_model("vit_tiny", num_classes=4, depth=depth)
+        assert default_feature_layer(model) == layer
+        method = automix.AutoMix(model, num_classes=4, total_steps=4)
+        assert method.feature_layer == layer, "the method reads the instance, not the name"
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"img_size": 30}, r"img_size must be a multiple of patch_size, got img_size=30 and patch_size=4"),
     ({"img_size": 224, "patch_size": 15}, r"img_size=224 and patch_size=15"),
@@ -122,14 +143,14 @@ def test_asking_for_attention_changes_nothing_else(monkeypatch):
 def test_attention_from_a_model_that_has_none_is_refused_by_name():
     cnn = automix.create_model("preact_resnet18", num_classes=4, width=4)
     x = image_batch()[0]
-    with pytest.raises(ValueError, match=r"layer: CifarResNet has no attention module that can give its attention "
-                                         r"map"):
+    with pytest.raises(ValueError, match=r"^model: CifarResNet has no attention module that can give its attention "
+                                         r"map"):  # no layer given: the model is what lacks attention
         attention(cnn, x)
     with pytest.raises(ValueError, match=r"layer 'layer3' of CifarResNet \(Sequential\) holds no attention module"):
         attention(cnn, x, layer="layer3")
     with pytest.raises(ValueError, match=r"layer 'blocks' holds 2 attention modules"):
         attention(tiny_vit(), x, layer="blocks")
-    with pytest.raises(ValueError, match=r"layer: CifarResNet has no attention module"):  # when built, not at a step
+    with pytest.raises(ValueError, match=r"^model: CifarResNet has no attention module"):  # when built, not at a step
         automix.create_method("transmix", cnn, num_classes=4, switch_prob=1.0, seed=0)
 
 
@@ -256,9 +277,19 @@ def test_tokens_that_do_not_tile_the_image_are_refused_by_name():
         automix.AutoMix(OddTokens(), feature_layer="body", num_classes=4, total_steps=4)
     with pytest.raises(ValueError, match=r"feature_layer 'head' gives shape \(2, 4\)"):
         automix.AutoMix(OddTokens(), feature_layer="head", num_classes=4, total_steps=4)
-    with pytest.raises(ValueError, match=r"feature_layer gives 65 tokens after 3 prefix token\(s\)"):
+    with pytest.raises(ValueError, match=r"feature_layer gives 65 tokens, which do not tile the 32x32 image with "
+                                         r"square patches \(62 after dropping 3 prefix token\(s\) or 65 with none;"):
         token_grid(65, (32, 32), 3)
     assert token_grid(34, (32, 64)) == (2, 4, 8)  # a class and a distillation token, 8 px patches
+
+
+def test_a_layer_before_the_class_token_is_laid_on_its_grid():
+    """patch_embed gives 64 tokens and no class token (they tile 8 x 8): the model's one prefix token belongs to its
+    blocks, so this layer's tokens are not cut to 63 and refused as if they did not tile the image."""
+    assert token_grid(64, (32, 32), 1) == (0, 8, 8)
+    assert token_grid(65, (32, 32), 1) == (1, 8, 8), "a block's tokens keep their class token"
+    method = automix.AutoMix(tiny_vit(), feature_layer="patch_embed", num_classes=4, total_steps=4, seed=0)
+    assert torch.isfinite(method.training_step(*image_batch(0))[0])
 
 
 @pytest.mark.parametrize("cls", [automix.AutoMix, automix.AdAutoMix])
@@ -340,10 +371,10 @@ def test_transmix_partner_weight_equals_the_attention_on_the_pasted_tokens():
 def test_transmix_leaves_mixup_draws_alone_and_checks_its_context():
     mixer = automix.create_mixer("transmix", cutmix_alpha=1.0, switch_prob=0.0, num_classes=4)
     x, y = image_batch(0, 3)
-    out = mixer(x, y, torch.Generator().manual_seed(0))
-    assert out.params.box is None and mixer.reweight(out.params, _cls_attention()) is out.params
+    params = mixer.sample(x, torch.Generator().manual_seed(0))
+    assert params.box is None and mixer.reweight(params, _cls_attention()) is params
     cut = automix.create_mixer("transmix", switch_prob=1.0, num_classes=4)
-    params = cut(x, y, torch.Generator().manual_seed(0)).params
+    params = cut.sample(x, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"context must be attention probabilities \[B, heads, N, N\] with B=3"):
         cut.reweight(params, torch.rand(3, 65))
     with pytest.raises(ValueError, match="context gives 50 tokens"):
@@ -354,6 +385,35 @@ def test_transmix_leaves_mixup_draws_alone_and_checks_its_context():
         automix.create_mixer("transmix", ratio=2)
     with pytest.raises(ValueError, match="mixers: 'transmix' reads the model's 'attention' context"):
         automix.create_mixer("mix_choice", mixers=["transmix", "mixup"], num_classes=4)
+
+
+@pytest.mark.parametrize("name", ["transmix", "mixpro", "tla"])
+def test_a_reweighting_mixer_called_bare_is_refused_and_says_how_to_train_it(name):
+    """``mixer(x, y)`` cannot see the attention of the model's pass on the mixed batch: it would hand out area
+    labels as if they were the method's, so it is refused, naming the method and training_step; a draw already
+    reweighted replays (``params=``), and the step-by-step path gives the attention's targets."""
+    from automix.mixers.mixpro import MixPro
+    from automix.mixers.tla import TLA
+
+    mixer = {"transmix": lambda: automix.create_mixer("transmix", switch_prob=1.0, num_classes=4),
+             "mixpro": lambda: MixPro(patch_size=4, switch_prob=1.0, num_classes=4),
+             "tla": lambda: TLA(patch_size=4, num_classes=4)}[name]()
+    x, y = image_batch(0, 3)
+    with pytest.raises(TypeError, match=rf"{name} sets its label weight from the .*attention.* of the model's forward "
+                                        rf"pass on the mixed batch.*create_method\('{name}', model.*training_step"):
+        mixer(x, y)
+    with pytest.raises(TypeError, match="training_step"):
+        mixer(x, y, torch.Generator().manual_seed(0), context=_cls_attention())
+    model = tiny_vit()
+    params = mixer.sample(x, torch.Generator().manual_seed(0))
+    with capture_context(mixer.reweights, model, **mixer.context_options()) as seen:
+        model(mixer.apply(x, params))
+    params = mixer.reweight(params, seen.value)
+    out = mixer(x, y, params=params)
+    torch.testing.assert_close(out.y, mixer.mix_targets(y, params))
+    torch.testing.assert_close(out.x, mixer.apply(x, params))
+    with pytest.raises(ValueError, match=f"mixer {name!r} reads the model's"):
+        automix.MixCollate(mixer)
 
 
 @pytest.mark.parametrize("mode", ["batch", "elem"])
@@ -549,7 +609,8 @@ def test_tokenmix_method_with_and_without_a_teacher():
 
 def test_tokenmix_bad_input_is_named():
     cnn = automix.create_model("preact_resnet18", num_classes=4, width=4)
-    with pytest.raises(ValueError, match="patch_size: CifarResNet has no patch size"):
+    with pytest.raises(ValueError, match=r"^model: CifarResNet has no patch size \(not a ViT\), and tokenmix mixes "
+                                         r"whole tokens .*vit_tiny.* or give patch_size="):
         automix.create_method("tokenmix", cnn, num_classes=4)
     automix.create_method("tokenmix", cnn, num_classes=4, patch_size=8)  # given: any model
     with pytest.raises(ValueError, match=r"x must have height and width multiples of patch_size=4, got \(30, 32\)"):

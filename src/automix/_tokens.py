@@ -22,7 +22,8 @@ def token_grid(num_tokens: int, size: tuple[int, int], num_prefix_tokens: int | 
         num_tokens: tokens per sample (``N`` of ``[B, N, C]``).
         size: the image's (H, W) in pixels.
         num_prefix_tokens: how many leading tokens are not patches (timm and automix's ViTs say it in
-            ``model.num_prefix_tokens``), or the counts to try in turn; ``None`` tries 1, 0 and 2.
+            ``model.num_prefix_tokens``; a layer before the prefix tokens join, such as ``patch_embed``, has
+            none, so 0 is tried after it), or the counts to try in turn; ``None`` tries 1, 0 and 2.
         name: the user's argument that gave the tokens, for the error.
 
     Raises:
@@ -33,12 +34,16 @@ def token_grid(num_tokens: int, size: tuple[int, int], num_prefix_tokens: int | 
     (1, 8, 8)
     >>> token_grid(197, (224, 224), 1)
     (1, 14, 14)
+    >>> token_grid(64, (32, 32), 1)  # patch_embed's output: no class token yet
+    (0, 8, 8)
     """
     height, width = int(size[0]), int(size[1])
     if num_prefix_tokens is None:
         tries = GUESSED_PREFIXES
     elif isinstance(num_prefix_tokens, int):
-        tries = (num_prefix_tokens,)
+        # The model's count holds for its blocks; a layer before the class token joins (timm's and automix's
+        # patch_embed) has none, so a grid without prefix tokens is the layer's own.
+        tries = (num_prefix_tokens, 0) if num_prefix_tokens else (0,)
     else:
         tries = tuple(num_prefix_tokens)
     for prefix in tries:
@@ -48,7 +53,8 @@ def token_grid(num_tokens: int, size: tuple[int, int], num_prefix_tokens: int | 
         side = math.isqrt(height * width // patches)
         if side * side * patches == height * width and height % side == 0 and width % side == 0:
             return prefix, height // side, width // side
-    given = "" if num_prefix_tokens is None else f" after {' or '.join(map(str, tries))} prefix token(s)"
-    raise ValueError(f"{name} gives {num_tokens} tokens{given}, which do not tile the {height}x{width} image with "
-                     f"square patches (a [B, N, C] feature layer must hold class/distillation tokens and then "
+    left = " or ".join(f"{num_tokens - p} after dropping {p} prefix token(s)" if p else f"{num_tokens} with none"
+                       for p in tries)
+    raise ValueError(f"{name} gives {num_tokens} tokens, which do not tile the {height}x{width} image with square "
+                     f"patches ({left}; a [B, N, C] feature layer must hold class/distillation tokens and then "
                      f"the h x w patch tokens); pick a transformer block's output")

@@ -137,21 +137,49 @@ def features(model: nn.Module, x: Tensor, y: Tensor | None = None, *, layer: str
     return seen["f"].detach()
 
 
-def _grab(model: nn.Module, layer: str | None, seen: dict[str, Tensor]) -> tuple[Any, str]:
+def _grab(model: nn.Module, layer: str | None, seen: dict[str, Tensor], option: str = "layer") -> tuple[Any, str]:
     """Hook recording into ``seen["f"]`` the first output of ``layer``, or with ``layer=None`` the first input of
-    the model's last ``nn.AdaptiveAvgPool2d``; returns the handle and a description of the place."""
+    the model's last ``nn.AdaptiveAvgPool2d``; returns the handle and a description of the place (``option``: the
+    user's name for ``layer``, in errors)."""
     if layer is None:
         pool = _last(model, nn.AdaptiveAvgPool2d)
         if pool is None:
-            raise ValueError(f"layer: {type(model).__name__} has no nn.AdaptiveAvgPool2d to find the pooled "
-                             f"feature map; give layer= (the module whose output is pooled)")
+            raise ValueError(f"{option}: {type(model).__name__} has no nn.AdaptiveAvgPool2d to find the pooled "
+                             f"feature map; give {option}= (the module whose output is pooled)")
         # Hooks that return None: a returned value would replace the module's input or output.
-        handle = resolve_module(model, pool, "layer").register_forward_pre_hook(
+        handle = resolve_module(model, pool, option).register_forward_pre_hook(
             lambda m, args: None if "f" in seen else seen.update(f=args[0]))
         return handle, f"the input of {pool!r}"
-    handle = resolve_module(model, layer, "layer").register_forward_hook(
+    handle = resolve_module(model, layer, option).register_forward_hook(
         lambda m, args, out: None if "f" in seen else seen.update(f=out))
     return handle, repr(layer)
+
+
+def cam_head(model: nn.Module, layer: str | None = None, head: str | None = None, *,
+             options: tuple[str, str] = ("layer", "head")) -> tuple[str, nn.Linear]:
+    """What ``class_activation_map`` would read of ``model``, found without a forward pass (so a method can refuse
+    a model when it is built): the path and module of the linear classifier, after checking that ``layer`` (or,
+    when None, an ``nn.AdaptiveAvgPool2d`` to find it) exists.
+
+    Args:
+        model, layer, head: as ``class_activation_map``.
+        options: the user's names for ``layer`` and ``head``, for the errors (``("teacher_layer",
+            "teacher_head")`` for TokenMix's teacher).
+
+    Raises:
+        ValueError: ``layer`` or ``head`` names no module of ``model``, or is None and nothing can be inferred.
+        TypeError: ``head`` is not an ``nn.Linear``.
+    """
+    layer_option, head_option = options
+    head = head if head is not None else _last(model, nn.Linear)
+    if head is None:
+        raise ValueError(f"{head_option}: {type(model).__name__} has no nn.Linear classifier; a CAM needs one")
+    linear = resolve_module(model, head, head_option)
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"{head_option} must name an nn.Linear of the model, got {type(linear).__name__} at "
+                        f"{head!r}")
+    _grab(model, layer, {}, layer_option)[0].remove()
+    return head, linear
 
 
 @contextmanager
@@ -175,7 +203,7 @@ def _last(model: nn.Module, kind: type) -> str | None:
 @register_context("cam")
 @torch.no_grad()
 def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str | None = None,
-                         head: str | None = None) -> Tensor:
+                         head: str | None = None, options: tuple[str, str] = ("layer", "head")) -> Tensor:
     """Class activation maps of the label class: float32 [B, h, w], ``sum_c W[y, c] * F[:, c]`` over the
     feature map ``F`` that the model global-average-pools into its linear classifier ``W`` [K, C] (SnapMix,
     arXiv:2012.04846). Float targets [B, K] use their arg-max class.
@@ -186,6 +214,8 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str |
         layer: module path whose output is ``F`` [B, C, h, w]; None: the input of the model's last
             ``nn.AdaptiveAvgPool2d``.
         head: module path of the linear classifier; None: the model's last ``nn.Linear``.
+        options: the user's names for ``layer`` and ``head`` in the errors (a teacher's: ``("teacher_layer",
+            "teacher_head")``).
 
     The pass runs in eval mode under ``no_grad`` (``eval_mode``): it moves no BN statistics and leaves no
     gradients; each module's mode is restored. It checks that ``head``'s input is the global average of
@@ -197,14 +227,10 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str |
         TypeError: ``head`` is not an ``nn.Linear``, ``F`` is not [B, C, h, w] with C its in_features, or
             ``head``'s input is not the global average of ``F`` or its output not the logits (named).
     """
-    head = head if head is not None else _last(model, nn.Linear)
-    if head is None:
-        raise ValueError(f"head: {type(model).__name__} has no nn.Linear classifier; a CAM needs one")
-    linear = resolve_module(model, head, "head")
-    if not isinstance(linear, nn.Linear):
-        raise TypeError(f"head must name an nn.Linear of the model, got {type(linear).__name__} at {head!r}")
+    layer_option, head_option = options
+    head, linear = cam_head(model, layer, head, options=options)
     seen: dict[str, Tensor] = {}
-    grab, where = _grab(model, layer, seen)
+    grab, where = _grab(model, layer, seen, layer_option)
 
     def head_hook(module: nn.Module, args: Any, out: Any) -> None:
         seen.setdefault("v", args[0])
@@ -219,19 +245,19 @@ def class_activation_map(model: nn.Module, x: Tensor, y: Tensor, *, layer: str |
         grab_head.remove()
     feats, pooled = seen.get("f"), seen.get("v")
     if not isinstance(feats, Tensor) or feats.ndim != 4 or feats.shape[1] != linear.in_features:
-        raise TypeError(f"layer {where} gives shape {tuple(getattr(feats, 'shape', ()))}; "
-                        f"a CAM for head {head!r} needs [B, {linear.in_features}, h, w]")
+        raise TypeError(f"{layer_option} {where} gives shape {tuple(getattr(feats, 'shape', ()))}; "
+                        f"a CAM for {head_option} {head!r} needs [B, {linear.in_features}, h, w]")
     # The pooled input is compared at the precision the model ran in (bf16 rounds to about 4e-3).
     tol = max(1e-3, 4 * torch.finfo(feats.dtype).eps) if feats.is_floating_point() else 1e-3
     feats = feats.float()
     if pooled is None or pooled.shape != (feats.shape[0], feats.shape[1]) or not torch.allclose(
             pooled.float(), feats.mean((2, 3)), rtol=tol, atol=tol * 0.1):
-        raise TypeError(f"head {head!r} is not a linear layer applied to the global average pool of {where}: "
-                        f"a CAM needs logits = Linear(mean over h, w of the feature map); give layer= and head= "
-                        f"of such a pair")
+        raise TypeError(f"{head_option} {head!r} is not a linear layer applied to the global average pool of "
+                        f"{where}: a CAM needs logits = Linear(mean over h, w of the feature map); give "
+                        f"{layer_option}= and {head_option}= of such a pair")
     if seen.get("z") is not logits:
-        raise TypeError(f"head {head!r} does not give the model's logits (its output is not what the model "
-                        f"returns); a CAM needs the last linear layer as head=")
+        raise TypeError(f"{head_option} {head!r} does not give the model's logits (its output is not what the "
+                        f"model returns); a CAM needs the last linear layer as {head_option}=")
     cls = y.argmax(1) if y.is_floating_point() else y.long()
     weight = linear.weight.float()[cls]  # [B, C]
     return torch.einsum("bc,bchw->bhw", weight, feats)
@@ -318,5 +344,5 @@ def capture_context(name: str, model: nn.Module, **options: Any) -> Iterator[See
             tap.remove()
 
 
-__all__ = ["attention", "attention_maps", "capture_context", "class_activation_map", "eval_mode", "features",
-           "get_context", "input_saliency", "list_contexts", "register_context"]
+__all__ = ["attention", "attention_maps", "cam_head", "capture_context", "class_activation_map", "eval_mode",
+           "features", "get_context", "input_saliency", "list_contexts", "register_context"]

@@ -21,7 +21,7 @@ from ..mixers.mixpro import MixPro
 from ..models.attention import find_attention
 from .base import MixerMethod
 from .registry import register_method
-from .tokenmix import model_patch_size
+from .tokenmix import token_patch_size
 
 
 @register_method("mixpro", kind="model-aware")
@@ -32,8 +32,8 @@ class MixProMethod(MixerMethod):
         model: the ViT being trained (its patch size sets the cells' alignment; its attention at ``layer`` and its
             prediction set the labels).
         alpha: Beta(alpha, alpha) of MaskMix's lam (1.0).
-        patch_size: the token side in pixels; None: the model's (``ValueError`` naming ``patch_size`` for a model
-            that has none).
+        patch_size: the token side in pixels; None: the model's. Given, it must be the model's (the reference's
+            ``model_patch_size``; coarser cells are ``mask_patch_size``'s; ``token_patch_size``).
         mask_patch_size: mask cell side in pixels, a multiple of ``patch_size`` (64 at 224 / 16 in the reference);
             None: 4 / 14 of the patch grid's side in whole patches (64 px at 224 / 16, 8 px at 32 / 4).
         switch_prob: chance of MaskMix (else mixup) per batch (0.8, OpenMixup's DeiT config).
@@ -43,8 +43,9 @@ class MixProMethod(MixerMethod):
         loss, total_steps, seed: as ``MixerMethod``.
 
     Raises:
-        ValueError: a model without attention at ``layer`` (naming ``layer``) or without a patch size (naming
-            ``patch_size``); a bad option (named, e.g. ``mask_patch_size`` not a multiple of the patch size).
+        ValueError: a model without attention (naming ``model``, or ``layer`` when given) or without a patch size
+            (naming ``model``); a ``patch_size`` that is not the model's (naming both); a bad option (named, e.g.
+            ``mask_patch_size`` not a multiple of the patch size).
 
     Example (x: [B, C, H, W], y: [B] class ids):
         >>> import torch, automix
@@ -65,11 +66,8 @@ class MixProMethod(MixerMethod):
         if layer is not None:
             check_type("layer", layer, str, "a module path string or None")
         find_attention(model, layer, option="layer")  # a model without attention is refused here, not at a step
-        if patch_size is None:
-            patch_size = model_patch_size(model)
-            if patch_size is None:
-                raise ValueError(f"patch_size: {type(model).__name__} has no patch size (not a ViT); give "
-                                 f"patch_size= (the token side in pixels)")
+        patch_size = token_patch_size(model, patch_size, "mixpro",
+                                      hint=", and mask_patch_size= for coarser mask cells (a multiple of it)")
         mixer = MixPro(alpha, patch_size=patch_size, mask_patch_size=mask_patch_size, switch_prob=switch_prob,
                        mixup_alpha=mixup_alpha, layer=layer, prob=prob, mode=mode, pairing=pairing,
                        num_classes=num_classes, label_smoothing=label_smoothing)

@@ -51,7 +51,7 @@ from ..models.features import FeatureTap, resolve_module, token_grid
 from .base import MixerMethod
 from .heads import find_classifier
 from .registry import register_method
-from .tokenmix import model_patch_size
+from .tokenmix import token_patch_size
 
 
 @register_method("smmix", kind="model-aware")
@@ -67,7 +67,8 @@ class SMMixMethod(MixerMethod):
         min_side_ratio, max_side_ratio: the square's side range as fractions of the token grid's side.
         score: how a token's attention is rated: ``"patches"`` (the authors') or ``"cls"`` (OpenMixup's).
         layer: the attention module (or a block holding one) that rates the tokens; None: the model's last.
-        patch_size: the token side in pixels; None: the model's.
+        patch_size: the token side in pixels; None: the model's. Given, it must be the model's (the attention's
+            token grid; ``token_patch_size``).
         token_layer: the module whose output holds the final tokens [B, N, C] (``"norm"``: the final norm of
             automix's and timm's ViTs).
         share_head: train the model's own classifier on the region tokens instead of a token head of the method's.
@@ -78,10 +79,10 @@ class SMMixMethod(MixerMethod):
         pairing, num_classes, label_smoothing, loss, total_steps, seed: as ``MixerMethod``.
 
     Raises:
-        ValueError: a model without attention at ``layer`` (naming ``layer``), without a patch size (naming
-            ``patch_size``), without ``token_layer``, whose classifier is not an ``nn.Linear`` (naming ``model``), or a
-            bad option (named); at a step, tokens at ``token_layer`` that are not [B, N, C] on the image's grid
-            (naming ``token_layer``).
+        ValueError: a model without attention (naming ``model``, or ``layer`` when given), without a patch size
+            (naming ``model``), a ``patch_size`` that is not the model's (naming both), without ``token_layer``,
+            whose classifier is not an ``nn.Linear`` (naming ``model``), or a bad option (named); at a step, tokens
+            at ``token_layer`` that are not [B, N, C] on the image's grid (naming ``token_layer``).
 
     ``training_step`` returns the loss and ``{"loss", "loss_cls", "loss_fine", "loss_con"}``; ``last_params["mix"]``
     is the step's draw (``extra["choice"]``: ``"smmix"`` or ``"mixup"``).
@@ -106,11 +107,7 @@ class SMMixMethod(MixerMethod):
         if layer is not None:
             check_type("layer", layer, str, "a module path string or None")
         attn_layer, _ = find_attention(model, layer, option="layer")  # a model without attention: named here
-        if patch_size is None:
-            patch_size = model_patch_size(model)
-            if patch_size is None:
-                raise ValueError(f"patch_size: {type(model).__name__} has no patch size (not a ViT); give "
-                                 f"patch_size= (the token side in pixels)")
+        patch_size = token_patch_size(model, patch_size, "smmix")
         resolve_module(model, token_layer, "token_layer")
         check_type("share_head", share_head, bool, "a bool")
         mixer = SMMix(patch_size=patch_size, min_side_ratio=min_side_ratio, max_side_ratio=max_side_ratio,

@@ -17,7 +17,7 @@ from ..mixers.tla import TLA
 from ..models.attention import every_attention
 from .base import MixerMethod
 from .registry import register_method
-from .tokenmix import model_patch_size
+from .tokenmix import token_patch_size
 
 
 @register_method("tla", kind="model-aware")
@@ -27,14 +27,14 @@ class TLAMethod(MixerMethod):
     Args:
         model: the ViT being trained (its patch size sets the token grid; every attention module is read).
         alpha: Beta(alpha, alpha) of the box's lam (1.0).
-        patch_size: the token side in pixels; None: the model's (``ValueError`` naming ``patch_size`` for a model
-            that has none).
+        patch_size: the token side in pixels; None: the model's. Given, it must be the model's (the boxes are of
+            whole tokens of the model's grid; ``token_patch_size``).
         prob, mode, pairing, num_classes, label_smoothing: as ``BaseMixer``.
         loss, total_steps, seed: as ``MixerMethod``.
 
     Raises:
-        ValueError: a model with no attention module that gives its map (naming ``model``) or without a patch size
-            (naming ``patch_size``); a bad option (named).
+        ValueError: a model with no attention module that gives its map or without a patch size (naming
+            ``model``); a ``patch_size`` that is not the model's (naming both); a bad option (named).
 
     Example (x: [B, C, H, W], y: [B] class ids):
         >>> import torch, automix
@@ -52,11 +52,7 @@ class TLAMethod(MixerMethod):
                  seed: int | None = None) -> None:
         check_type("model", model, nn.Module, "an nn.Module")
         every_attention(model, option="model")  # a CNN is refused here, not at the first step
-        if patch_size is None:
-            patch_size = model_patch_size(model)
-            if patch_size is None:
-                raise ValueError(f"patch_size: {type(model).__name__} has no patch size (not a ViT); give "
-                                 f"patch_size= (the token side in pixels)")
+        patch_size = token_patch_size(model, patch_size, "tla")
         mixer = TLA(alpha, patch_size=patch_size, prob=prob, mode=mode, pairing=pairing, num_classes=num_classes,
                     label_smoothing=label_smoothing)
         super().__init__(model, mixer, num_classes=num_classes, loss=loss, total_steps=total_steps, seed=seed)

@@ -103,6 +103,11 @@ class Region:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# What a reweighting mixer's ``reweights`` context is, in words, for the error of a bare ``mixer(x, y)``.
+_REWEIGHT_CONTEXTS = {"attention": "the class-token attention",
+                      "attention_maps": "the attention maps of every block"}
+
+
 @dataclass
 class MixOutput:
     """Result of ``mixer(x, y)``.
@@ -222,7 +227,17 @@ class BaseMixer:
     # ------------------------------------------------------------------ public API
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None, *,
                  params: MixParams | None = None, seg: Tensor | None = None, context: Any = None) -> MixOutput:
-        """Mix ``x`` and ``y``; replay ``params`` instead of drawing when given (``context``: see ``sample``)."""
+        """Mix ``x`` and ``y``; replay ``params`` instead of drawing when given (``context``: see ``sample``).
+
+        Raises:
+            TypeError: a mixer whose label weight is set after the model's forward pass of the mixed batch
+                (``reweights``: TransMix, MixPro, TL-Align) called without ``params``: its targets need what that
+                pass shows, which this call cannot see (it would give area labels). Train it with
+                ``automix.create_method(name, model)`` and ``training_step``, or draw, apply, ``reweight`` and
+                ``mix_targets`` in turn; ``params=`` replays a draw ``reweight`` already set.
+        """
+        if params is None and self.reweights is not None:
+            raise TypeError(self._reweight_message())
         self.check_input(x)
         self.check_targets(y, x.shape[0])
         if params is None:
@@ -233,6 +248,16 @@ class BaseMixer:
         y_mix = self.mix_targets(y, params)
         seg_mix = None if seg is None else self.apply_seg(seg, params, x)
         return MixOutput(x_mix, y_mix, params.lam, params.index, params, seg_mix)
+
+    def _reweight_message(self) -> str:
+        what = _REWEIGHT_CONTEXTS.get(self.reweights, f"the model's {self.reweights!r} context")
+        return (f"{self.name} sets its label weight from {what} of the model's forward pass on the mixed batch, "
+                f"which mixer(x, y) does not see (its targets would be plain area labels); train it as a method: "
+                f"method = automix.create_method({self.name!r}, model, num_classes=...), then "
+                f"loss, logs = method.training_step(x, y) and method.after_step() each step; or in steps: "
+                f"params = mixer.sample(x); x_mix = mixer.apply(x, params); the model's pass on x_mix inside "
+                f"automix.context.capture_context({self.reweights!r}, model, **mixer.context_options()) as seen; "
+                f"params = mixer.reweight(params, seen.value); y_mix = mixer.mix_targets(y, params)")
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None, *, context: Any = None) -> MixParams:
         """Draw the parameters for a batch like ``x`` (its content is read only by saliency mixers).
@@ -332,11 +357,14 @@ class BaseMixer:
         """
         if y is None:
             y = torch.zeros(x.shape[0], 1)
-        for _ in range(20):
-            out = self(x, y, generator, context=context)
-            if x.shape[0] < 2 or bool((out.index != torch.arange(x.shape[0], device=out.index.device)).all()):
+        self.check_input(x)
+        self.check_targets(y, x.shape[0])
+        for _ in range(20):  # drawn and applied here, not by __call__: a reweighting mixer's lam comes after
+            params = self.sample(x, generator, context=context)
+            mixed = self.apply(x, params)
+            if x.shape[0] < 2 or bool((params.index != torch.arange(x.shape[0], device=params.index.device)).all()):
                 break
-        params = out.params if reweight is None else reweight(out.x, out.params)
+        params = params if reweight is None else reweight(mixed, params)
         n, size = x.shape[0], tuple(x.shape[-2:])
         probe = torch.eye(n).view(n, n, 1, 1).expand(n, n, *size).contiguous()
         own = self.apply(probe.to(params.index.device), params)
@@ -344,7 +372,7 @@ class BaseMixer:
         lam = params.lam.float().cpu()
         lam_partner = 1.0 - lam if params.lam_partner is None else params.lam_partner.float().cpu()
         parts = {"x": x.cpu(), "partner": x[params.index.to(x.device)].cpu(), "mask": 1.0 - own,
-                 "mixed": out.x.detach().cpu(), "lam": lam, "lam_partner": lam_partner}
+                 "mixed": mixed.detach().cpu(), "lam": lam, "lam_partner": lam_partner}
         extra = self.preview_parts(x, params)
         return {**parts, **{k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in extra.items()}}
 

@@ -120,7 +120,8 @@ class MixPro(AttentionRelabel):
     """MaskMix with progressive attention labels, switched with mixup per batch (see the module docstring).
 
     Through ``automix.create_method("mixpro", model)`` the attention and the prediction come from the model's own
-    forward pass on the mixed batch. Called directly, ``mixer(x, y)`` mixes with the area lam,
+    forward pass on the mixed batch. Called directly, ``mixer.sample(x)`` draws and ``mixer.apply(x, params)``
+    mixes (with the area lam; a bare ``mixer(x, y)`` is a ``TypeError``: its targets need the attention),
     ``mixer.reweight(params, attn)`` sets the attention lam from probabilities ``attn`` [B, heads, N, N] of the
     mixed batch (``extra["lam_area"]``, ``extra["lam_attn"]``) and ``mixer.progress(params, logits, y)`` blends the
     two by the progress factor (``extra["progress"]``).
@@ -142,12 +143,13 @@ class MixPro(AttentionRelabel):
         >>> from automix.mixers.mixpro import MixPro
         >>> mixer = MixPro(patch_size=16, mask_patch_size=16, switch_prob=1.0, lam=0.5, num_classes=3)
         >>> x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
-        >>> out = mixer(x, y, torch.Generator().manual_seed(0))
-        >>> out.lam.tolist()  # two of the four cells keep the sample
+        >>> params = mixer.sample(x, torch.Generator().manual_seed(0))
+        >>> mixed = mixer.apply(x, params)  # the model's pass on this batch gives the attention
+        >>> params.lam.tolist()  # two of the four cells keep the sample
         [0.5, 0.5]
         >>> attn = torch.zeros(2, 1, 5, 5)
         >>> attn[:, 0, 0, 1:] = 0.25  # the class token looks at each patch alike: the attention lam is the area
-        >>> params = mixer.reweight(out.params, attn)
+        >>> params = mixer.reweight(params, attn)
         >>> params.extra["lam_attn"].tolist()
         [0.5, 0.5]
         >>> mixer.progress(params, torch.zeros(2, 3), y).lam.tolist()

@@ -46,7 +46,8 @@ class TLA(BaseMixer):
     """Token-level CutMix whose label weight is traced through every attention block (see the module docstring).
 
     Through ``automix.create_method("tla", model)`` the attention maps come from the model's own forward pass on the
-    mixed batch. Called directly, ``mixer(x, y)`` mixes with the area lam and ``mixer.reweight(params, maps)`` sets
+    mixed batch. Called directly, ``mixer.sample(x)`` draws and ``mixer.apply(x, params)`` mixes (with the area lam;
+    a bare ``mixer(x, y)`` is a ``TypeError``: its targets need the attention) and ``mixer.reweight(params, maps)`` sets
     the traced lam from ``maps``, the attention probabilities of every block (a sequence of [B, heads, N, N],
     forward order); ``extra["lam_area"]`` keeps the area lam.
 
@@ -64,12 +65,13 @@ class TLA(BaseMixer):
         >>> from automix.mixers.tla import TLA
         >>> mixer = TLA(patch_size=16, lam=0.75, num_classes=3)
         >>> x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
-        >>> out = mixer(x, y, torch.Generator().manual_seed(0))
-        >>> out.lam.tolist()  # one of the four tokens pasted
+        >>> params = mixer.sample(x, torch.Generator().manual_seed(0))
+        >>> mixed = mixer.apply(x, params)  # the model's pass on this batch gives the maps
+        >>> params.lam.tolist()  # one of the four tokens pasted
         [0.75, 0.75]
         >>> attn = torch.zeros(2, 1, 5, 5)
         >>> attn[:, 0, :, 0] = 1.0  # every token looks only at the class token: labels stay as they start
-        >>> mixer.reweight(out.params, [attn]).lam.tolist()
+        >>> mixer.reweight(params, [attn]).lam.tolist()
         [0.75, 0.75]
     """
 

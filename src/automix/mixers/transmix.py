@@ -52,9 +52,10 @@ class TransMix(AttentionRelabel):
     Through ``automix.create_method("transmix", model)`` the attention comes from the training model's own forward
     pass on the mixed batch, so the model must have attention modules that give their maps (automix's
     ``vit_tiny`` / ``vit_small``, timm's ViT / DeiT); another model, or a ``layer`` without attention, is refused
-    when the method is built, with ``layer`` named. Called directly, ``mixer(x, y)`` mixes with the area lam, and
-    ``mixer.reweight(params, attn)`` sets the attention lam from probabilities ``attn`` [B, heads, N, N] of the mixed
-    batch.
+    when the method is built, with ``layer`` named. Called directly, ``mixer.sample(x)`` draws and
+    ``mixer.apply(x, params)`` mixes (with the area lam), ``mixer.reweight(params, attn)`` sets the attention lam
+    from probabilities ``attn`` [B, heads, N, N] of the mixed batch, and ``mixer.mix_targets(y, params)`` gives the
+    targets; a bare ``mixer(x, y)`` is a ``TypeError`` (its targets would be plain CutMix labels).
 
     Args:
         mixup_alpha: Beta(alpha, alpha) of mixup draws (0: CutMix only).
@@ -75,17 +76,19 @@ class TransMix(AttentionRelabel):
         >>> from automix import create_mixer
         >>> mixer = create_mixer("transmix", mixup_alpha=0.0, ratio=0.0, num_classes=3)
         >>> x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
-        >>> out = mixer(x, y, torch.Generator().manual_seed(0))
+        >>> params = mixer.sample(x, torch.Generator().manual_seed(0))
+        >>> mixed = mixer.apply(x, params)  # the model's pass on this batch gives the attention
         >>> attn = torch.zeros(4, 1, 5, 5)
         >>> attn[:, :, 0, 1:] = 0.25  # the class token looks at each patch alike
-        >>> lam = mixer.reweight(out.params, attn).lam  # uniform attention: the box's share of the patches
-        >>> bool(torch.allclose(lam, out.lam)), lam.shape
+        >>> lam = mixer.reweight(params, attn).lam  # uniform attention: the box's share of the patches
+        >>> bool(torch.allclose(lam, params.lam)), lam.shape
         (True, torch.Size([4]))
         >>> attn[:, :, 0, 1:] = torch.tensor([0.7, 0.1, 0.1, 0.1])  # all eyes on the top-left patch
-        >>> y1, y2, x1, x2 = out.params.box[0].tolist()
+        >>> y1, y2, x1, x2 = params.box[0].tolist()
         >>> top_left = max(0, min(y2, 8) - y1) * max(0, min(x2, 8) - x1) / 64  # its share of partner pixels
-        >>> float(mixer.reweight(out.params, attn).lam[0]) <= 1 - 0.7 * top_left + 1e-6
+        >>> float(mixer.reweight(params, attn).lam[0]) <= 1 - 0.7 * top_left + 1e-6
         True
+        >>> targets = mixer.mix_targets(y, mixer.reweight(params, attn))  # [4, 3], the attention's label weights
     """
 
     name = "transmix"

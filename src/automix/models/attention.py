@@ -61,10 +61,14 @@ def every_attention(model: nn.Module, *, option: str = "model") -> list[str]:
     """
     names = attention_layers(model)
     if not names:
-        raise ValueError(f"{option}: {type(model).__name__} has no attention module that can give its attention map "
-                         f"(a ViT block's attention: automix's vit_tiny / vit_small, or timm's VisionTransformer); "
-                         f"attention needs a transformer")
+        raise ValueError(_no_attention(model, option))
     return names
+
+
+def _no_attention(model: nn.Module, option: str = "model") -> str:
+    return (f"{option}: {type(model).__name__} has no attention module that can give its attention map (a ViT "
+            f"block's attention: automix's vit_tiny / vit_small, or timm's VisionTransformer); attention needs a "
+            f"vision transformer")
 
 
 def find_attention(model: nn.Module, layer: str | None = None, *, option: str = "layer") -> tuple[str, nn.Module]:
@@ -79,14 +83,13 @@ def find_attention(model: nn.Module, layer: str | None = None, *, option: str = 
     Raises:
         ValueError: ``layer`` names no module, or neither it nor its children give attention maps (a CNN, or
             a transformer whose attention modules are of another kind), or it holds several; the message names
-            ``option``, the value and the model.
+            ``option``, the value and the model. With ``layer=None``, a model without attention modules (naming
+            ``model``: no layer was given).
     """
     if layer is None:
         names = attention_layers(model)
-        if not names:
-            raise ValueError(f"{option}: {type(model).__name__} has no attention module that can give its attention "
-                             f"map (a ViT block's attention: automix's vit_tiny / vit_small, or timm's "
-                             f"VisionTransformer); attention needs a transformer")
+        if not names:  # no layer was given: the model is what lacks attention, so the error names it
+            raise ValueError(_no_attention(model))
         return names[-1], model.get_submodule(names[-1])
     module = resolve_module(model, layer, option)
     if gives_attention(module):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .registry import check_positive_int, register_model
+from .registry import check_input_channels, check_positive_int, register_model
 
 __all__ = ["Backbone", "BasicBlock", "Bottleneck", "CifarResNet", "PreActBlock", "init_weights", "preact_resnet18",
            "preact_resnet34", "resnet18", "resnet34", "resnext50_32x4d"]
@@ -52,11 +52,14 @@ class Backbone(nn.Module):
     """
 
     num_features: int
+    in_chans: int
     default_feature_layer: str
     stage_names: tuple[str, ...]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Last feature map before pooling, ``[B, num_features, H, W]``."""
+        """Last feature map before pooling, ``[B, num_features, H, W]`` (``ValueError`` for an ``x`` that is not
+        [B, in_chans, H, W])."""
+        check_input_channels(x, self.in_chans, type(self).__name__)
         x = self.stem(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
@@ -172,7 +175,7 @@ class CifarResNet(Backbone):
         super().__init__()
         num_classes = check_positive_int("num_classes", num_classes)
         width = check_positive_int("width", width)
-        in_chans = check_positive_int("in_chans", in_chans)
+        self.in_chans = in_chans = check_positive_int("in_chans", in_chans)
         if len(layers) != 4:
             raise ValueError(f"layers must list 4 stage depths, got {layers!r}")
         preact = block is PreActBlock

@@ -38,8 +38,10 @@ def resolve_module(model: nn.Module, feature_layer: str, option: str = "feature_
 
     Raises:
         TypeError: ``feature_layer`` is not a string.
-        ValueError: The path is empty or names no submodule; the message lists the model's
-            top-level children.
+        ValueError: The path is empty or names no submodule; the message lists the modules that do exist
+            where the path stops resolving (the model's top-level children, a numbered container such as a
+            ViT's ``blocks`` as the range of its entries: ``blocks.0-blocks.1``; or the children of the deepest
+            part of the path that exists: ``blocks has blocks.0-blocks.1``).
     """
     if not isinstance(feature_layer, str):
         raise TypeError(f"{option} must be a module path string such as 'layer3', got "
@@ -49,10 +51,35 @@ def resolve_module(model: nn.Module, feature_layer: str, option: str = "feature_
             raise AttributeError
         return model.get_submodule(feature_layer)
     except AttributeError:
-        names = [n for n, _ in model.named_children()]
-        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise ValueError(f"{option} {feature_layer!r} is not a submodule of {type(model).__name__}; "
-                         f"top-level modules are: {shown or '(none)'}") from None
+        parts = feature_layer.split(".")
+        owner, prefix = model, ""
+        for part in parts[:-1]:  # the deepest part of the path that exists
+            child = getattr(owner, "_modules", {}).get(part)
+            if child is None:
+                break
+            owner, prefix = child, f"{prefix}{part}."
+        where = (f"{prefix[:-1]} has" if prefix else "top-level modules are:")
+        raise ValueError(f"{option} {feature_layer!r} is not a submodule of {type(model).__name__}; {where} "
+                         f"{_children(owner, prefix)}") from None
+
+
+def _children(module: nn.Module, prefix: str) -> str:
+    """The child paths of ``module`` for an error: numbered children (a ViT's ``blocks``) as one range
+    (``blocks.0-blocks.11``), a numbered container among named ones with its range in brackets."""
+    names = list(module._modules)
+    if not names:
+        return "(none)"
+    if all(n.isdigit() for n in names):
+        return f"{prefix}{names[0]}-{prefix}{names[-1]}" if len(names) > 1 else f"{prefix}{names[0]}"
+    shown = []
+    for name in names[:12]:
+        child = module._modules[name]
+        numbered = list(child._modules) if child is not None else []
+        if len(numbered) > 1 and all(n.isdigit() for n in numbered):
+            shown.append(f"{prefix}{name} ({prefix}{name}.{numbered[0]}-{prefix}{name}.{numbered[-1]})")
+        else:
+            shown.append(f"{prefix}{name}")
+    return ", ".join(shown) + (", ..." if len(names) > 12 else "")
 
 
 def _first_tensor(output: Any, feature_layer: str) -> Tensor:

@@ -36,6 +36,21 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
+def check_input_channels(x: Any, in_chans: int, model: str) -> None:
+    """Refuse a batch whose channels are not the ``in_chans`` the model was built for, before its first convolution
+    would (torch's error names the weight's size, not the option). A shape comparison only: no host sync.
+
+    Raises:
+        ValueError: ``x`` is not [B, C, H, W] with ``C == in_chans`` (naming ``x``, its channels and ``in_chans``).
+    """
+    if getattr(x, "ndim", None) != 4 or x.shape[1] != in_chans:
+        got = f"{x.shape[1]} channel(s), shape {tuple(x.shape)}" if getattr(x, "ndim", 0) == 4 else \
+            f"shape {tuple(getattr(x, 'shape', ()))}"
+        raise ValueError(f"x must be [B, {in_chans}, H, W] for {model} (built with in_chans={in_chans}), got {got}; "
+                         f"convert the images (e.g. grey to RGB: x.expand(-1, 3, -1, -1)) or build the model with "
+                         f"in_chans={x.shape[1] if getattr(x, 'ndim', 0) == 4 else 'C'}")
+
+
 def check_positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is a positive integer, else raise.
 
@@ -187,9 +202,12 @@ def default_feature_layer(name_or_model: str | nn.Module) -> str:
 
     Args:
         name_or_model: A registered name, a ``"torchvision:resnet*"`` name, or a model instance.
-            For an instance the ``default_feature_layer`` attribute is read; failing that, a timm
-            ``feature_info`` picks the second-to-last stage (the middle block for ViTs) and a
-            torchvision-style ResNet (children ``layer3``, ``layer4``, ``fc``) gives ``"layer3"``.
+            A name gives the default of the model built with its default options (``"vit_tiny"``:
+            ``"blocks.5"``, the middle of its 12 blocks); a model built with other options (``depth=N``) has its
+            own, so pass the instance where there is one. For an instance the ``default_feature_layer``
+            attribute is read (automix's ViTs: the middle block of their depth, ``blocks.{depth // 2 - 1}``);
+            failing that, a timm ``feature_info`` picks the second-to-last stage (the middle block for ViTs)
+            and a torchvision-style ResNet (children ``layer3``, ``layer4``, ``fc``) gives ``"layer3"``.
 
     Raises:
         ValueError: No default is known; pass ``feature_layer=`` explicitly instead.

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import check_positive_int, register_model
+from .registry import check_input_channels, check_positive_int, register_model
 
 __all__ = ["Attention", "Block", "PatchEmbed", "VisionTransformer", "vit_small", "vit_tiny"]
 
@@ -40,7 +40,7 @@ class PatchEmbed(nn.Module):
 
     Raises:
         ValueError: ``img_size`` is not a multiple of ``patch_size`` (at construction), or an input's height or
-            width is not (in ``forward``, naming ``x`` and its shape).
+            width is not, or its channels are not ``in_chans`` (in ``forward``, naming ``x`` and its shape).
     """
 
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int) -> None:
@@ -51,11 +51,13 @@ class PatchEmbed(nn.Module):
             raise ValueError(f"img_size must be a multiple of patch_size, got img_size={img_size} and "
                              f"patch_size={patch_size}")
         self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
         p = self.patch_size
-        if x.ndim != 4 or x.shape[-2] % p or x.shape[-1] % p:
+        check_input_channels(x, self.in_chans, "VisionTransformer")
+        if x.shape[-2] % p or x.shape[-1] % p:
             raise ValueError(f"x must be [B, C, H, W] with H and W multiples of patch_size={p}, got shape "
                              f"{tuple(x.shape)}")
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -254,7 +256,8 @@ def vit_tiny(num_classes: int = 10, img_size: int = 32, patch_size: int = 4, in_
              drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> VisionTransformer:
     """DeiT-Ti shape (arXiv:2012.12877): dim 192, 3 heads, 12 blocks, MLP x4 (5.4M parameters at 32 px / patch
     4 with 10 classes; 5.7M at 224 / 16 with 1000). ``depth`` shortens it (the default feature layer stays the
-    middle block)."""
+    middle block: ``blocks.5`` at 12, ``blocks.{depth // 2 - 1}``; the registry's ``blocks.5`` is the 12-block
+    one)."""
     return _vit(num_classes, 192, 3, img_size, patch_size, in_chans, depth, drop_rate=drop_rate,
                 attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
 
@@ -263,6 +266,8 @@ def vit_tiny(num_classes: int = 10, img_size: int = 32, patch_size: int = 4, in_
 def vit_small(num_classes: int = 10, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, depth: int = 12,
               drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> VisionTransformer:
     """DeiT-S shape (arXiv:2012.12877): dim 384, 6 heads, 12 blocks, MLP x4 (21.3M parameters at 32 px / patch 4
-    with 10 classes; 22.05M at 224 / 16 with 1000)."""
+    with 10 classes; 22.05M at 224 / 16 with 1000). ``depth`` shortens it (the default feature layer stays the
+    middle block: ``blocks.5`` at 12, ``blocks.{depth // 2 - 1}``; the registry's ``blocks.5`` is the 12-block
+    one)."""
     return _vit(num_classes, 384, 6, img_size, patch_size, in_chans, depth, drop_rate=drop_rate,
                 attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)

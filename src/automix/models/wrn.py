@@ -66,7 +66,7 @@ class WideResNet(Backbone):
         depth = check_positive_int("depth", depth)
         widen = check_positive_int("widen", widen)
         num_classes = check_positive_int("num_classes", num_classes)
-        in_chans = check_positive_int("in_chans", in_chans)
+        self.in_chans = in_chans = check_positive_int("in_chans", in_chans)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (e.g. 16, 22, 28), got {depth}")
         if not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:

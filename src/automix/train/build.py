@@ -68,23 +68,29 @@ def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: int | No
         raise type(err)(f"{err} (given as {given})") from err
 
 
+def _names(message: str, key: str) -> bool:
+    """Whether ``message`` names option ``key`` as a word (``layer``, not the ``layer`` of ``feature_layer``)."""
+    return re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) is not None
+
+
+def _opts_in(message: str, cfg: Config, field: str) -> list[str]:
+    """The entries of ``cfg.<field>`` (``model_opts`` / ``method_opts``) that ``message`` names, as the user gave
+    them: ``--method-opt layer=blocks.3``, or ``method_opts layer='blocks.3' (config file r.yaml)``."""
+    source = getattr(cfg, "_sources", {}).get(field)
+    flag = "--" + field[:-1].replace("_", "-")  # model_opts -> --model-opt
+    return [f"{flag} {key}={value}" if source == COMMAND_LINE else
+            f"{field} {key}={value!r}" + (f" ({source})" if source else "")
+            for key, value in getattr(cfg, field).items() if _names(message, key)]
+
+
 def _model_settings(message: str, cfg: Config, side: int | None) -> str:
     """The options behind the model arguments that ``message`` names, as the user gave them: ``--img-size 120``
     (or the images' side), ``--model-opt patch_size=16`` / ``model_opts patch_size=16 (config file r.yaml)``."""
     found = []
     message = message.split("; accepted:")[0]  # the list of what the model takes names nothing given
-
-    def names(key: str) -> bool:
-        return re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) is not None
-
-    if side is not None and names("img_size"):
+    if side is not None and _names(message, "img_size"):
         found.append(setting(cfg, "img_size") if cfg.img_size == side else f"the images' side {side}")
-    for key, value in cfg.model_opts.items():
-        if names(key):
-            source = getattr(cfg, "_sources", {}).get("model_opts")
-            found.append(f"--model-opt {key}={value}" if source == COMMAND_LINE else
-                         f"model_opts {key}={value!r}" + (f" ({source})" if source else ""))
-    return "; ".join(found)
+    return "; ".join(found + _opts_in(message, cfg, "model_opts"))
 
 
 def image_side(data: Any, cfg: Config) -> int:
@@ -201,18 +207,44 @@ def build_method(cfg: Config, model: nn.Module, num_classes: int, total_steps: i
 
     Raises:
         ValueError / TypeError: from ``create_method``: an unknown method, or a ``method_opts`` key the method
-            does not declare or of the wrong type (named with the method), or a bad value.
+            does not declare or of the wrong type (named with the method), or a bad value; the message ends with
+            the flags, ``--method-opt`` entries (and their config file) behind the options it names, and, for an
+            error about the model, the run's ``--model`` (``method_hints``).
     """
     kwargs = method_kwargs(cfg, num_classes, total_steps, seed)
     check_required(cfg, kwargs)
     try:
         return create_method(cfg.method, model, **kwargs)
     except (ValueError, TypeError) as err:
-        given = flags_in(str(err), cfg, kwargs)
-        if not given:
+        # The library names its option (``mode``, ``layer``, ``model``); the user gave a flag (``--mixup-mode``), a
+        # ``--method-opt`` or a ``--model`` (perhaps by not giving one): name what they gave, and how to set what
+        # the library asks for.
+        given, hints = flags_in(str(err), cfg, kwargs), method_hints(str(err), cfg)
+        if not given and not hints:
             raise
-        # The library names its option (``mode``); the user gave a flag (``--mixup-mode``): name both.
-        raise type(err)(f"{err} (given as {given})") from err
+        raise type(err)(f"{err}" + (f" (given as {given})" if given else "") + (f" ({hints})" if hints else "")
+                        ) from err
+
+
+def method_hints(message: str, cfg: Config) -> str:
+    """What a method's error about the model or an option it asks for means in the trainer's flags: the run's model
+    (``model: CifarResNet has no attention module ...`` -> ``model: --model preact_resnet18, the default; a vision
+    transformer: --model vit_tiny``) and the ``--method-opt`` of an option the message asks to give (``give
+    patch_size=`` -> ``--method-opt patch_size=N``), or ``""``."""
+    hints = []
+    if re.match(r"model: ", message):  # the library's convention: the argument at fault first
+        shown = setting(cfg, "model") if "model" in given_keys(cfg) else f"--model {cfg.model} (the default)"
+        hint = f"model: {shown}"
+        if re.search(r"\bViT\b|vision transformer", message) and not cfg.model.startswith(("vit_", "timm:")):
+            hint += "; a vision transformer: --model vit_tiny (or vit_small)"
+        hints.append(hint)
+    try:
+        options = method_spec(cfg.method).options
+    except ValueError:
+        options = {}
+    asked = [k for k in re.findall(r"\bgive (\w+)=", message) if k in options and k not in cfg.method_opts]
+    hints += [f"{k}= is --method-opt {k}=... (YAML method_opts: {{{k}: ...}})" for k in dict.fromkeys(asked)]
+    return "; ".join(hints)
 
 
 # An example value of a required method option, as --method-opt and YAML write it.
@@ -239,16 +271,18 @@ def check_required(cfg: Config, kwargs: dict[str, Any]) -> None:
 
 def flags_in(message: str, cfg: Config, kwargs: dict[str, Any]) -> str:
     """The flags behind the method options that ``message`` names, as the user gave them (``--mixup-mode 'pair'``,
-    YAML ``mixup_mode``), or ``""``: only flags given (``config.given_keys``, at any value) and passed as that
-    option."""
+    YAML ``mixup_mode``; ``--method-opt layer=blocks.3``, ``method_opts layer='blocks.3' (config file r.yaml)``),
+    or ``""``: only flags given (``config.given_keys``, at any value) and passed as that option."""
     given = given_keys(cfg)
     found = []
     for key, flag in OPTS_WITH_A_FLAG.items():
         value = getattr(cfg, flag)
         if key not in kwargs or key in cfg.method_opts or flag not in given:
             continue
-        if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) and f"--{flag.replace('_', '-')}" not in message:
+        if _names(message, key) and f"--{flag.replace('_', '-')}" not in message:
             found.append(f"--{flag.replace('_', '-')} {value!r}, YAML {flag}")
+    # A --method-opt (or YAML method_opts entry) the message names: the library sees only its key.
+    found += _opts_in(message, cfg, "method_opts")
     return "; ".join(found)
 
 
