@@ -5,6 +5,7 @@ Part of the GPU check (run ``bash benchmarks/gpu_check.sh``), not a benchmark of
     python benchmarks/_gpu_check.py env DEVICE                 # torch, CUDA and the device; exit 1 if unusable
     python benchmarks/_gpu_check.py methods                    # the registered methods, the step-time order first
     python benchmarks/_gpu_check.py fake-cifar DIR N           # CIFAR-10 python pickles of random images, N per file
+    python benchmarks/_gpu_check.py resize DEVICE              # the loader's per-batch resize on DEVICE vs the CPU
     python benchmarks/_gpu_check.py report WORK OUT COMMAND    # WORK's stage files -> one markdown file at OUT
 
 A GPU machine may have no network and no data, so the training stage reads CIFAR-10's own file layout
@@ -78,6 +79,30 @@ def cmd_fake_cifar(folder: str, per_file: int) -> int:
     with open(out / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072}, f, protocol=2)
     print(out)
+    return 0
+
+
+def cmd_resize(device: str) -> int:
+    """How far the per-batch resize the trainer's loader runs on ``device`` (CIFAR held at 32 px, trained at 224)
+    is from the same resize on the CPU, where the tests check it bit for bit against a set resized at load: up
+    (32 -> 224) and down (224 -> 32, antialiased). Prints the share of pixels that differ and by how many uint8
+    levels at most; a measurement, not a pass / fail (a GPU's interpolation may round a pixel the other way)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from automix.data import resize_images
+
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    small = torch.randint(0, 256, (128, 3, 32, 32), dtype=torch.uint8, generator=g)
+    parts = []
+    for src, size, what in ((small, 224, "32 -> 224"), (resize_images(small, 224), 32, "224 -> 32")):
+        cpu = resize_images(src, size)
+        there = resize_images(src.to(dev), size).cpu()
+        diff = (cpu.int() - there.int()).abs()
+        parts.append(f"{what}: {int((diff > 0).sum())} of {diff.numel()} px differ, max {int(diff.max())}")
+    # one line (the stage's detail in the report): share of uint8 pixels that differ, largest difference in levels
+    print(f"resize on {device} vs the CPU, 128 images: " + "; ".join(parts))
     return 0
 
 
@@ -237,7 +262,7 @@ def cmd_report(work: str, out: str, command: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    usage = "usage: _gpu_check.py env DEVICE | methods | fake-cifar DIR N | report WORK OUT COMMAND"
+    usage = "usage: _gpu_check.py env DEVICE | methods | fake-cifar DIR N | resize DEVICE | report WORK OUT COMMAND"
     if not argv:
         raise SystemExit(usage)
     cmd, rest = argv[0], argv[1:]
@@ -247,6 +272,8 @@ def main(argv: list[str]) -> int:
         return cmd_methods()
     if cmd == "fake-cifar" and len(rest) == 2:
         return cmd_fake_cifar(rest[0], int(rest[1]))
+    if cmd == "resize" and len(rest) == 1:
+        return cmd_resize(rest[0])
     if cmd == "report" and len(rest) == 3:
         return cmd_report(*rest)
     raise SystemExit(usage)

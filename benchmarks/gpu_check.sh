@@ -11,6 +11,8 @@
 #   train-none, train-automix
 #                  `automix train` for 2 epochs on CIFAR-10-sized synthetic data (no network and no data files
 #                  needed) with --sync-debug warn: every host synchronisation inside the training step, by line
+#   resize         the loader's per-batch resize (CIFAR held at 32 px, trained at 224) on the device against the CPU
+#   train-vit      `automix train` vit_tiny + TransMix for 1 epoch on that synthetic CIFAR at 224 px (patch 16)
 #   compiled       step_time.py --compile for vanilla, mixup, cutmix, AutoMix and SAMix
 #   backbone-*     vanilla and AutoMix on timm:resnet50, timm:vit_small_patch16_224 and torchvision:resnet18 at
 #                  224 px, each skipped with the reason when its library is not importable
@@ -19,7 +21,8 @@
 # A stage that fails or runs out of time is reported as such and the next one runs; the exit status is 1 if any
 # stage failed or timed out (the results file is written in any case), else 0.
 #
-# Options: --device DEV (default cuda; cpu with --tiny), --budget SECONDS, --out FILE, --tiny.
+# Options: --device DEV (default cuda; cpu with --tiny), --budget SECONDS (default 420; 900 with --tiny), --out FILE,
+# --tiny.
 # Needs bash, coreutils' timeout and python3 with torch (PYTHON=/path/to/python to use another); it sets
 # PYTHONPATH=src itself.
 
@@ -29,7 +32,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 COMMAND="bash benchmarks/gpu_check.sh${*:+ $*}"
 
-TINY=0 DEVICE="" BUDGET=420 OUTFILE=""
+TINY=0 DEVICE="" BUDGET="" OUTFILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --tiny) TINY=1 ;;
@@ -41,6 +44,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+# The GPU lease is minutes: 420 s there; the CPU rehearsal only checks the stages run, so it may take longer.
+[ -z "$BUDGET" ] && { [ "$TINY" = 1 ] && BUDGET=900 || BUDGET=420; }
 case "$BUDGET" in
   ''|*[!0-9]*) echo "gpu_check.sh: --budget must be a whole number of seconds, got '$BUDGET'" >&2; exit 2 ;;
 esac
@@ -54,12 +59,12 @@ if [ "$TINY" = 1 ]; then
   DEVICE=${DEVICE:-cpu}
   STEP=(--widths 8 --batch-size 8 --steps 1 --warmup 1)
   BACKEND=eager REST_MAX=2 BACKBONE=(--img-size 64 --batch-size 2 --steps 1 --warmup 1)
-  TRAIN=(--width 4 --batch-size 16) PER_FILE=40
+  TRAIN=(--width 4 --batch-size 16) PER_FILE=40 VIT_SIZE=48 VIT_PATCH=8 VIT_BATCH=16 VIT_OPTS=(--model-opt depth=2)
 else
   DEVICE=${DEVICE:-cuda}
   STEP=(--widths 64 --batch-size 128 --steps 10 --warmup 3)
   BACKEND=inductor REST_MAX=100 BACKBONE=(--img-size 224 --batch-size 64 --steps 5 --warmup 2)
-  TRAIN=(--batch-size 128) PER_FILE=1000
+  TRAIN=(--batch-size 128) PER_FILE=1000 VIT_SIZE=224 VIT_PATCH=16 VIT_BATCH=128 VIT_OPTS=()
 fi
 COMMON=(--device "$DEVICE" --amp bf16 --channels-last --wait-quiet 0 --no-breakdown)
 
@@ -118,6 +123,14 @@ for method in none automix; do
     --epochs 2 --method "$method" --device "$DEVICE" --amp bf16 --channels-last "${TRAIN[@]}" --sync-debug warn \
     --output "$WORK/train-$method" --cache-dir "$WORK/cache" --no-progress --no-save-images
 done
+
+# CIFAR at 224 px is held at 32 and resized per batch on the device: its pixels against the CPU's, then a ViT run
+# through that path (TransMix reads the attention of the run's own forward pass).
+stage resize 30 "$PY" benchmarks/_gpu_check.py resize "$DEVICE"
+stage train-vit 60 "$PY" -m automix train --dataset cifar10 --data-dir "$WORK/cifar" --val-split 0.1 --epochs 1 \
+  --img-size "$VIT_SIZE" --model vit_tiny --model-opt patch_size="$VIT_PATCH" ${VIT_OPTS[@]+"${VIT_OPTS[@]}"} --method transmix --opt adamw \
+  --lr 1e-3 --device "$DEVICE" --amp bf16 --batch-size "$VIT_BATCH" --output "$WORK/train-vit" \
+  --cache-dir "$WORK/cache" --no-progress --no-save-images
 
 stage compiled 150 "$PY" benchmarks/step_time.py "${COMMON[@]}" "${STEP[@]}" --methods "$CORE" \
   --compile --compile-backend "$BACKEND" --json "$WORK/steps-compiled.json"
