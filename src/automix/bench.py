@@ -142,9 +142,7 @@ def load_protocol(path: str | Path, _seen: tuple[Path, ...] = ()) -> Protocol:
         try:
             check_method_options(cfg)
             # and its model and method on the images' side, as each cell's run checks before loading data
-            check_before_data(cfg)
-        except ImportError:
-            pass  # a timm: / torchvision: model, whose package the machine that runs the cell must have
+            check_before_data(cfg)  # a timm: / torchvision: model is left to the cell's run (no import here)
         except (ValueError, TypeError) as err:
             raise type(err)(f"protocol {path}: method {method}: {err}") from err
     return proto
