@@ -192,3 +192,16 @@ def test_finetune_tiny(tmp_path):
     again = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "bench:" not in again.stderr, again.stderr[-2000:]  # nothing retrained
     assert (DOC.stat().st_mtime if DOC.exists() else None) == doc_mtime
+
+
+def test_automix_mask_fit_time_quick():
+    out = run("benchmarks/automix_mask_fit_time.py", "--quick")
+    rows = table_rows(out)
+    labels = ("vanilla", "AutoMix as registered", "AutoMix, mask_min_sharpness=0", "AutoMix, mask_fit=False", "SAMix")
+    assert all(float(rows[k][1]) > 0 for k in labels), rows
+    ops = {k: int(rows[k][4]) for k in labels}
+    # What the script exists to show: the sharpness floor's search adds ops to the step, the mask fit some more.
+    order = ["AutoMix as registered", "AutoMix, mask_min_sharpness=0", "AutoMix, mask_fit=False", "vanilla"]
+    assert [ops[k] for k in order] == sorted((ops[k] for k in order), reverse=True), ops
+    assert len({ops[k] for k in order}) == len(order), ops
+    assert "automix/mix_block" in out
