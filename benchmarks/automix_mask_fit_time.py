@@ -5,10 +5,12 @@
 
 One table (printed, nothing written): median and min ms per training step (10 steps after 3 warm-up, each between
 two device synchronisations), the kernel launches of one profiled step (CUDA only) and its ATen op calls, for
-vanilla, AutoMix as registered (``mask_fit`` and ``mask_min_sharpness=0.6``), AutoMix with ``mask_min_sharpness=0``,
+vanilla, AutoMix as registered (``mask_fit`` and ``mask_min_sharpness=0.6``), the same with the mask fits' searches
+forced to one probe per round (bisection: what the GPU check measured) and to 15 (``mixblock.search_probes``: the
+GPU's choice), AutoMix with ``mask_min_sharpness=0``,
 AutoMix with ``mask_fit=False`` (the reference's free mask) and SAMix; then the profiler's ``automix/`` regions of
 each step. The GPU check (docs/benchmarks.md, "GPU check") found AutoMix at 10x a vanilla step on an H200; this
-splits that cost.
+splits that cost, and shows what the many-probe searches save.
 """
 from __future__ import annotations
 
@@ -22,11 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import automix  # noqa: E402
-from automix.methods import create_method  # noqa: E402
+from automix.methods import create_method, mixblock  # noqa: E402
 
-VARIANTS = [("vanilla", "none", {}), ("AutoMix as registered", "automix", {}),
-            ("AutoMix, mask_min_sharpness=0", "automix", {"mask_min_sharpness": 0.0}),
-            ("AutoMix, mask_fit=False", "automix", {"mask_fit": False}), ("SAMix", "samix", {})]
+# (label, method, options, probes per search round: None as registered (``mixblock.search_probes``: 15 on a GPU
+# at these sizes, 1 on the CPU), else forced on every device).
+VARIANTS = [("vanilla", "none", {}, None), ("AutoMix as registered", "automix", {}, None),
+            ("AutoMix, one-probe searches (bisection)", "automix", {}, 1),
+            ("AutoMix, 15-probe searches", "automix", {}, 15),
+            ("AutoMix, mask_min_sharpness=0", "automix", {"mask_min_sharpness": 0.0}, None),
+            ("AutoMix, mask_fit=False", "automix", {"mask_fit": False}, None), ("SAMix", "samix", {}, None)]
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
 
@@ -58,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {dev}, PreAct-ResNet-18 width {width}, batch {batch}x3x32x32, bf16 autocast, channels_last")
     print("| step | ms median | ms min | kernel launches | ATen calls |\n|---|---:|---:|---:|---:|")
     regions = {}
-    for label, name, opts in VARIANTS:
+    default_probes = mixblock.search_probes
+    for label, name, opts, probes in VARIANTS:
+        mixblock.search_probes = default_probes if probes is None else (lambda numel, device, p=probes: p)
         torch.manual_seed(0)
         model = automix.create_model("preact_resnet18", num_classes=100, width=width)
         model = model.to(dev).to(memory_format=torch.channels_last)
@@ -86,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         regions[label] = sorted(((e.key, e.cpu_time_total / 1e3) for e in ev
                                  if e.key.startswith("automix/") and e.cpu_time_total > 0),
                                 key=lambda kv: -kv[1])
+    mixblock.search_probes = default_probes
     print("\nProfiled step, host time of each `automix/` region (ms):")
     for label, rs in regions.items():
         if rs:

@@ -129,7 +129,7 @@ done
 stage resize 30 "$PY" benchmarks/_gpu_check.py resize "$DEVICE"
 stage train-vit 60 "$PY" -m automix train --dataset cifar10 --data-dir "$WORK/cifar" --val-split 0.1 --epochs 1 \
   --img-size "$VIT_SIZE" --model vit_tiny --model-opt patch_size="$VIT_PATCH" ${VIT_OPTS[@]+"${VIT_OPTS[@]}"} --method transmix --opt adamw \
-  --lr 1e-3 --device "$DEVICE" --amp bf16 --batch-size "$VIT_BATCH" --output "$WORK/train-vit" \
+  --lr 1e-3 --device "$DEVICE" --amp bf16 --batch-size "$VIT_BATCH" --sync-debug warn --output "$WORK/train-vit" \
   --cache-dir "$WORK/cache" --no-progress --no-save-images
 
 stage compiled 150 "$PY" benchmarks/step_time.py "${COMMON[@]}" "${STEP[@]}" --methods "$CORE" \

@@ -382,10 +382,15 @@ def _cut_std(t):
     return (t * (1 - t)).sqrt()
 
 
+@pytest.mark.parametrize("probes", [None, 15])
 @pytest.mark.parametrize("shape", ["noise", "shrunk", "spike", "sharp"])
-def test_sharp_mask_has_its_mean_and_at_least_the_floor_std(shape):
-    """The escapes a Mix Block found against softer floors (tiny logits, a few extreme pixels) stay sharp."""
+def test_sharp_mask_has_its_mean_and_at_least_the_floor_std(shape, probes, monkeypatch):
+    """The escapes a Mix Block found against softer floors (tiny logits, a few extreme pixels) stay sharp;
+    also with the GPU's many-probe searches (``probes=15``), forced here on the CPU."""
+    from automix.methods import mixblock
     from automix.methods.mixblock import fit_sharp_mask
+    if probes:
+        monkeypatch.setattr(mixblock, "search_probes", lambda numel, device: probes)
     gen = torch.Generator().manual_seed(1)
     s = torch.randn(5, 1, 8, 8, generator=gen)
     if shape == "shrunk":
@@ -405,6 +410,69 @@ def test_sharp_mask_has_its_mean_and_at_least_the_floor_std(shape):
         assert torch.allclose(m, fit_mask_mean(s, t).flatten(1), atol=1e-6)
     else:  # the floor binds: the std is the floor's, not more
         assert torch.allclose(std, 0.6 * _cut_std(t), atol=2e-3), std / _cut_std(t)
+
+
+def _bisect_scale(s, t, min_sharpness, max_scale=1e4, iters=16):
+    """Plain bisection on log k, one probe at a time: the search ``sharpness_scale`` must reproduce."""
+    import math
+
+    from automix.methods.mixblock import _fit_offset
+    flat = s.flatten(1)
+    t = t.reshape(-1, 1)
+    want = min_sharpness * (t * (1 - t)).sqrt()
+
+    def ok(k):
+        u = flat * k
+        return torch.sigmoid(u + _fit_offset(u, t, 20, probes=1)).std(1, unbiased=False, keepdim=True) >= want
+
+    lo, hi = torch.zeros_like(t), torch.full_like(t, math.log(max_scale))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        good = ok(mid.exp())
+        lo, hi = torch.where(good, lo, mid), torch.where(good, mid, hi)
+    return torch.where(ok(torch.ones_like(t)), torch.ones_like(t), hi.exp())
+
+
+@pytest.mark.parametrize("probes", [1, 3, 7, 15])
+@pytest.mark.parametrize("iters", [16, 9])
+def test_many_probe_searches_find_what_bisection_finds(probes, iters):
+    """A round of p probes does log2(p + 1) bisection steps at once (on the GPU, where launches are the cost):
+    the scale and the offset land in bisection's dyadic cell, or its neighbour where float rounding of the
+    probe points flips a near-tie; with one probe the search is bisection, bit for bit."""
+    import math
+
+    from automix.methods.mixblock import _fit_offset, sharpness_scale
+    gen = torch.Generator().manual_seed(3)
+    s = torch.randn(24, 1, 8, 8, generator=gen) * torch.logspace(-3, 0.5, 24)[:, None, None, None]
+    s[0] = 0.0  # ties: the cap
+    t = torch.rand(24, generator=gen) * 0.9 + 0.05
+    want = _bisect_scale(s, t, 0.6, iters=iters)
+    k = sharpness_scale(s, t, 0.6, iters=iters, probes=probes)
+    assert k.shape == (24, 1) and k[0].item() == pytest.approx(1e4, rel=1e-6)
+    cell = math.log(1e4) / 2**iters
+    gap = (k.log() - want.log()).abs()
+    if probes == 1:
+        assert torch.equal(k, want)
+    assert gap.max() <= 1.01 * cell, gap.max() / cell
+    assert (gap < 1e-6).float().mean() >= 0.75  # mostly the very same cell
+    flat, tt = (s[1:] * 3).flatten(1), t[1:, None]
+    d1 = _fit_offset(flat, tt, 24, probes=1)
+    dp = _fit_offset(flat, tt, 24, probes=probes)
+    width = flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values
+    assert ((dp - d1).abs() <= 1.01 * width / 2**24 + 1e-7).all()
+    assert torch.allclose(torch.sigmoid(flat + dp).mean(1, keepdim=True), tt, atol=1e-5)
+
+
+def test_search_probes_are_one_on_the_cpu_and_bounded_in_memory_on_a_gpu():
+    from automix.methods.mixblock import PROBE_BUDGET, search_probes, sharpness_scale
+    cuda = torch.device("cuda")  # only its type is read: no GPU needed
+    assert search_probes(10**6, torch.device("cpu")) == 1
+    assert search_probes(PROBE_BUDGET // 16, cuda) == 15
+    assert search_probes(PROBE_BUDGET // 16 + 1, cuda) == 3
+    assert search_probes(PROBE_BUDGET // 4 + 1, cuda) == 1
+    for bad in (0, 2, 6):
+        with pytest.raises(ValueError, match=rf"probes\b.*\b{bad}\b"):
+            sharpness_scale(torch.randn(2, 1, 4, 4), 0.5, 0.6, probes=bad)
 
 
 def test_sharp_mask_of_a_constant_map_is_flat_and_finite():

@@ -200,8 +200,15 @@ def test_automix_mask_fit_time_quick():
     labels = ("vanilla", "AutoMix as registered", "AutoMix, mask_min_sharpness=0", "AutoMix, mask_fit=False", "SAMix")
     assert all(float(rows[k][1]) > 0 for k in labels), rows
     ops = {k: int(rows[k][4]) for k in labels}
-    # What the script exists to show: the sharpness floor's search adds ops to the step, the mask fit some more.
-    order = ["AutoMix as registered", "AutoMix, mask_min_sharpness=0", "AutoMix, mask_fit=False", "vanilla"]
+    # What the script exists to show: the sharpness floor's search adds ops to the step, the mask fit some more;
+    # 15 probes per search round (the GPU's choice) cut the floor's ops to a fraction of bisection's (the CPU's).
+    probe = {k: int(rows[k][4]) for k in ("AutoMix, one-probe searches (bisection)", "AutoMix, 15-probe searches")}
+    order = ["AutoMix, one-probe searches (bisection)", "AutoMix, 15-probe searches", "AutoMix, mask_min_sharpness=0",
+             "AutoMix, mask_fit=False", "vanilla"]
+    ops.update(probe)
     assert [ops[k] for k in order] == sorted((ops[k] for k in order), reverse=True), ops
     assert len({ops[k] for k in order}) == len(order), ops
+    assert ops["AutoMix as registered"] == probe["AutoMix, one-probe searches (bisection)"]  # the CPU bisects
+    floor = ops["AutoMix, mask_min_sharpness=0"]
+    assert probe["AutoMix, 15-probe searches"] - floor < (probe["AutoMix, one-probe searches (bisection)"] - floor) / 3
     assert "automix/mix_block" in out

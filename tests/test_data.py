@@ -254,6 +254,24 @@ def test_normalize():
         normalize(x, (0.5,), (0.5,) * 3)
     with pytest.raises(ValueError, match="std"):
         normalize(x, (0.5,) * 3, (0.5, 0.0, 0.5))
+    with pytest.raises(ValueError, match="std"):
+        normalize(x, (0.5,) * 3, torch.tensor([0.5, -1.0, 0.5]))
+
+
+def test_normalize_builds_its_constants_once_per_device_not_per_batch():
+    """Per batch they were two host-to-device copies (a GPU synchronisation each): now a cached pair."""
+    from automix.data import transforms
+    x = torch.randint(0, 256, (4, 3, 2, 2), dtype=torch.uint8)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    first = normalize(x, mean, std)
+    before = transforms._affine.cache_info()
+    again = normalize(x, list(mean), torch.tensor(std, dtype=torch.float64))
+    after = transforms._affine.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    assert torch.equal(first, again)
+    m, s = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in (mean, std))
+    want = (x.double() / 255 - m) / s
+    assert torch.allclose(first.double(), want, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- CIFAR

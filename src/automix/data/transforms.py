@@ -7,6 +7,7 @@ which is what makes keeping small datasets as one uint8 tensor fast (the airbenc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -35,22 +36,31 @@ def normalize(x_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     c = x_uint8.shape[1]
-    mean_t = _per_channel("mean", mean, c, x_uint8.device)
-    std_t = _per_channel("std", std, c, x_uint8.device)
-    if bool((std_t <= 0).any()):
+    mean_v, std_v = _per_channel("mean", mean, c), _per_channel("std", std, c)
+    if any(v <= 0 for v in std_v):
         raise ValueError(f"std must be > 0 for every channel, got {tuple(std)}")
     work = dtype if torch.finfo(dtype).bits >= 32 else torch.float32
+    shift, scale = _affine(mean_v, std_v, x_uint8.device, work)
     # One fused pass: (x - 255 mean) * 1 / (255 std).
-    out = (x_uint8.to(work) - (mean_t * 255).to(work)) * (1.0 / (std_t * 255)).to(work)
-    return out.to(dtype)
+    return ((x_uint8.to(work) - shift) * scale).to(dtype)
 
 
-def _per_channel(name: str, values: Sequence[float], c: int, device: torch.device) -> torch.Tensor:
+def _per_channel(name: str, values: Sequence[float], c: int) -> tuple[float, ...]:
     if isinstance(values, torch.Tensor):
         values = values.tolist()
     if not isinstance(values, Sequence) or len(values) != c:
         raise ValueError(f"{name} must have one value per channel ({c}), got {values!r}")
-    return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device).view(1, c, 1, 1)
+    return tuple(float(v) for v in values)
+
+
+@functools.lru_cache(maxsize=64)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``255 mean`` and ``1 / (255 std)`` as ``[1, C, 1, 1]`` on ``device``, built once per set of values: built per
+    batch they were two host-to-device copies, each a synchronisation on a GPU (the GPU check counted them)."""
+    m = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+    return (m * 255).to(device=device, dtype=dtype), (1.0 / (s * 255)).to(device=device, dtype=dtype)
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None) -> torch.Tensor:

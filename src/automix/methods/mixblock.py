@@ -210,9 +210,57 @@ def partner_energy(z_b: Tensor) -> Tensor:
     return e / e.pow(2).mean(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-12)
 
 
+PROBE_BUDGET = 2**24  # elements of one search round's probe tensor: 64 MiB in float32
+
+
+def search_probes(numel: int, device: torch.device) -> int:
+    """Probes per round of the mask fits' searches (``_fit_offset``, ``sharpness_scale``): 15, 3 or 1.
+
+    Each round of a search tries ``p`` points at once and shrinks the bracket by ``p + 1``, so 15 probes do in
+    4 rounds what bisection does in 16, with the same points (dyadic fractions of the bracket) and the same
+    answer. On a GPU a round is a few small kernels whose launches, not their arithmetic, are the cost: the
+    sharpness floor's 340 sequential bisection rounds made AutoMix 10x a vanilla step on an H200
+    (docs/benchmarks.md, "GPU check"). On the CPU the arithmetic is the cost and the extra probes are work,
+    so it keeps bisection. The probe tensor holds ``(p + 1) * numel`` elements, at most ``PROBE_BUDGET``.
+    """
+    if device.type == "cpu":
+        return 1
+    for p in (15, 3):
+        if (p + 1) * numel <= PROBE_BUDGET:
+            return p
+    return 1
+
+
+def _check_probes(probes: int) -> int:
+    check_positive_int("probes", probes)
+    if probes & (probes + 1):
+        raise ValueError(f"probes={probes!r} must be one less than a power of 2 (1, 3, 7, 15, ...): each round "
+                         "splits the bracket into probes + 1 equal parts, as that many bisection steps would")
+    return probes
+
+
+def _probe_points(lo: Tensor, hi: Tensor, parts: int) -> Tensor:
+    """The ``parts - 1`` inner edges of ``[lo, hi]`` split into ``parts`` equal parts: ``[parts - 1, *lo.shape]``
+    (two parts: bisection's midpoint, written as bisection writes it)."""
+    if parts == 2:
+        return (0.5 * (lo + hi))[None]
+    frac = torch.arange(1, parts, dtype=lo.dtype, device=lo.device) / parts
+    return lo + (hi - lo) * frac.reshape((-1,) + (1,) * lo.dim())
+
+
+def _narrow(lo: Tensor, hi: Tensor, points: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
+    """The part of ``[lo, hi]`` between two neighbouring probes ``points`` where the predicate ``ok`` turns on.
+
+    ``ok`` is monotone along the probes for an exact predicate; counting the probes that are not ok picks one
+    part even where rounding makes it ragged (as bisection picks one side)."""
+    edges = torch.cat([lo[None], points, hi[None]])
+    j = (~ok).sum(0, keepdim=True)
+    return edges.gather(0, j)[0], edges.gather(0, j + 1)[0]
+
+
 @torch.no_grad()
 def sharpness_scale(logits: Tensor, target: float | Tensor, min_sharpness: float, max_scale: float = 1e4,
-                    iters: int = 16) -> Tensor:
+                    iters: int = 16, probes: int | None = None) -> Tensor:
     """The smallest factor ``k >= 1`` per sample that makes the fitted mask of ``k * logits`` sharp enough.
 
     Args:
@@ -222,9 +270,14 @@ def sharpness_scale(logits: Tensor, target: float | Tensor, min_sharpness: float
             std of a hard cut with the same mean ``t`` (0: any mask; near 1: almost a hard cut).
         max_scale: the largest factor tried (a map with ties, e.g. constant, cannot be sharpened at all).
         iters: bisection steps on ``log k`` (16: ``k`` within 0.03% of the boundary).
+        probes: scales tried at once per round (``2**b - 1``: a round does ``b`` bisection steps); ``None``
+            picks by device and size (``search_probes``). Any choice gives the same ``k`` up to rounding.
 
     Returns:
         ``k``, a float tensor ``[N, 1]`` without gradient: 1 where the mask is already sharp enough.
+
+    Raises:
+        ValueError: ``probes`` not of the form ``2**b - 1``.
 
     Why: with its level fitted, nothing in AutoMix's loss asks the mask to stay sharp, and on CPU-scale
     data the Mix Block's loss prefers a blend: its masks flatten to a spatial std below 0.01, and a floor
@@ -236,24 +289,34 @@ def sharpness_scale(logits: Tensor, target: float | Tensor, min_sharpness: float
     """
     n = logits.shape[0]
     flat = logits.reshape(n, -1)
-    t = torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
+    if probes is None:
+        probes = search_probes(flat.numel(), flat.device)
+    bits = _check_probes(probes).bit_length()
+    t = _targets(target, flat)
     want = min_sharpness * (t * (1 - t)).clamp_min(0).sqrt()
-
     tc = t.clamp(1e-6, 1 - 1e-6)
 
-    def sharp_enough(k: Tensor) -> Tensor:
-        u = flat * k
-        return torch.sigmoid(u + _fit_offset(u, tc, 20)).std(1, unbiased=False, keepdim=True) >= want
+    def sharp_enough(log_k: Tensor) -> Tensor:  # [G, N, 1] -> bool [G, N, 1]: all G probes in one pass
+        g = log_k.shape[0]
+        u = (flat * log_k.exp()).reshape(g * n, -1)
+        fit = torch.sigmoid(u + _fit_offset(u, tc.repeat(g, 1), 20))
+        return (fit.std(1, unbiased=False, keepdim=True) >= want.repeat(g, 1)).reshape(g, n, 1)
 
-    one = torch.ones_like(t)
     lo, hi = torch.zeros_like(t), torch.full_like(t, math.log(max_scale))
-    done = sharp_enough(one)
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        ok = sharp_enough(mid.exp())
-        hi = torch.where(ok, mid, hi)
-        lo = torch.where(ok, lo, mid)
-    return torch.where(done, one, hi.exp()).to(logits.dtype)
+    done, left = None, iters
+    while left > 0:
+        parts = 2 ** min(bits, left)
+        left -= min(bits, left)
+        points = _probe_points(lo, hi, parts)
+        if done is None:  # k = 1 (log k = 0) rides along with the first round
+            ok = sharp_enough(torch.cat([lo[None], points]))
+            done, ok = ok[0], ok[1:]
+        else:
+            ok = sharp_enough(points)
+        lo, hi = _narrow(lo, hi, points, ok)
+    if done is None:
+        done = sharp_enough(lo[None])[0]
+    return torch.where(done, torch.ones_like(t), hi.exp()).to(logits.dtype)
 
 
 def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float, *,
@@ -283,7 +346,7 @@ def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float,
     """
     n = logits.shape[0]
     flat = logits.reshape(n, -1)
-    t = torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
+    t = _targets(target, flat)
     edge = (t <= 0) | (t >= 1)
     s0 = flat.detach()
     with torch.no_grad():
@@ -317,16 +380,37 @@ def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float,
     return (mask, k.reshape(n)) if return_scale else mask
 
 
-def _fit_offset(flat: Tensor, t: Tensor, iters: int) -> Tensor:
-    """The offset ``delta`` [N, 1] with ``mean(sigmoid(flat + delta)) = t`` per row, by bisection (no gradient)."""
+def _targets(target: float | Tensor, flat: Tensor) -> Tensor:
+    """Each row's mask mean as ``[N, 1]`` in ``flat``'s dtype and device; a Python number is filled on the device
+    (``torch.as_tensor`` would copy it from the host: a synchronisation per call on a GPU, twice per AutoMix step)."""
+    n = flat.shape[0]
+    if isinstance(target, Tensor):
+        return target.to(dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
+    return torch.full((n, 1), float(target), dtype=flat.dtype, device=flat.device)
+
+
+def _fit_offset(flat: Tensor, t: Tensor, iters: int, probes: int | None = None) -> Tensor:
+    """The offset ``delta`` [N, 1] with ``mean(sigmoid(flat + delta)) = t`` per row, by bisection (no gradient).
+
+    ``probes`` offsets are tried at once per round (``search_probes``; the same offset up to rounding)."""
+    if probes is None:
+        probes = search_probes(flat.numel(), flat.device)
+    bits = _check_probes(probes).bit_length()
     base = torch.logit(t)
     lo = base - flat.max(1, keepdim=True).values
     hi = base - flat.min(1, keepdim=True).values
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        above = torch.sigmoid(flat + mid).mean(1, keepdim=True) > t
-        hi = torch.where(above, mid, hi)
-        lo = torch.where(above, lo, mid)
+    left = iters
+    while left > 0:
+        parts = 2 ** min(bits, left)
+        left -= min(bits, left)
+        if parts == 2:  # plain bisection: no probe axis
+            mid = 0.5 * (lo + hi)
+            above = torch.sigmoid(flat + mid).mean(1, keepdim=True) > t
+            hi = torch.where(above, mid, hi)
+            lo = torch.where(above, lo, mid)
+            continue
+        points = _probe_points(lo, hi, parts)  # [parts - 1, N, 1]
+        lo, hi = _narrow(lo, hi, points, torch.sigmoid(flat + points).mean(2, keepdim=True) > t)
     return 0.5 * (lo + hi)
 
 
@@ -350,7 +434,7 @@ def fit_mask_mean(logits: Tensor, target: float | Tensor, iters: int = 30) -> Te
     """
     n = logits.shape[0]
     flat = logits.reshape(n, -1)
-    t = torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
+    t = _targets(target, flat)
     edge = (t <= 0) | (t >= 1)
     tc = t.clamp(1e-6, 1 - 1e-6)
     with torch.no_grad():
@@ -410,6 +494,6 @@ def whole_image_share(mask: Tensor, edge: float = 0.05, lam: float | Tensor | No
     mean = mask.flatten(1).mean(1)
     lopsided = (mean < edge) | (mean > 1.0 - edge)
     if lam is not None:
-        share = 1.0 - torch.as_tensor(lam, dtype=mean.dtype, device=mean.device).expand_as(mean)
+        share = 1.0 - _targets(lam, mean[:, None])[:, 0]
         lopsided = lopsided & (share >= edge) & (share <= 1.0 - edge)
     return lopsided.float().mean()

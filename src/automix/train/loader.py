@@ -99,7 +99,9 @@ class TrainBatches:
         if self.lazy is None:
             for step in range(start, self.steps):
                 idx = order[step]
-                yield self._finish(self.data.images[idx], crop=True), self.data.labels[idx].to(self.device)
+                # non_blocking: a blocking copy of the labels was one host synchronisation per step on a GPU
+                labels = self.data.labels[idx].to(self.device, non_blocking=True)
+                yield self._finish(self.data.images[idx], crop=True), labels
             return
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.lazy, order.flatten().tolist()), batch_size=self.batch_size,
@@ -107,7 +109,7 @@ class TrainBatches:
             persistent_workers=False)
         for step, (x, y) in enumerate(loader):
             if step >= start:  # replays skipped batches so worker draws stay aligned after a resume
-                yield self._finish(x, crop=False), y.to(self.device)
+                yield self._finish(x, crop=False), y.to(self.device, non_blocking=True)
 
 
 def eval_batches(data: ImageData, indices: Tensor, batch_size: int, device: torch.device, *, rank: int = 0,
@@ -123,7 +125,7 @@ def eval_batches(data: ImageData, indices: Tensor, batch_size: int, device: torc
             x = normalize(_to_device(data.images[chunk], device, img_size, False), data.mean, data.std)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, data.labels[chunk].to(device)
+            yield x, data.labels[chunk].to(device, non_blocking=True)
         return
     dataset = torch.utils.data.Subset(LazyImageDataset(data, img_size or DEFAULT_SIZE, train=False), shard.tolist())
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers):
