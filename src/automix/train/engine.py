@@ -379,6 +379,7 @@ def fit(cfg: Config) -> dict[str, Any]:
     finally:
         if run is not None:
             run.logger.close()
+        run = None  # its DDP wrapper must be gone before the process group (dist_util.cleanup)
         dist_util.cleanup()
         if lock is not None:
             lock.release()
