@@ -463,6 +463,31 @@ def test_many_probe_searches_find_what_bisection_finds(probes, iters):
     assert torch.allclose(torch.sigmoid(flat + dp).mean(1, keepdim=True), tt, atol=1e-5)
 
 
+@pytest.mark.parametrize("probes", [1, 3, 15])
+def test_the_scale_found_passes_the_floor_also_where_the_test_is_ragged(probes):
+    """Spiky maps need scales in the thousands, where the search's inner offset fit is coarse and its sharpness
+    test is not monotone in k near the boundary: every search, as bisection, returns a scale that passed it
+    (or the cap)."""
+    from automix.methods.mixblock import _fit_offset, sharpness_scale
+    gen = torch.Generator().manual_seed(2)
+    rows = []
+    for shape in ("spike", "spike2"):
+        s = torch.randn(192, 1, 8, 8, generator=gen)
+        if shape == "spike":
+            s = s * 1e-3
+            s[:, :, 0, :2] = 50.0
+        else:
+            s = s * 1e-2
+            s[:, :, 3, 3] = 5.0
+        t = torch.rand(192, 1, generator=gen) * 0.9 + 0.05
+        k = sharpness_scale(s, t[:, 0], 0.6, probes=probes)
+        u = s.flatten(1) * k
+        std = torch.sigmoid(u + _fit_offset(u, t, 20, probes=1)).std(1, unbiased=False, keepdim=True)
+        rows.append((std >= 0.6 * (t * (1 - t)).sqrt()) | (k >= 1e4 * 0.999))
+        assert (k > 100).float().mean() > 0.5  # the regime in question
+    assert torch.cat(rows).all()
+
+
 def test_search_probes_are_one_on_the_cpu_and_bounded_in_memory_on_a_gpu():
     from automix.methods.mixblock import PROBE_BUDGET, search_probes, sharpness_scale
     cuda = torch.device("cuda")  # only its type is read: no GPU needed

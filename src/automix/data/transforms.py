@@ -103,7 +103,8 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Gen
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     flips = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
-    dy, dx, flips = (t.to(x.device, non_blocking=True) for t in (dy, dx, flips))
+    # Not blocking on CUDA only: MPS has given wrong values for such copies of freed temporaries (pytorch#139550).
+    dy, dx, flips = (t.to(x.device, non_blocking=x.device.type == "cuda") for t in (dy, dx, flips))
     src = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
     rows = dy[:, None] + torch.arange(h, device=x.device)           # [B, H] rows of the padded image
     cols = dx[:, None] + torch.arange(w, device=x.device)           # [B, W]

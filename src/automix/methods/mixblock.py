@@ -38,6 +38,7 @@ component, every mask's mean equals its label weight, and a mask can be sharp bu
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -217,11 +218,12 @@ def search_probes(numel: int, device: torch.device) -> int:
     """Probes per round of the mask fits' searches (``_fit_offset``, ``sharpness_scale``): 15, 3 or 1.
 
     Each round of a search tries ``p`` points at once and shrinks the bracket by ``p + 1``, so 15 probes do in
-    4 rounds what bisection does in 16, with the same points (dyadic fractions of the bracket) and the same
-    answer. On a GPU a round is a few small kernels whose launches, not their arithmetic, are the cost: the
-    sharpness floor's 340 sequential bisection rounds made AutoMix 10x a vanilla step on an H200
-    (docs/benchmarks.md, "GPU check"). On the CPU the arithmetic is the cost and the extra probes are work,
-    so it keeps bisection. The probe tensor holds ``(p + 1) * numel`` elements, at most ``PROBE_BUDGET``.
+    4 rounds what bisection does in 16, with the same points (dyadic fractions of the bracket) and, for a test
+    monotone along them, the same answer (``_narrow``). On a GPU a round is a few small kernels whose launches,
+    not their arithmetic, are the cost: the sharpness floor's 340 sequential bisection rounds made AutoMix 10x a
+    vanilla step on an H200 (docs/benchmarks.md, "GPU check"). On the CPU the arithmetic is the cost and the extra
+    probes are work, so it keeps bisection. A many-probe round holds ``(p + 1) * numel`` elements, at most
+    ``PROBE_BUDGET``; bisection holds ``numel``, whatever its size.
     """
     if device.type == "cpu":
         return 1
@@ -249,12 +251,13 @@ def _probe_points(lo: Tensor, hi: Tensor, parts: int) -> Tensor:
 
 
 def _narrow(lo: Tensor, hi: Tensor, points: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
-    """The part of ``[lo, hi]`` between two neighbouring probes ``points`` where the predicate ``ok`` turns on.
+    """The part of ``[lo, hi]`` that ends at the first probe of ``points`` where ``ok`` holds (``hi`` if none).
 
-    ``ok`` is monotone along the probes for an exact predicate; counting the probes that are not ok picks one
-    part even where rounding makes it ragged (as bisection picks one side)."""
+    As bisection, the upper end is always a point that passed (or the first ``hi``), also where the predicate is
+    not monotone along the probes: the sharpness test is not, near its boundary at large scales, where the
+    inner offset fit is coarse; counting the failed probes instead kept a failed one there."""
     edges = torch.cat([lo[None], points, hi[None]])
-    j = (~ok).sum(0, keepdim=True)
+    j = (~ok).to(torch.int64).cumprod(0).sum(0, keepdim=True)  # leading failures
     return edges.gather(0, j)[0], edges.gather(0, j + 1)[0]
 
 
@@ -271,7 +274,9 @@ def sharpness_scale(logits: Tensor, target: float | Tensor, min_sharpness: float
         max_scale: the largest factor tried (a map with ties, e.g. constant, cannot be sharpened at all).
         iters: bisection steps on ``log k`` (16: ``k`` within 0.03% of the boundary).
         probes: scales tried at once per round (``2**b - 1``: a round does ``b`` bisection steps); ``None``
-            picks by device and size (``search_probes``). Any choice gives the same ``k`` up to rounding.
+            picks by device and size (``search_probes``). Where the test is monotone in ``k`` every choice
+            gives bisection's ``k`` up to one bisection cell; where it is not (spiky maps at scales in the
+            thousands, where the inner offset fit is coarse) each returns a ``k`` that passed it, maybe another.
 
     Returns:
         ``k``, a float tensor ``[N, 1]`` without gradient: 1 where the mask is already sharp enough.
@@ -303,19 +308,19 @@ def sharpness_scale(logits: Tensor, target: float | Tensor, min_sharpness: float
         return (fit.std(1, unbiased=False, keepdim=True) >= want.repeat(g, 1)).reshape(g, n, 1)
 
     lo, hi = torch.zeros_like(t), torch.full_like(t, math.log(max_scale))
-    done, left = None, iters
+    # k = 1 (log k = 0) rides along with the first round of a many-probe search; alone for bisection, whose
+    # memory stays one probe's.
+    done, left = (sharp_enough(lo[None])[0] if probes == 1 or iters == 0 else None), iters
     while left > 0:
         parts = 2 ** min(bits, left)
         left -= min(bits, left)
         points = _probe_points(lo, hi, parts)
-        if done is None:  # k = 1 (log k = 0) rides along with the first round
+        if done is None:
             ok = sharp_enough(torch.cat([lo[None], points]))
             done, ok = ok[0], ok[1:]
         else:
             ok = sharp_enough(points)
         lo, hi = _narrow(lo, hi, points, ok)
-    if done is None:
-        done = sharp_enough(lo[None])[0]
     return torch.where(done, torch.ones_like(t), hi.exp()).to(logits.dtype)
 
 
@@ -381,18 +386,19 @@ def fit_sharp_mask(logits: Tensor, target: float | Tensor, min_sharpness: float,
 
 
 def _targets(target: float | Tensor, flat: Tensor) -> Tensor:
-    """Each row's mask mean as ``[N, 1]`` in ``flat``'s dtype and device; a Python number is filled on the device
+    """Each row's mask mean as ``[N, 1]`` in ``flat``'s dtype and device; a single number is filled on the device
     (``torch.as_tensor`` would copy it from the host: a synchronisation per call on a GPU, twice per AutoMix step)."""
     n = flat.shape[0]
-    if isinstance(target, Tensor):
-        return target.to(dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
-    return torch.full((n, 1), float(target), dtype=flat.dtype, device=flat.device)
+    if isinstance(target, numbers.Real):
+        return torch.full((n, 1), float(target), dtype=flat.dtype, device=flat.device)
+    return torch.as_tensor(target, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(n, 1)
 
 
 def _fit_offset(flat: Tensor, t: Tensor, iters: int, probes: int | None = None) -> Tensor:
     """The offset ``delta`` [N, 1] with ``mean(sigmoid(flat + delta)) = t`` per row, by bisection (no gradient).
 
-    ``probes`` offsets are tried at once per round (``search_probes``; the same offset up to rounding)."""
+    ``probes`` offsets are tried at once per round (``search_probes``; the mean is monotone in the offset: the same
+    offset up to rounding)."""
     if probes is None:
         probes = search_probes(flat.numel(), flat.device)
     bits = _check_probes(probes).bit_length()

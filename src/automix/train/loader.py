@@ -40,9 +40,17 @@ def batch_side(data: ImageData, img_size: int | None) -> tuple[int, int]:
     return DEFAULT_SIZE, DEFAULT_SIZE
 
 
+def _async(device: torch.device) -> bool:
+    """Whether a host-to-device copy of a temporary batch may skip blocking: on CUDA (the copy from pageable memory
+    is staged before the call returns, and reads are ordered on the stream), where a blocking copy was a host
+    synchronisation per step; not on MPS, where such copies of freed temporaries have given wrong values
+    (pytorch/pytorch#139550)."""
+    return device.type == "cuda"
+
+
 def _to_device(x_uint8: Tensor, device: torch.device, img_size: int | None, non_blocking: bool) -> Tensor:
     """A uint8 batch on ``device`` at ``img_size`` (resized there when held at another size)."""
-    x = x_uint8.to(device, non_blocking=non_blocking)
+    x = x_uint8.to(device, non_blocking=non_blocking and _async(device))
     if img_size is not None and x.shape[-2:] != (img_size, img_size):
         x = resize_images(x, img_size)
     return x
@@ -99,8 +107,7 @@ class TrainBatches:
         if self.lazy is None:
             for step in range(start, self.steps):
                 idx = order[step]
-                # non_blocking: a blocking copy of the labels was one host synchronisation per step on a GPU
-                labels = self.data.labels[idx].to(self.device, non_blocking=True)
+                labels = self.data.labels[idx].to(self.device, non_blocking=_async(self.device))
                 yield self._finish(self.data.images[idx], crop=True), labels
             return
         loader = torch.utils.data.DataLoader(
@@ -109,7 +116,7 @@ class TrainBatches:
             persistent_workers=False)
         for step, (x, y) in enumerate(loader):
             if step >= start:  # replays skipped batches so worker draws stay aligned after a resume
-                yield self._finish(x, crop=False), y.to(self.device, non_blocking=True)
+                yield self._finish(x, crop=False), y.to(self.device, non_blocking=_async(self.device))
 
 
 def eval_batches(data: ImageData, indices: Tensor, batch_size: int, device: torch.device, *, rank: int = 0,
@@ -125,7 +132,7 @@ def eval_batches(data: ImageData, indices: Tensor, batch_size: int, device: torc
             x = normalize(_to_device(data.images[chunk], device, img_size, False), data.mean, data.std)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, data.labels[chunk].to(device, non_blocking=True)
+            yield x, data.labels[chunk].to(device, non_blocking=_async(device))
         return
     dataset = torch.utils.data.Subset(LazyImageDataset(data, img_size or DEFAULT_SIZE, train=False), shard.tolist())
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers):
