@@ -627,3 +627,19 @@ def test_reference_conflicts_with_the_fitted_mask_are_named():
         make(automix.AutoMix, mask_fit="yes")
     assert make(automix.AutoMix, reference=True, mask_min_sharpness=0.0).mix_block.min_sharpness == 0.0
 
+
+
+def test_mask_fits_take_targets_as_a_number_a_list_or_a_tensor():
+    import numpy as np
+
+    from automix.methods.mixblock import fit_mask_mean, fit_sharp_mask, whole_image_share
+    s = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    want = torch.tensor([0.2, 0.5, 0.7])
+    for fit in (fit_mask_mean, lambda x, t: fit_sharp_mask(x, t, 0.6)):
+        by_list = fit(s, [0.2, 0.5, 0.7]).flatten(1).mean(1)
+        assert torch.allclose(by_list, want, atol=1e-5)
+        assert torch.equal(fit(s, np.array([0.2, 0.5, 0.7])), fit(s, want))
+        assert torch.equal(fit(s, np.float64(0.3)), fit(s, torch.tensor(0.3)))
+        assert torch.equal(fit(s, 0.3), fit(s, torch.full((3,), 0.3)))
+    m = fit_mask_mean(s, 0.4)
+    assert whole_image_share(m, lam=0.6).item() == whole_image_share(m, lam=torch.full((3,), 0.6)).item() == 0.0
