@@ -111,8 +111,8 @@ def cleanup() -> None:
     """Leave the process group, after collecting what still holds it.
 
     A ``DistributedDataParallel`` wrapper kept alive past ``destroy_process_group`` (a reference cycle, collected
-    only at interpreter exit) aborted gloo ranks after their work was done: "terminate called without an active
-    exception", SIGABRT, after atexit handlers ran) in 12 of 50 two-rank ``torchrun`` runs of small DDP scripts
+    only at interpreter exit) aborted gloo ranks after their work was done ("terminate called without an active
+    exception", SIGABRT, after the atexit handlers) in 12 of 50 two-rank ``torchrun`` runs of small DDP scripts
     with torch 2.13 on CPU (``tests/test_train.py``'s torchrun test: once in four CI runs), in 0 of 28 with the
     wrapper collected first and in 0 of 14 without DDP. The caller drops its own references first; this collects
     the cycles."""
